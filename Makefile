@@ -1,0 +1,45 @@
+# Two commands do everything on a fresh machine with Python 3.11+:
+#   make run    set up .venv and run the watcher on the shipped watcher.toml, with a local receiver
+#   make test   lint, type-check and run the whole test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint unit e2e bench clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed: make PYTHON=python3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+# The receiver and the watcher share a signing secret made once per checkout.
+.watcher/dev-secret:
+	@mkdir -p .watcher && chmod 700 .watcher
+	@$(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(32))' > $@ && chmod 600 $@
+
+run: $(STAMP) .watcher/dev-secret
+	@test -f mlflow.db || $(BIN)/mlflow db upgrade sqlite:///mlflow.db >/dev/null 2>&1
+	@WATCHER_WEBHOOK_SECRET="$$(cat .watcher/dev-secret)"; export WATCHER_WEBHOOK_SECRET; \
+	$(BIN)/mlflow-watcher receive --port 8765 --secret-env WATCHER_WEBHOOK_SECRET & \
+	receiver=$$!; trap 'kill $$receiver 2>/dev/null' EXIT INT TERM; \
+	sleep 0.5; $(BIN)/mlflow-watcher run --config watcher.toml
+
+lint: $(STAMP)
+	$(BIN)/ruff check watcher tests bench
+	$(BIN)/ruff format --check watcher tests bench
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest -q
+
+unit: $(STAMP)
+	$(BIN)/pytest -q -m 'not e2e'
+
+e2e: $(STAMP)
+	$(BIN)/pytest -q -m e2e
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

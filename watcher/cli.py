@@ -1,0 +1,287 @@
+"""The `mlflow-watcher` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from watcher import __version__
+from watcher.config import (
+    Config,
+    effective_config,
+    load_config,
+    resolve_config_path,
+    to_toml,
+)
+from watcher.errors import ConfigError, WatcherError
+from watcher.store import Store
+
+EXIT_OK, EXIT_REGISTRY, EXIT_USAGE, EXIT_DELIVERY, EXIT_LOCKED = 0, 1, 2, 3, 4
+
+EXIT_STATUSES = """\b
+Exit statuses:
+  0  done
+  1  the registry could not be read (or another runtime error)
+  2  bad configuration or usage
+  3  some deliveries failed; they are queued for retry, or dead
+  4  another watcher holds the lock on the state file"""
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def config_option(fn: F) -> F:
+    return click.option(
+        "--config",
+        "-c",
+        "config_path",
+        metavar="PATH",
+        help="Config file. Default: $WATCHER_CONFIG, else ./watcher.toml, else built-in defaults.",
+    )(fn)
+
+
+def _load(config_path: str | None) -> Config:
+    return load_config(resolve_config_path(config_path, os.environ), os.environ)
+
+
+def _fail(message: str, code: int) -> None:
+    for line in message.splitlines() or [""]:
+        click.echo(f"mlflow-watcher: {line}", err=True)
+    sys.exit(code)
+
+
+@click.group(epilog=EXIT_STATUSES, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mlflow-watcher")
+def cli() -> None:
+    """Turn MLflow model registry changes into signed, reliable webhooks."""
+
+
+# --------------------------------------------------------------------------- run
+
+
+@cli.command(epilog=EXIT_STATUSES)
+@config_option
+@click.option("--once", is_flag=True, help="Poll once, deliver what is pending, exit (for cron).")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the events a poll would emit as JSON lines; change nothing.",
+)
+@click.option(
+    "--emit-existing",
+    is_flag=True,
+    help="On the first poll, emit events for what exists instead of a silent baseline.",
+)
+@click.option(
+    "--wait-for-lock",
+    is_flag=True,
+    help="Wait for another watcher on the same state instead of exiting 4.",
+)
+@click.option(
+    "--verbose",
+    "-v",
+    is_flag=True,
+    help="With --once: log every poll and delivery, not only failures.",
+)
+def run(
+    config_path: str | None,
+    once: bool,
+    dry_run: bool,
+    emit_existing: bool,
+    wait_for_lock: bool,
+    verbose: bool,
+) -> None:
+    """Watch the registry and deliver webhooks (a daemon, unless --once or --dry-run)."""
+    from watcher import logs
+
+    config = _load(config_path)
+    level = config.log.level
+    if (once or dry_run) and not verbose and level in ("debug", "info"):
+        level = "warning"  # cron mails whatever a job prints: stay silent on success
+    logs.configure(level, config.log.format)
+    log = logs.get_logger()
+    if dry_run:
+        sys.exit(_dry_run(config, log, emit_existing))
+    with Store.open(config.state.path, wait_for_lock=wait_for_lock) as store:
+        from watcher.deliver import Deliverer
+        from watcher.pipeline import Pipeline
+
+        pipeline = Pipeline(config, store, log, emit_existing=emit_existing)
+        pipeline.check_registry_matches()
+        deliverer = Deliverer(store, config, log)
+        if once:
+            sys.exit(_once(pipeline, deliverer))
+        from watcher.service import Service
+
+        sys.exit(Service(config, pipeline, deliverer, log).run())
+
+
+def _once(pipeline: Any, deliverer: Any) -> int:
+    from watcher.service import run_once
+
+    result = run_once(pipeline, deliverer)
+    deliverer.close()
+    problems = []
+    if not result.cycle.ok:
+        problems.append(f"the registry could not be read: {result.cycle.error}")
+    if result.drain.failed:
+        problems.append(
+            f"{result.drain.failed} deliveries failed ({result.drain.retrying} queued for retry, "
+            f"{result.drain.dead} dead); {result.pending} pending in all"
+        )
+    for problem in problems:
+        click.echo(f"mlflow-watcher: {problem}", err=True)
+    if not result.cycle.ok:
+        return EXIT_REGISTRY
+    return EXIT_DELIVERY if result.drain.failed else EXIT_OK
+
+
+def _dry_run(config: Config, log: Any, emit_existing: bool) -> int:
+    from watcher.pipeline import Pipeline
+
+    with _readonly_state(config.state.path) as store:
+        pipeline = Pipeline(config, store, log, emit_existing=emit_existing)
+        report = pipeline.run_cycle(dry_run=True)
+    if not report.ok:
+        click.echo(f"mlflow-watcher: the registry could not be read: {report.error}", err=True)
+        return EXIT_REGISTRY
+    for event in report.events:
+        targets = [w.name for w in config.webhooks if w.wants(event.type)]
+        click.echo(json.dumps({**event.to_dict(), "webhooks": targets}))
+    if report.baseline and not emit_existing:
+        click.echo(
+            f"mlflow-watcher: no snapshot yet: the first run records a baseline of "
+            f"{report.models} models and {report.versions} versions and emits nothing "
+            "(--emit-existing to emit them)",
+            err=True,
+        )
+    return EXIT_OK
+
+
+@contextmanager
+def _readonly_state(path: Path) -> Iterator[Store]:
+    """The state for a dry run: the real one if it exists (unlocked, not written), else empty."""
+    if path.exists():
+        with Store.open(path, lock=False) as store:
+            yield store
+        return
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        Store.open(Path(tmp) / "state.db", lock=False) as store,
+    ):
+        yield store
+
+
+# --------------------------------------------------------------------------- check-config
+
+
+@cli.command("check-config", epilog=EXIT_STATUSES)
+@config_option
+def check_config(config_path: str | None) -> None:
+    """Validate the configuration and print it as it will be used, secrets redacted."""
+    config = _load(config_path)
+    click.echo(f"# effective configuration (from {config.source}; secrets redacted)")
+    click.echo(to_toml(effective_config(config)), nl=False)
+
+
+# --------------------------------------------------------------------------- receive
+
+
+@cli.command(epilog="Answers 401 to a delivery whose signature does not verify.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--secret-env",
+    metavar="NAME",
+    help="Verify signatures with the secret in this environment variable.",
+)
+@click.option(
+    "--secret-file",
+    metavar="PATH",
+    type=click.Path(dir_okay=False),
+    help="Verify signatures with the secret in this file.",
+)
+@click.option(
+    "--status",
+    default=200,
+    show_default=True,
+    type=click.IntRange(100, 599),
+    help="Status to answer valid deliveries with (to try out retries).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print each delivery as one JSON line.")
+def receive(
+    host: str,
+    port: int,
+    secret_env: str | None,
+    secret_file: str | None,
+    status: int,
+    as_json: bool,
+) -> None:
+    """Listen for webhooks, verify their X-MLflow-Signature, and print each delivery."""
+    from watcher.receiver import Receiver
+
+    secret: str | None = None
+    if secret_env and secret_file:
+        _fail("usage error: give only one of --secret-env and --secret-file", EXIT_USAGE)
+    if secret_env:
+        secret = os.environ.get(secret_env)
+        if not secret:
+            _fail(
+                f"--secret-env: environment variable {secret_env} is not set or empty", EXIT_USAGE
+            )
+    elif secret_file:
+        try:
+            secret = Path(secret_file).read_text(encoding="utf-8").removesuffix("\n")
+        except OSError as exc:
+            _fail(f"--secret-file: cannot read {secret_file!r}: {exc.strerror}", EXIT_USAGE)
+    try:
+        receiver = Receiver(host, port, secret=secret, as_json=as_json, status=status)
+    except OSError as exc:
+        _fail(f"cannot listen on {host}:{port}: {exc.strerror}", EXIT_REGISTRY)
+    bound_host, bound_port = receiver.address
+    checking = "verifying signatures" if secret else "NOT verifying signatures (no secret given)"
+    click.echo(f"listening on http://{bound_host}:{bound_port}/ ({checking})", err=True)
+    try:
+        receiver.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        receiver.shutdown()
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("mlflow-watcher: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(EXIT_USAGE)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(f"mlflow-watcher: config error: {problem}", err=True)
+        sys.exit(EXIT_USAGE)
+    except WatcherError as exc:
+        _fail(f"error: {exc}", exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        if os.environ.get("WATCHER_DEBUG"):
+            raise
+        _fail(
+            f"internal error: {type(exc).__name__}: {exc} (set WATCHER_DEBUG=1 for a traceback)",
+            EXIT_REGISTRY,
+        )

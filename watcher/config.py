@@ -1,0 +1,626 @@
+"""The typed configuration: TOML file, environment overrides, embedded defaults.
+
+Every problem is collected with its key path (``webhooks[0].url``), the bad value and what was
+expected, and reported at once as one :class:`ConfigError`; nothing starts on a bad config.
+
+Precedence, highest first: command-line flags (applied by the CLI), ``WATCHER_SECTION__KEY``
+environment variables, the file, the defaults below.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from watcher.errors import ConfigError
+from watcher.model import NATIVE_EVENT_NAMES, SUPPORTED_EVENTS, EventType
+
+DEFAULT_CONFIG_NAME = "watcher.toml"
+ENV_PREFIX = "WATCHER_"
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+SIGNATURE_SCHEMES = ("mlflow", "none")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("auto", "json", "console")
+_WEBHOOK_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class Secret:
+    """A secret value that never shows itself in ``repr``, ``str``, logs or errors."""
+
+    __slots__ = ("_value", "source")
+
+    def __init__(self, value: str, source: str) -> None:
+        self._value = value
+        self.source = source
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret(<redacted>, from {self.source})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    tracking_uri: str = DEFAULT_TRACKING_URI
+    registry_uri: str = ""
+    timeout: float = 30.0
+    """Seconds one request to MLflow may take before the read is abandoned."""
+    page_size: int = 1000
+
+    @property
+    def effective_registry_uri(self) -> str:
+        return self.registry_uri or self.tracking_uri
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    interval: float = 30.0
+    models: tuple[str, ...] = ("*",)
+    exclude_models: tuple[str, ...] = ()
+
+    def watches(self, model_name: str) -> bool:
+        return any(fnmatch.fnmatchcase(model_name, p) for p in self.models) and not any(
+            fnmatch.fnmatchcase(model_name, p) for p in self.exclude_models
+        )
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    path: Path = Path(".watcher/state.db")
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"
+    format: str = "auto"
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    initial_delay: float = 2.0
+    """Seconds before the first retry (the base of the exponential backoff)."""
+    max_delay: float = 3600.0
+    """Cap of one backoff step, in seconds."""
+    max_age: float = 86400.0
+    """Seconds after detection when a delivery that keeps failing is declared dead."""
+    max_attempts: int = 30
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    name: str
+    url: str
+    events: frozenset[EventType] = SUPPORTED_EVENTS
+    secret: Secret | None = None
+    signature: str = "none"
+    timeout: float = 10.0
+
+    def wants(self, event_type: EventType) -> bool:
+        return event_type in self.events
+
+
+@dataclass(frozen=True)
+class Config:
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    watch: WatchConfig = field(default_factory=WatchConfig)
+    state: StateConfig = field(default_factory=StateConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    webhooks: tuple[WebhookConfig, ...] = ()
+    source: str = "embedded defaults"
+
+    def webhook(self, name: str) -> WebhookConfig | None:
+        return next((w for w in self.webhooks if w.name == name), None)
+
+
+# --------------------------------------------------------------------------- value parsers
+
+
+class _Invalid(Exception):
+    """Raised by a parser: the message says what was expected."""
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_EXPECTED = 'a positive number of seconds or a duration such as "500ms", "30s", "5m", "1h"'
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number or a string such as "500ms", "30s", "5m", "1h30m", "1d"."""
+    seconds: float
+    if isinstance(value, bool):
+        raise _Invalid(_DURATION_EXPECTED)
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        try:
+            seconds = float(text)
+        except ValueError:
+            parts = _DURATION_PART.findall(text)
+            if not parts or "".join(n + u for n, u in parts) != text:
+                raise _Invalid(_DURATION_EXPECTED) from None
+            seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    else:
+        raise _Invalid(_DURATION_EXPECTED)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise _Invalid(_DURATION_EXPECTED)
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0)):
+        if seconds >= size and (seconds / size).is_integer():
+            return f"{int(seconds / size)}{unit}"
+    if seconds < 1 and (seconds * 1000).is_integer():
+        return f"{int(seconds * 1000)}ms"
+    return f"{seconds}s"
+
+
+def _parse_str(value: object) -> str:
+    if not isinstance(value, str):
+        raise _Invalid("a string")
+    return value
+
+
+def _parse_nonempty_str(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _Invalid("a non-empty string")
+    return value.strip()
+
+
+def _parse_globs(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise _Invalid('a list of glob patterns such as ["fraud-*"]')
+    return tuple(value)
+
+
+def _int_parser(minimum: int, maximum: int) -> Callable[[object], int]:
+    def parse(value: object) -> int:
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+            raise _Invalid(f"a whole number from {minimum} to {maximum}")
+        return value
+
+    return parse
+
+
+def _choice_parser(choices: tuple[str, ...]) -> Callable[[object], str]:
+    def parse(value: object) -> str:
+        if not isinstance(value, str) or value.lower() not in choices:
+            raise _Invalid("one of " + ", ".join(f'"{c}"' for c in choices))
+        return value.lower()
+
+    return parse
+
+
+def _parse_tracking_uri(value: object) -> str:
+    uri = _parse_nonempty_str(value)
+    if uri.startswith(("http://", "https://")) and not urlsplit(uri).hostname:
+        raise _Invalid("an MLflow tracking URI such as http://mlflow:5000 or sqlite:///mlflow.db")
+    return uri
+
+
+def _parse_registry_uri(value: object) -> str:
+    if value == "":
+        return ""
+    return _parse_tracking_uri(value)
+
+
+def _parse_webhook_url(value: object) -> str:
+    if not isinstance(value, str):
+        raise _Invalid("an http:// or https:// URL")
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _Invalid("an http:// or https:// URL")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise _Invalid("an http:// or https:// URL with a valid port") from None
+    return value.strip()
+
+
+def _parse_events(value: object) -> frozenset[EventType]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise _Invalid('a non-empty list of event names, or ["*"]')
+    supported = sorted(e.value for e in SUPPORTED_EVENTS)
+    events: set[EventType] = set()
+    for item in value:
+        if item == "*":
+            events |= SUPPORTED_EVENTS
+            continue
+        event = _event_by_name(item)
+        if event is None:
+            raise _Invalid(f'event names from: "*", {", ".join(supported)} (got {item!r})')
+        if event not in SUPPORTED_EVENTS:
+            raise _Invalid(
+                f"events this version detects: {', '.join(supported)} "
+                f"({item!r} is not detected yet)"
+            )
+        events.add(event)
+    return frozenset(events)
+
+
+def _event_by_name(name: object) -> EventType | None:
+    if not isinstance(name, str):
+        return None
+    if name in NATIVE_EVENT_NAMES:
+        return NATIVE_EVENT_NAMES[name]
+    try:
+        return EventType(name.upper())
+    except ValueError:
+        return None
+
+
+def _parse_webhook_name(value: object) -> str:
+    if not isinstance(value, str) or not _WEBHOOK_NAME.match(value):
+        raise _Invalid("a name of 1 to 64 letters, digits, '-' or '_'")
+    return value
+
+
+# --------------------------------------------------------------------------- schema
+
+
+@dataclass(frozen=True)
+class _Key:
+    parse: Callable[[object], Any]
+    is_collection: bool = False
+    """Lists and tables arrive from the environment as JSON."""
+
+
+_SECTIONS: dict[str, dict[str, _Key]] = {
+    "mlflow": {
+        "tracking_uri": _Key(_parse_tracking_uri),
+        "registry_uri": _Key(_parse_registry_uri),
+        "timeout": _Key(parse_duration),
+        "page_size": _Key(_int_parser(1, 10_000)),
+    },
+    "watch": {
+        "interval": _Key(parse_duration),
+        "models": _Key(_parse_globs, is_collection=True),
+        "exclude_models": _Key(_parse_globs, is_collection=True),
+    },
+    "state": {"path": _Key(_parse_nonempty_str)},
+    "log": {"level": _Key(_choice_parser(LOG_LEVELS)), "format": _Key(_choice_parser(LOG_FORMATS))},
+    "delivery": {
+        "initial_delay": _Key(parse_duration),
+        "max_delay": _Key(parse_duration),
+        "max_age": _Key(parse_duration),
+        "max_attempts": _Key(_int_parser(1, 1000)),
+    },
+}
+
+_WEBHOOK_KEYS: dict[str, _Key] = {
+    "name": _Key(_parse_webhook_name),
+    "url": _Key(_parse_webhook_url),
+    "events": _Key(_parse_events, is_collection=True),
+    "secret_env": _Key(_parse_nonempty_str),
+    "secret_file": _Key(_parse_nonempty_str),
+    "signature": _Key(_choice_parser(SIGNATURE_SCHEMES)),
+    "timeout": _Key(parse_duration),
+}
+
+
+class _Problems:
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, path: str, value: object, expected: str) -> None:
+        self.items.append(f"{path}: got {_show(value)}, expected {expected}")
+
+    def note(self, path: str, message: str) -> None:
+        self.items.append(f"{path}: {message}")
+
+
+def _show(value: object) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def resolve_config_path(explicit: str | None, env: Mapping[str, str]) -> Path | None:
+    """--config, else $WATCHER_CONFIG, else ./watcher.toml if it exists, else None (defaults)."""
+    if explicit:
+        return Path(explicit)
+    if env.get("WATCHER_CONFIG"):
+        return Path(env["WATCHER_CONFIG"])
+    default = Path(DEFAULT_CONFIG_NAME)
+    return default if default.exists() else None
+
+
+def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
+    """Read, override from the environment, validate. Raises ConfigError with every problem."""
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    source = "embedded defaults"
+    if path is not None:
+        try:
+            with path.open("rb") as fh:
+                raw = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError([f"config file {str(path)!r} does not exist"]) from None
+        except IsADirectoryError:
+            raise ConfigError([f"config file {str(path)!r} is a directory"]) from None
+        except PermissionError:
+            raise ConfigError([f"config file {str(path)!r} is not readable"]) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([f"config file {str(path)!r} is not valid TOML: {exc}"]) from None
+        source = str(path)
+    problems = _Problems()
+    _apply_env_overrides(raw, env, problems)
+    config = _build(raw, env, problems, source)
+    if problems.items:
+        raise ConfigError(problems.items)
+    assert config is not None
+    return config
+
+
+def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str], problems: _Problems) -> None:
+    for name in sorted(env):
+        if name == "WATCHER_WEBHOOKS":
+            try:
+                raw["webhooks"] = json.loads(env[name])
+            except json.JSONDecodeError as exc:
+                problems.note(
+                    name, f"is not valid JSON ({exc.msg}); expected a JSON list of tables"
+                )
+            continue
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
+        spec = _SECTIONS.get(section, {}).get(key)
+        if spec is None:
+            problems.note(name, "names no configuration key (expected WATCHER_SECTION__KEY)")
+            continue
+        value: Any = env[name]
+        if spec.is_collection:
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                problems.add(name, value, "a JSON list")
+                continue
+        table = raw.setdefault(section, {})
+        if isinstance(table, dict):
+            table[key] = value
+
+
+def _build(
+    raw: dict[str, Any], env: Mapping[str, str], problems: _Problems, source: str
+) -> Config | None:
+    sections: dict[str, dict[str, Any]] = {}
+    for key in raw:
+        if key not in _SECTIONS and key != "webhooks":
+            problems.note(
+                key, f"unknown section; expected one of {', '.join([*_SECTIONS, 'webhooks'])}"
+            )
+    for section, keys in _SECTIONS.items():
+        table = raw.get(section, {})
+        if not isinstance(table, dict):
+            problems.add(section, table, "a table")
+            continue
+        sections[section] = _parse_table(table, keys, section, problems)
+
+    mlflow_values = sections.get("mlflow", {})
+    if "tracking_uri" not in mlflow_values:
+        mlflow_values["tracking_uri"] = env.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    if "registry_uri" not in mlflow_values and env.get("MLFLOW_REGISTRY_URI"):
+        mlflow_values["registry_uri"] = env["MLFLOW_REGISTRY_URI"]
+    state_values = sections.get("state", {})
+    if "path" in state_values:
+        state_values["path"] = Path(state_values["path"])
+    delivery = DeliveryConfig(**sections.get("delivery", {}))
+    if delivery.max_delay < delivery.initial_delay:
+        problems.add(
+            "delivery.max_delay",
+            format_duration(delivery.max_delay),
+            "at least delivery.initial_delay",
+        )
+
+    webhooks = _parse_webhooks(raw.get("webhooks", []), env, problems)
+    if problems.items:
+        return None
+    return Config(
+        mlflow=MlflowConfig(**mlflow_values),
+        watch=WatchConfig(**sections.get("watch", {})),
+        state=StateConfig(**state_values),
+        log=LogConfig(**sections.get("log", {})),
+        delivery=delivery,
+        webhooks=webhooks,
+        source=source,
+    )
+
+
+def _parse_table(
+    table: Mapping[str, Any], keys: Mapping[str, _Key], path: str, problems: _Problems
+) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        spec = keys.get(key)
+        if spec is None:
+            problems.note(f"{path}.{key}", f"unknown key; expected one of {', '.join(keys)}")
+            continue
+        try:
+            values[key] = spec.parse(value)
+        except _Invalid as exc:
+            problems.add(f"{path}.{key}", value, str(exc))
+    return values
+
+
+def _parse_webhooks(
+    raw: object, env: Mapping[str, str], problems: _Problems
+) -> tuple[WebhookConfig, ...]:
+    if not isinstance(raw, list) or not all(isinstance(w, dict) for w in raw):
+        problems.add("webhooks", raw, "a list of tables ([[webhooks]] in TOML)")
+        return ()
+    webhooks: list[WebhookConfig] = []
+    seen: dict[str, int] = {}
+    for index, table in enumerate(raw):
+        path = f"webhooks[{index}]"
+        values = _parse_table(table, _WEBHOOK_KEYS, path, problems)
+        for required in ("name", "url"):
+            if required not in table:
+                problems.note(f"{path}.{required}", "missing; every webhook needs a name and a url")
+        name = values.get("name")
+        if name is not None:
+            if name in seen:
+                problems.add(f"{path}.name", name, f"a unique name (webhooks[{seen[name]}] has it)")
+            seen.setdefault(name, index)
+        secret = _read_secret(values, env, path, problems)
+        signature = values.get("signature", "mlflow" if secret else "none")
+        if signature != "none" and secret is None:
+            problems.add(f"{path}.signature", signature, "secret_env or secret_file to sign with")
+        if "name" in values and "url" in values:
+            webhooks.append(
+                WebhookConfig(
+                    name=values["name"],
+                    url=values["url"],
+                    events=values.get("events", SUPPORTED_EVENTS),
+                    secret=secret,
+                    signature=signature,
+                    timeout=values.get("timeout", 10.0),
+                )
+            )
+    return tuple(webhooks)
+
+
+def _read_secret(
+    values: Mapping[str, Any], env: Mapping[str, str], path: str, problems: _Problems
+) -> Secret | None:
+    var, file = values.get("secret_env"), values.get("secret_file")
+    if var and file:
+        problems.note(f"{path}.secret_file", "set only one of secret_env and secret_file")
+        return None
+    if var:
+        if not env.get(var):
+            problems.add(
+                f"{path}.secret_env", var, "the name of a set, non-empty environment variable"
+            )
+            return None
+        return Secret(env[var], f"env:{var}")
+    if file:
+        expanded = _expand_env(file, env, f"{path}.secret_file", problems)
+        if expanded is None:
+            return None
+        try:
+            text = Path(expanded).read_text(encoding="utf-8")
+        except OSError as exc:
+            problems.add(f"{path}.secret_file", file, f"a readable file ({exc.strerror})")
+            return None
+        text = text.removesuffix("\n").removesuffix("\r")
+        if not text:
+            problems.add(f"{path}.secret_file", file, "a file holding a non-empty secret")
+            return None
+        return Secret(text, f"file:{expanded}")
+    return None
+
+
+def _expand_env(text: str, env: Mapping[str, str], path: str, problems: _Problems) -> str | None:
+    missing = [m for m in _ENV_REF.findall(text) if m not in env]
+    if missing:
+        problems.add(path, text, f"set environment variables (missing: {', '.join(missing)})")
+        return None
+    return _ENV_REF.sub(lambda m: env[m.group(1)], text)
+
+
+# --------------------------------------------------------------------------- display
+
+
+def redact_uri(uri: str) -> str:
+    """Drop a password from a URI's user info, so it can be logged or printed."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return uri
+    if parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+def effective_config(config: Config) -> dict[str, Any]:
+    """The configuration as it will be used, secrets redacted, durations as strings."""
+    return {
+        "mlflow": {
+            "tracking_uri": redact_uri(config.mlflow.tracking_uri),
+            "registry_uri": redact_uri(config.mlflow.effective_registry_uri),
+            "timeout": format_duration(config.mlflow.timeout),
+            "page_size": config.mlflow.page_size,
+        },
+        "watch": {
+            "interval": format_duration(config.watch.interval),
+            "models": list(config.watch.models),
+            "exclude_models": list(config.watch.exclude_models),
+        },
+        "state": {"path": str(config.state.path)},
+        "log": {"level": config.log.level, "format": config.log.format},
+        "delivery": {
+            "initial_delay": format_duration(config.delivery.initial_delay),
+            "max_delay": format_duration(config.delivery.max_delay),
+            "max_age": format_duration(config.delivery.max_age),
+            "max_attempts": config.delivery.max_attempts,
+        },
+        "webhooks": [
+            {
+                "name": w.name,
+                "url": redact_uri(w.url),
+                "events": sorted(e.value for e in w.events),
+                "secret": f"<redacted, from {w.secret.source}>" if w.secret else "<none>",
+                "signature": w.signature,
+                "timeout": format_duration(w.timeout),
+            }
+            for w in config.webhooks
+        ],
+    }
+
+
+def to_toml(data: Mapping[str, Any]) -> str:
+    """A small TOML writer for the effective config (tables, arrays of tables, scalars, lists)."""
+    lines: list[str] = []
+    for section, table in data.items():
+        if isinstance(table, list):
+            for item in table:
+                lines.append(f"\n[[{section}]]")
+                lines.extend(f"{k} = {_toml_value(v)}" for k, v in item.items())
+        else:
+            lines.append(f"\n[{section}]")
+            lines.extend(f"{k} = {_toml_value(v)}" for k, v in table.items())
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))

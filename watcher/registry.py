@@ -1,0 +1,446 @@
+"""Reading the registry: the only module that imports mlflow.
+
+A reader returns a complete :class:`Observation` or raises :class:`RegistryError`; a read that
+fails part-way is thrown away whole, so nothing is ever diffed against a partial read.
+
+Two readers share one algorithm:
+
+- :class:`RestReader` for ``http(s)://`` tracking servers. It calls the REST endpoints through
+  MLflow's own host-credential plumbing (so ``MLFLOW_TRACKING_USERNAME``/``PASSWORD``/``TOKEN``,
+  TLS settings and auth plugins keep working) but without the MLflow 3 client's prompt filter on
+  ``search_registered_models``, which makes an MLflow 2.9 server return no models at all.
+- :class:`ClientReader` for everything else the client understands (``sqlite:///``, ``file:``,
+  ``databricks``...), through ``MlflowClient``.
+
+Facts that shape both (see DESIGN.md section 3): paging is by offset and unsafe under concurrent
+writes, so full scans order by name and version and merge duplicates; a version or model that
+seems to have disappeared is confirmed with a direct get before anyone believes it.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit
+
+from watcher.errors import RegistryError
+from watcher.model import NO_STAGE, ModelState, Observation, VersionState
+
+PROMPT_TAG = "mlflow.prompt.is_prompt"
+"""MLflow 3 stores prompts as registered models with this tag; they are not models to watch."""
+
+_MODELS_PAGE_MAX = 1000
+_SEARCH_MODELS = "/api/2.0/mlflow/registered-models/search"
+_SEARCH_VERSIONS = "/api/2.0/mlflow/model-versions/search"
+_GET_MODEL = "/api/2.0/mlflow/registered-models/get"
+_GET_VERSION = "/api/2.0/mlflow/model-versions/get"
+
+
+def _bound_client_retries(timeout: float) -> None:
+    """The client retries a failing request for minutes by default; a cycle must fail fast.
+
+    Only defaults are set: an operator's own MLFLOW_HTTP_REQUEST_* variables win.
+    """
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, round(timeout))))
+
+
+class Reader(Protocol):
+    """What the pipeline needs from a registry."""
+
+    def read(self, watches: Callable[[str], bool]) -> Observation: ...
+
+    def get_model(self, name: str) -> ModelState | None: ...
+
+    def get_version(self, name: str, version: str) -> VersionState | None: ...
+
+
+@dataclass(frozen=True)
+class ReaderSettings:
+    tracking_uri: str
+    registry_uri: str
+    timeout: float = 30.0
+    page_size: int = 1000
+
+
+def open_reader(settings: ReaderSettings) -> Reader:
+    uri = settings.registry_uri
+    if uri.startswith(("http://", "https://")):
+        return RestReader(settings)
+    return ClientReader(settings)
+
+
+def registry_identity(uri: str) -> str:
+    """The registry URI without credentials: part of every event id."""
+    parts = urlsplit(uri)
+    if parts.password is None and parts.username is None:
+        return uri
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return parts._replace(netloc=host).geturl()
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+def _tags(raw: Any) -> dict[str, str]:
+    if isinstance(raw, Mapping):
+        return {str(k): str(v) for k, v in raw.items()}
+    return {str(t["key"]): str(t.get("value", "")) for t in raw or ()}
+
+
+def _version_from_json(data: Mapping[str, Any]) -> VersionState:
+    return VersionState(
+        name=str(data["name"]),
+        version=str(data["version"]),
+        creation_timestamp=int(data.get("creation_timestamp") or 0),
+        last_updated_timestamp=int(data.get("last_updated_timestamp") or 0),
+        current_stage=str(data.get("current_stage") or NO_STAGE),
+        status=str(data.get("status") or "READY"),
+        source=str(data.get("source") or ""),
+        run_id=str(data.get("run_id") or ""),
+        user_id=str(data.get("user_id") or ""),
+        description=str(data.get("description") or ""),
+        tags=_tags(data.get("tags")),
+    )
+
+
+def _model_from_json(data: Mapping[str, Any]) -> ModelState:
+    return ModelState(
+        name=str(data["name"]),
+        creation_timestamp=int(data.get("creation_timestamp") or 0),
+        last_updated_timestamp=int(data.get("last_updated_timestamp") or 0),
+        description=str(data.get("description") or ""),
+        user_id=str(data.get("user_id") or ""),
+        tags=_tags(data.get("tags")),
+        aliases={str(a["alias"]): str(a["version"]) for a in data.get("aliases") or ()},
+    )
+
+
+def _version_from_entity(mv: Any) -> VersionState:
+    return VersionState(
+        name=str(mv.name),
+        version=str(mv.version),
+        creation_timestamp=int(mv.creation_timestamp or 0),
+        last_updated_timestamp=int(mv.last_updated_timestamp or 0),
+        current_stage=str(mv.current_stage or NO_STAGE),
+        status=str(mv.status or "READY"),
+        source=str(mv.source or ""),
+        run_id=str(mv.run_id or ""),
+        user_id=str(mv.user_id or ""),
+        description=str(mv.description or ""),
+        tags=_tags(mv.tags),
+    )
+
+
+def _model_from_entity(rm: Any) -> ModelState:
+    return ModelState(
+        name=str(rm.name),
+        creation_timestamp=int(rm.creation_timestamp or 0),
+        last_updated_timestamp=int(rm.last_updated_timestamp or 0),
+        description=str(rm.description or ""),
+        user_id=str(getattr(rm, "user_id", "") or ""),
+        tags=_tags(rm.tags),
+        aliases={str(k): str(v) for k, v in (rm.aliases or {}).items()},
+    )
+
+
+# --------------------------------------------------------------------------- the shared scan
+
+
+class _BaseReader:
+    """The full-scan algorithm; subclasses supply paged searches and single gets."""
+
+    def __init__(self, settings: ReaderSettings) -> None:
+        self.settings = settings
+
+    def _search_models(self, page_token: str | None) -> tuple[list[ModelState], str | None]:
+        raise NotImplementedError
+
+    def _search_versions(self, page_token: str | None) -> tuple[list[VersionState], str | None]:
+        raise NotImplementedError
+
+    def read(self, watches: Callable[[str], bool]) -> Observation:
+        models: dict[str, ModelState] = {}
+        prompts: set[str] = set()
+        for model in _pages(self._search_models):
+            if model.tags.get(PROMPT_TAG, "").lower() == "true":
+                prompts.add(model.name)
+            elif watches(model.name):
+                models[model.name] = model
+        versions: dict[tuple[str, str], VersionState] = {}
+        for version in _pages(self._search_versions):
+            if version.name in prompts or version.tags.get(PROMPT_TAG, "").lower() == "true":
+                continue
+            if watches(version.name):
+                # A duplicate (offset paging under concurrent writes) keeps the newer state.
+                seen = versions.get(version.key)
+                if seen is None or version.last_updated_timestamp >= seen.last_updated_timestamp:
+                    versions[version.key] = version
+        return Observation(models=models, versions=versions, read_at=int(time.time() * 1000))
+
+
+def _pages(
+    fetch: Callable[[str | None], tuple[list[Any], str | None]],
+) -> Iterator[Any]:
+    token: str | None = None
+    seen_tokens: set[str] = set()
+    while True:
+        items, token = fetch(token)
+        yield from items
+        if not token:
+            return
+        if token in seen_tokens:
+            raise RegistryError("MLflow returned the same page token twice; the read is abandoned")
+        seen_tokens.add(token)
+
+
+# --------------------------------------------------------------------------- REST
+
+
+class RestReader(_BaseReader):
+    """Reads a tracking server's REST API with MLflow's own credentials plumbing."""
+
+    def __init__(self, settings: ReaderSettings) -> None:
+        super().__init__(settings)
+        _bound_client_retries(settings.timeout)
+        from mlflow.utils.credentials import get_default_host_creds
+        from mlflow.utils.rest_utils import http_request
+
+        self._creds = get_default_host_creds(settings.registry_uri)
+        self._http_request = http_request
+        self._where = registry_identity(settings.registry_uri)
+
+    def _get(self, endpoint: str, params: list[tuple[str, Any]]) -> dict[str, Any] | None:
+        """GET one endpoint. None for 404 RESOURCE_DOES_NOT_EXIST; RegistryError otherwise."""
+        try:
+            response = self._http_request(
+                self._creds,
+                endpoint,
+                "GET",
+                params=params,
+                max_retries=1,
+                backoff_factor=1,
+                timeout=self.settings.timeout,
+            )
+        except Exception as exc:  # MlflowException wraps every transport error
+            cause = exc.__context__ or exc
+            raise RegistryError(
+                f"cannot reach MLflow at {self._where}: {type(cause).__name__}: "
+                f"{_first_line(str(cause))}"
+            ) from None
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.status_code == 200 and isinstance(body, dict):
+            return body
+        error_code = body.get("error_code") if isinstance(body, dict) else None
+        if response.status_code == 404 and error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        message = body.get("message") if isinstance(body, dict) else response.text
+        hint = {
+            401: " (401 Unauthorized: check MLFLOW_TRACKING_USERNAME/PASSWORD or TOKEN)",
+            403: " (403 Forbidden: the credentials may not read the model registry)",
+        }.get(response.status_code, "")
+        raise RegistryError(
+            f"MLflow at {self._where} answered {response.status_code} to GET {endpoint}{hint}: "
+            f"{error_code or ''} {_first_line(str(message or ''))}".rstrip()
+        )
+
+    def _search_models(self, page_token: str | None) -> tuple[list[ModelState], str | None]:
+        params: list[tuple[str, Any]] = [
+            ("max_results", min(self.settings.page_size, _MODELS_PAGE_MAX)),
+            ("order_by", "name ASC"),
+        ]
+        if page_token:
+            params.append(("page_token", page_token))
+        body = self._get(_SEARCH_MODELS, params) or {}
+        models = [_model_from_json(m) for m in body.get("registered_models", [])]
+        return models, body.get("next_page_token")
+
+    def _search_versions(self, page_token: str | None) -> tuple[list[VersionState], str | None]:
+        params: list[tuple[str, Any]] = [
+            ("max_results", self.settings.page_size),
+            ("order_by", "name ASC"),
+            ("order_by", "version_number ASC"),
+        ]
+        if page_token:
+            params.append(("page_token", page_token))
+        body = self._get(_SEARCH_VERSIONS, params) or {}
+        versions = [_version_from_json(v) for v in body.get("model_versions", [])]
+        return versions, body.get("next_page_token")
+
+    def get_model(self, name: str) -> ModelState | None:
+        body = self._get(_GET_MODEL, [("name", name)])
+        return _model_from_json(body["registered_model"]) if body else None
+
+    def get_version(self, name: str, version: str) -> VersionState | None:
+        body = self._get(_GET_VERSION, [("name", name), ("version", version)])
+        return _version_from_json(body["model_version"]) if body else None
+
+
+def _first_line(text: str) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= 300 else line[:297] + "..."
+
+
+# --------------------------------------------------------------------------- MlflowClient
+
+
+class ClientReader(_BaseReader):
+    """Reads through MlflowClient: local stores (sqlite, file) and URIs that need plugins."""
+
+    def __init__(self, settings: ReaderSettings) -> None:
+        super().__init__(settings)
+        _bound_client_retries(settings.timeout)
+        self._where = registry_identity(settings.registry_uri)
+        _check_sqlite_store(settings.registry_uri)
+        try:
+            from mlflow import MlflowClient
+        except ImportError as exc:
+            raise RegistryError(
+                f"reading {self._where} needs the full MLflow package ({exc}); install "
+                "mlflow-registry-watcher[sqlite], or point tracking_uri at the MLflow server"
+            ) from None
+        try:
+            self._client = MlflowClient(
+                tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri
+            )
+        except Exception as exc:
+            raise RegistryError(f"cannot open MLflow registry {self._where}: {exc}") from None
+
+    def _call(self, what: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except Exception as exc:
+            raise RegistryError(
+                f"cannot read MLflow registry {self._where} ({what}): "
+                f"{type(exc).__name__}: {_first_line(str(exc))}"
+            ) from None
+
+    def _search_models(self, page_token: str | None) -> tuple[list[ModelState], str | None]:
+        page = self._call(
+            "search_registered_models",
+            lambda: self._client.search_registered_models(
+                max_results=min(self.settings.page_size, _MODELS_PAGE_MAX),
+                order_by=["name ASC"],
+                page_token=page_token,
+            ),
+        )
+        return [_model_from_entity(m) for m in page], page.token
+
+    def _search_versions(self, page_token: str | None) -> tuple[list[VersionState], str | None]:
+        page = self._call(
+            "search_model_versions",
+            lambda: self._client.search_model_versions(
+                max_results=self.settings.page_size,
+                order_by=["name ASC", "version_number ASC"],
+                page_token=page_token,
+            ),
+        )
+        return [_version_from_entity(v) for v in page], page.token
+
+    def get_model(self, name: str) -> ModelState | None:
+        found = self._get_or_none(
+            "get_registered_model", lambda: self._client.get_registered_model(name)
+        )
+        return None if found is None else _model_from_entity(found)
+
+    def get_version(self, name: str, version: str) -> VersionState | None:
+        found = self._get_or_none(
+            "get_model_version", lambda: self._client.get_model_version(name, version)
+        )
+        return None if found is None else _version_from_entity(found)
+
+    def _get_or_none(self, what: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except Exception as exc:
+            if getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise RegistryError(
+                f"cannot read MLflow registry {self._where} ({what}): "
+                f"{type(exc).__name__}: {_first_line(str(exc))}"
+            ) from None
+
+
+def _check_sqlite_store(uri: str) -> None:
+    """Refuse to let the client create or migrate a database it should only read.
+
+    MLflow's SQLAlchemy store creates a missing database and can migrate an old one; a watcher
+    must never write to the registry it watches.
+    """
+    if not uri.startswith("sqlite:///"):
+        return
+    # sqlite:///mlflow.db is relative to the working directory, sqlite:////srv/m.db absolute.
+    path = Path(unquote(urlsplit(uri).path)[1:])
+    if not path.is_file():
+        raise RegistryError(
+            f"no MLflow database at {str(path)!r} (from {uri}); it is created by MLflow when the "
+            "first model is registered, or by `mlflow db upgrade " + uri + "`"
+        )
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        try:
+            row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise RegistryError(f"{str(path)!r} is not an MLflow database: {exc}") from None
+    if row is None:
+        raise RegistryError(f"{str(path)!r} is not an MLflow database: no schema revision")
+    expected = _client_schema_revision()
+    if expected is not None and row[0] != expected:
+        raise RegistryError(
+            f"MLflow database {str(path)!r} has schema revision {row[0]}, but this watcher's "
+            "MLflow "
+            f"client expects {expected}; it will not migrate a database it only reads. Point "
+            "tracking_uri at the MLflow server's http:// URL instead"
+        )
+
+
+def _client_schema_revision() -> str | None:
+    try:
+        from mlflow.store.db.utils import _get_latest_schema_revision
+    except ImportError:
+        return None
+    try:
+        return str(_get_latest_schema_revision())
+    except Exception:
+        return None
+
+
+def confirm_missing(
+    reader: Reader,
+    missing_models: Iterable[str],
+    missing_versions: Iterable[tuple[str, str]],
+) -> tuple[dict[str, ModelState], dict[tuple[str, str], VersionState]]:
+    """Ask the registry directly about what a scan no longer shows.
+
+    Offset paging can drop a live row while another is deleted; an old server can answer a
+    search with nothing. Only what a direct get also cannot find is really gone.
+    """
+    models: dict[str, ModelState] = {}
+    gone_models: set[str] = set()
+    for name in missing_models:
+        model = reader.get_model(name)
+        if model is None:
+            gone_models.add(name)
+        else:
+            models[name] = model
+    versions: dict[tuple[str, str], VersionState] = {}
+    for name, version in missing_versions:
+        if name in gone_models:
+            continue
+        found = reader.get_version(name, version)
+        if found is not None:
+            versions[found.key] = found
+    return models, versions
