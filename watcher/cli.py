@@ -103,8 +103,10 @@ def run(
 
     config = _load(config_path)
     level = config.log.level
-    if (once or dry_run) and not verbose and level in ("debug", "info"):
-        level = "warning"  # cron mails whatever a job prints: stay silent on success
+    if once and not verbose:
+        level = "silent"  # cron mails whatever a job prints: a summary line on failure, no more
+    elif dry_run and not verbose and level in ("debug", "info"):
+        level = "warning"
     logs.configure(level, config.log.format)
     log = logs.get_logger()
     if dry_run:

@@ -13,6 +13,7 @@ _LEVELS = {
     "info": logging.INFO,
     "warning": logging.WARNING,
     "error": logging.ERROR,
+    "silent": logging.CRITICAL,  # run --once without --verbose: the watcher logs no criticals
 }
 
 
@@ -38,7 +39,9 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
     # Libraries (MLflow, APScheduler, urllib3) log through stdlib logging: keep them quiet
     # unless debugging, and off our stdout.
     logging.basicConfig(stream=stream, level=logging.WARNING, format="%(name)s: %(message)s")
-    logging.getLogger().setLevel(logging.DEBUG if level == "debug" else logging.ERROR)
+    logging.getLogger().setLevel(
+        {"debug": logging.DEBUG, "silent": logging.CRITICAL}.get(level, logging.ERROR)
+    )
 
 
 def get_logger() -> Any:

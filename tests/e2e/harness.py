@@ -1,0 +1,337 @@
+"""Real parts for end-to-end tests: an `mlflow server` process and an HTTP receiver.
+
+Nothing here is a mock: the server is MLflow's own, started on 127.0.0.1 with a sqlite backend,
+and the receiver is a real HTTP server that the watcher reaches over TCP.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import requests
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(
+    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class MlflowServer:
+    """`mlflow server` with a sqlite backend, in its own process group."""
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.db = workdir / "mlflow.db"
+        self.proc: subprocess.Popen[bytes] | None = None
+        workdir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def db_uri(self) -> str:
+        return f"sqlite:///{self.db}"
+
+    def start(self, timeout: float = 90) -> None:
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        log = (self.workdir / "server.log").open("ab")
+        self.proc = subprocess.Popen(
+            [
+                str(BIN / "mlflow"),
+                "server",
+                "--backend-store-uri",
+                self.db_uri,
+                "--default-artifact-root",
+                str(self.workdir / "artifacts"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                "1",
+            ],
+            cwd=self.workdir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+
+        def healthy() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                tail = (self.workdir / "server.log").read_text(errors="replace")[-2000:]
+                raise AssertionError(f"mlflow server exited with {self.proc.returncode}:\n{tail}")
+            try:
+                return requests.get(f"{self.url}/health", timeout=1).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_for(healthy, timeout, "mlflow server /health", interval=0.25)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=15)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=5)
+        self.proc = None
+
+    def client(self) -> Any:
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=self.url, registry_uri=self.url)
+
+
+@dataclass
+class Delivery:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    answered: int
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers.items() if k.lower() == name.lower()), None)
+
+
+@dataclass
+class ReceiverBehaviour:
+    status: int = 200
+    delay: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class Receiver:
+    """A real HTTP receiver on 127.0.0.1 that records every request and answers as told.
+
+    ``stop()`` closes the socket (the watcher then gets "connection refused"); ``start()``
+    listens again on the same port.
+    """
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.behaviour = ReceiverBehaviour()
+        self.received: list[Delivery] = []
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def start(self) -> None:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                behaviour = receiver.behaviour
+                with receiver._lock:
+                    receiver.received.append(
+                        Delivery(self.path, dict(self.headers.items()), body, behaviour.status)
+                    )
+                if behaviour.delay:
+                    time.sleep(behaviour.delay)
+                self.send_response(behaviour.status)
+                for key, value in behaviour.headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def deliveries(self, event: str | None = None) -> list[Delivery]:
+        with self._lock:
+            items = list(self.received)
+        return [d for d in items if event is None or d.json.get("event") == event]
+
+    def wait_for_count(self, count: int, timeout: float = 20, event: str | None = None) -> None:
+        wait_for(lambda: len(self.deliveries(event)) >= count, timeout, f"{count} deliveries")
+
+
+def write_config(
+    path: Path,
+    *,
+    tracking_uri: str,
+    webhook_url: str,
+    state: Path,
+    interval: str = "1s",
+    models: str = "*",
+    secret_env: str | None = "E2E_SECRET",
+    extra: str = "",
+    webhook_extra: str = "",
+) -> Path:
+    secret = f'secret_env = "{secret_env}"\n' if secret_env else ""
+    path.write_text(
+        f"""
+[mlflow]
+tracking_uri = "{tracking_uri}"
+timeout = "5s"
+
+[watch]
+interval = "{interval}"
+models = ["{models}"]
+
+[state]
+path = "{state}"
+
+[delivery]
+initial_delay = "200ms"
+max_delay = "1s"
+{extra}
+[[webhooks]]
+name = "deploy"
+url = "{webhook_url}"
+events = ["MODEL_VERSION_TRANSITIONED_STAGE"]
+timeout = "3s"
+{secret}{webhook_extra}
+"""
+    )
+    return path
+
+
+SECRET = "e2e-secret-value-4f1c"
+
+
+def watcher_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("WATCHER_", "MLFLOW_TRACKING", "MLFLOW_REGISTRY"))
+    }
+    env["E2E_SECRET"] = SECRET
+    env.update(extra or {})
+    return env
+
+
+def run_watcher(
+    *args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "watcher", *args],
+        env=dict(env or watcher_env()),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+class Daemon:
+    """`mlflow-watcher run` as a child process whose JSON log lines can be waited for."""
+
+    def __init__(self, config: Path, env: Mapping[str, str] | None = None) -> None:
+        self.config = config
+        self.env = dict(env or watcher_env())
+        self.proc: subprocess.Popen[str] | None = None
+        self.lines: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "watcher", "run", "-c", str(self.config)],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
+
+    def _pump(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = {"event": "raw", "line": line.rstrip()}
+            with self._lock:
+                self.lines.append(record)
+
+    def logged(self, event: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [r for r in self.lines if r.get("event") == event]
+
+    def wait_logged(self, event: str, count: int = 1, timeout: float = 30) -> None:
+        wait_for(lambda: len(self.logged(event)) >= count, timeout, f"{count}x log {event}")
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def terminate(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def ensure_stopped(self) -> None:
+        if self.alive():
+            assert self.proc is not None
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+def iter_lines(text: str) -> Iterator[dict[str, Any]]:
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            yield json.loads(line)
