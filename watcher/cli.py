@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -101,6 +103,12 @@ def run(
     """Watch the registry and deliver webhooks (a daemon, unless --once or --dry-run)."""
     from watcher import logs
 
+    # From the first moment, SIGTERM/SIGINT ask for a clean stop instead of killing the process
+    # mid-start; the daemon honours the request once it is running.
+    stopping = threading.Event()
+    if not dry_run:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stopping.set())
     config = _load(config_path)
     level = config.log.level
     if once and not verbose:
@@ -119,16 +127,16 @@ def run(
         pipeline.check_registry_matches()
         deliverer = Deliverer(store, config, log)
         if once:
-            sys.exit(_once(pipeline, deliverer))
+            sys.exit(_once(pipeline, deliverer, stopping))
         from watcher.service import Service
 
-        sys.exit(Service(config, pipeline, deliverer, log).run())
+        sys.exit(Service(config, pipeline, deliverer, log, stopping).run())
 
 
-def _once(pipeline: Any, deliverer: Any) -> int:
+def _once(pipeline: Any, deliverer: Any, stopping: threading.Event) -> int:
     from watcher.service import run_once
 
-    result = run_once(pipeline, deliverer)
+    result = run_once(pipeline, deliverer, stopping)
     deliverer.close()
     problems = []
     if not result.cycle.ok:

@@ -71,6 +71,13 @@ class MlflowConfig:
     def effective_registry_uri(self) -> str:
         return self.registry_uri or self.tracking_uri
 
+    def __repr__(self) -> str:
+        return (
+            f"MlflowConfig(tracking_uri={redact_uri(self.tracking_uri)!r}, "
+            f"registry_uri={redact_uri(self.registry_uri)!r}, timeout={self.timeout!r}, "
+            f"page_size={self.page_size!r})"
+        )
+
 
 @dataclass(frozen=True)
 class WatchConfig:
@@ -117,6 +124,13 @@ class WebhookConfig:
 
     def wants(self, event_type: EventType) -> bool:
         return event_type in self.events
+
+    def __repr__(self) -> str:
+        return (
+            f"WebhookConfig(name={self.name!r}, url={redact_uri(self.url)!r}, "
+            f"events={sorted(e.value for e in self.events)!r}, secret={self.secret!r}, "
+            f"signature={self.signature!r}, timeout={self.timeout!r})"
+        )
 
 
 @dataclass(frozen=True)
@@ -553,17 +567,20 @@ def _expand_env(text: str, env: Mapping[str, str], path: str, problems: _Problem
 
 
 def redact_uri(uri: str) -> str:
-    """Drop a password from a URI's user info, so it can be logged or printed."""
+    """Hide a URI's password and query values (tokens live there), so it can be shown."""
     try:
         parts = urlsplit(uri)
     except ValueError:
+        return "<unparsable URI>"
+    if parts.password is None and not parts.query:
         return uri
-    if parts.password is None:
-        return uri
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    if parts.password is not None:
+        host = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{parts.username}:***@{host}")
+    if parts.query:
+        hidden = "&".join(f"{p.partition('=')[0]}=***" for p in parts.query.split("&"))
+        parts = parts._replace(query=hidden)
+    return urlunsplit(parts)
 
 
 def effective_config(config: Config) -> dict[str, Any]:
@@ -623,4 +640,4 @@ def _toml_value(value: object) -> str:
         return repr(value)
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return json.dumps(str(value))
+    return json.dumps(str(value), ensure_ascii=False).replace("\x7f", "\\u007f")

@@ -81,10 +81,7 @@ def registry_identity(uri: str) -> str:
     parts = urlsplit(uri)
     if parts.password is None and parts.username is None:
         return uri
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return parts._replace(netloc=host).geturl()
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
 
 # --------------------------------------------------------------------------- conversion

@@ -26,14 +26,16 @@ class OnceResult:
     dead: int
 
 
-def run_once(pipeline: Pipeline, deliverer: Deliverer) -> OnceResult:
+def run_once(
+    pipeline: Pipeline, deliverer: Deliverer, stopping: threading.Event | None = None
+) -> OnceResult:
     """One cycle, then every pending delivery is tried once (cron's interval is the backoff).
 
     Deliveries are attempted even when the registry could not be read: what was queued by an
     earlier run still goes out.
     """
     cycle = pipeline.run_cycle()
-    drain = deliverer.drain(ignore_schedule=True)
+    drain = deliverer.drain(ignore_schedule=True, stop=stopping)
     counts = pipeline.store.status_counts()
     return OnceResult(
         cycle=cycle,
@@ -46,14 +48,21 @@ def run_once(pipeline: Pipeline, deliverer: Deliverer) -> OnceResult:
 class Service:
     """The daemon: a poll job on the interval, a drain job for retries, signals for shutdown."""
 
-    def __init__(self, config: Config, pipeline: Pipeline, deliverer: Deliverer, log: Any) -> None:
+    def __init__(
+        self,
+        config: Config,
+        pipeline: Pipeline,
+        deliverer: Deliverer,
+        log: Any,
+        stopping: threading.Event | None = None,
+    ) -> None:
         from apscheduler.schedulers.blocking import BlockingScheduler
 
         self.config = config
         self.pipeline = pipeline
         self.deliverer = deliverer
         self.log = log
-        self.stopping = threading.Event()
+        self.stopping = stopping or threading.Event()
         self.scheduler = BlockingScheduler(timezone="UTC")
         self._cycles = 0
 
@@ -109,6 +118,9 @@ class Service:
         )
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
+        if self.stopping.is_set():  # asked to stop while starting up
+            self.log.info("service.stopped", cycles=0, uptime_s=0)
+            return 0
         self.log.info(
             "service.started",
             interval_s=interval,

@@ -144,6 +144,7 @@ class Store:
             os.close(fd)
         except OSError as exc:
             raise StoreError(f"cannot open state file {str(path)!r}: {exc.strerror}") from None
+        conn: sqlite3.Connection | None = None
         try:
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
             conn.execute("PRAGMA journal_mode=WAL")
@@ -151,9 +152,13 @@ class Store:
             conn.execute("PRAGMA foreign_keys=ON")
             store = cls(path, conn, lock_file)
             store._migrate()
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, StoreError) as exc:
+            if conn is not None:
+                conn.close()
             if lock_file is not None:
                 lock_file.close()
+            if isinstance(exc, StoreError):
+                raise
             raise StoreError(f"state file {str(path)!r} is not usable: {exc}") from None
         return store
 

@@ -46,7 +46,10 @@ BAD_CONFIGS = {
         "[[webhooks]]\nname = 'a'\nurl = 'http://127.0.0.1/x'\nsecret_file = '/nonexistent/s'\n",
         "webhooks[0].secret_file",
     ),
-    "bad webhook name": ("[[webhooks]]\nname = 'a b'\nurl = 'http://127.0.0.1/x'\n", "webhooks[0].name"),
+    "bad webhook name": (
+        "[[webhooks]]\nname = 'a b'\nurl = 'http://127.0.0.1/x'\n",
+        "webhooks[0].name",
+    ),
     "invalid toml": ("[watch\ninterval=", "not valid TOML"),
 }
 
@@ -82,7 +85,8 @@ def test_all_problems_are_reported_at_once(tmp_path: Path) -> None:
     assert len(lines) == 4, result.stderr
     for key in ("watch.interval", "webhooks[0].url", "webhooks[1].name", "webhooks[1].secret_env"):
         assert any(key in line for line in lines), key
-    assert "'soon'" in result.stderr and "'gopher://x'" in result.stderr
+    assert "'soon'" in result.stderr
+    assert "'gopher://x'" in result.stderr
 
 
 def test_missing_config_file_is_exit_2(tmp_path: Path) -> None:
@@ -118,14 +122,26 @@ def test_usage_error_is_exit_2() -> None:
 
 def _sign(secret: str, delivery_id: str, timestamp: str, body: bytes) -> str:
     signed = f"{delivery_id}.{timestamp}.".encode() + body
-    return "v1," + base64.b64encode(hmac.new(secret.encode(), signed, hashlib.sha256).digest()).decode()
+    return (
+        "v1,"
+        + base64.b64encode(hmac.new(secret.encode(), signed, hashlib.sha256).digest()).decode()
+    )
 
 
 def test_receive_verifies_and_prints_each_delivery() -> None:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "watcher", "receive", "--port", str(port), "--json",
-         "--secret-env", "E2E_SECRET"],
+        [
+            sys.executable,
+            "-m",
+            "watcher",
+            "receive",
+            "--port",
+            str(port),
+            "--json",
+            "--secret-env",
+            "E2E_SECRET",
+        ],
         env=watcher_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -189,7 +189,11 @@ def test_unknown_webhook_key_is_rejected(tmp_path: Path) -> None:
         ("[watch]\nexclude_models = [1]\n", "watch.exclude_models", "[1]"),
         ("watch = 5\n", "watch", "5"),
         ('[webhooks]\nname = "x"\n', "webhooks", '{"name": "x"}'),
-        ('[[webhooks]]\nname = "has space"\nurl = "http://h/"\n', "webhooks[0].name", "'has space'"),
+        (
+            '[[webhooks]]\nname = "has space"\nurl = "http://h/"\n',
+            "webhooks[0].name",
+            "'has space'",
+        ),
         ('[[webhooks]]\nname = "a"\nurl = 5\n', "webhooks[0].url", "5"),
     ],
 )
@@ -333,9 +337,7 @@ def test_missing_or_empty_secret_env_var_is_rejected(tmp_path: Path, env: dict[s
         (f"{SECRET_VALUE}\n\n", f"{SECRET_VALUE}\n"),
     ],
 )
-def test_secret_file_strips_one_trailing_newline(
-    tmp_path: Path, content: str, secret: str
-) -> None:
+def test_secret_file_strips_one_trailing_newline(tmp_path: Path, content: str, secret: str) -> None:
     secret_path = tmp_path / "hook.secret"
     secret_path.write_bytes(content.encode())
     (hook,) = load(tmp_path, f'{HOOK}secret_file = "{secret_path}"\n').webhooks
@@ -590,7 +592,7 @@ def test_effective_config_durations_load_back_to_the_same_seconds(tmp_path: Path
 @pytest.mark.parametrize(
     ("uri", "redacted"),
     [
-        ("http://user:pw@host:5000/p?q=1", "http://user:***@host:5000/p?q=1"),
+        ("http://user:pw@host:5000/p?q=1", "http://user:***@host:5000/p?q=***"),
         ("https://user:pw@host/", "https://user:***@host/"),
         ("postgresql://u:secretpw@db/mlflow", "postgresql://u:***@db/mlflow"),
         ("http://host:5000", "http://host:5000"),
