@@ -35,6 +35,7 @@ PROMPT_TAG = "mlflow.prompt.is_prompt"
 """MLflow 3 stores prompts as registered models with this tag; they are not models to watch."""
 
 _MODELS_PAGE_MAX = 1000
+_DATABASE_SCHEMES = frozenset({"sqlite", "postgresql", "mysql", "mssql"})
 _SEARCH_MODELS = "/api/2.0/mlflow/registered-models/search"
 _SEARCH_VERSIONS = "/api/2.0/mlflow/model-versions/search"
 _GET_MODEL = "/api/2.0/mlflow/registered-models/get"
@@ -299,14 +300,18 @@ class ClientReader(_BaseReader):
         super().__init__(settings)
         _bound_client_retries(settings.timeout)
         self._where = registry_identity(settings.registry_uri)
-        _check_sqlite_store(settings.registry_uri)
+        scheme = urlsplit(settings.registry_uri).scheme.partition("+")[0]
         try:
+            if scheme in _DATABASE_SCHEMES:
+                import sqlalchemy  # noqa: F401 - only the full mlflow package brings it
             from mlflow import MlflowClient
-        except ImportError as exc:
+        except ImportError:
             raise RegistryError(
-                f"reading {self._where} needs the full MLflow package ({exc}); install "
-                "mlflow-registry-watcher[sqlite], or point tracking_uri at the MLflow server"
+                f"reading {self._where} directly needs the full MLflow package: "
+                "pip install 'mlflow-registry-watcher[sqlite]', or point tracking_uri at the "
+                "MLflow server's http:// URL"
             ) from None
+        _check_sqlite_store(settings.registry_uri)
         try:
             self._client = MlflowClient(
                 tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri
