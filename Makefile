@@ -28,8 +28,8 @@ run: $(STAMP) .watcher/dev-secret
 	sleep 0.5; $(BIN)/mlflow-watcher run --config watcher.toml
 
 lint: $(STAMP)
-	$(BIN)/ruff check watcher tests bench
-	$(BIN)/ruff format --check watcher tests bench
+	$(BIN)/ruff check watcher tests $(wildcard bench)
+	$(BIN)/ruff format --check watcher tests $(wildcard bench)
 	$(BIN)/mypy
 
 test: lint
