@@ -281,8 +281,10 @@ class Daemon:
         self.proc: subprocess.Popen[str] | None = None
         self.lines: list[dict[str, Any]] = []
         self._lock = threading.Lock()
+        self._starts = 0
 
     def start(self) -> None:
+        self._starts = len(self.logged("service.started"))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "watcher", "run", "-c", str(self.config)],
             env=self.env,
@@ -309,6 +311,10 @@ class Daemon:
 
     def wait_logged(self, event: str, count: int = 1, timeout: float = 30) -> None:
         wait_for(lambda: len(self.logged(event)) >= count, timeout, f"{count}x log {event}")
+
+    def wait_started(self, timeout: float = 30) -> None:
+        """Until the process that start() launched has its scheduler running."""
+        self.wait_logged("service.started", count=self._starts + 1, timeout=timeout)
 
     def kill9(self) -> None:
         assert self.proc is not None

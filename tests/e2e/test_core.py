@@ -204,6 +204,7 @@ def test_daemon_delivers_promotions_and_survives_kill_9(
             return collapsed[-len(stages) :] == stages
 
         wait_for(all_arrived, 30, "every transition made across kill -9 restarts")
+        daemon.wait_started()
         redelivered = [
             d
             for d in receiver.deliveries()
