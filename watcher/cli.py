@@ -17,9 +17,11 @@ import click
 
 from watcher import __version__
 from watcher.config import (
+    TOKEN_FORMATS,
     Config,
     effective_config,
     load_config,
+    redact_uri,
     resolve_config_path,
     to_toml,
 )
@@ -163,7 +165,7 @@ def _dry_run(config: Config, log: Any, emit_existing: bool) -> int:
         click.echo(f"mlflow-watcher: the registry could not be read: {report.error}", err=True)
         return EXIT_REGISTRY
     for event in report.events:
-        targets = [w.name for w in config.webhooks if w.wants(event.type)]
+        targets = [w.name for w in config.webhooks if w.wants(event)]
         click.echo(json.dumps({**event.to_dict(), "webhooks": targets}))
     if report.baseline and not emit_existing:
         click.echo(
@@ -201,6 +203,115 @@ def check_config(config_path: str | None) -> None:
     click.echo(to_toml(effective_config(config)), nl=False)
 
 
+# --------------------------------------------------------------------------- test-webhook, render
+
+
+def _event_option(fn: F) -> F:
+    return click.option(
+        "--event",
+        "event_name",
+        metavar="EVENT",
+        help="Event type (canonical or MLflow native name). Default: the first the webhook wants.",
+    )(fn)
+
+
+def _pick_event(config: Config, name: str, event_name: str | None, from_log: bool) -> Any:
+    from watcher.config import event_by_name
+    from watcher.payloads import example_event
+
+    webhook = config.webhook(name)
+    if webhook is None:
+        known = ", ".join(w.name for w in config.webhooks) or "none configured"
+        _fail(f"usage error: no webhook named {name!r} (webhooks: {known})", EXIT_USAGE)
+    assert webhook is not None
+    event_type = None
+    if event_name:
+        event_type = event_by_name(event_name)
+        if event_type is None:
+            _fail(f"usage error: --event: unknown event {event_name!r}", EXIT_USAGE)
+    if from_log:
+        if not config.state.path.exists():
+            _fail(f"error: no state file at {str(config.state.path)!r} yet", EXIT_REGISTRY)
+        with Store.open(config.state.path, lock=False) as store:
+            for event in store.recent_events(limit=1000):
+                if (event_type is None or event.type == event_type) and webhook.wants(event):
+                    return webhook, event
+        _fail("error: no recorded event fits this webhook (and --event)", EXIT_REGISTRY)
+    if event_type is None:
+        event_type = min(webhook.events)
+    return webhook, example_event(event_type)
+
+
+@cli.command("test-webhook", epilog=EXIT_STATUSES)
+@config_option
+@click.argument("name")
+@_event_option
+@click.option("--from-log", is_flag=True, help="Send a real recent event from the state file.")
+def test_webhook(
+    config_path: str | None, name: str, event_name: str | None, from_log: bool
+) -> None:
+    """Send one example event to webhook NAME, the way the daemon would, and show the answer.
+
+    Uses the same rendering, signing and HTTP path as real deliveries, without the daemon and
+    without touching the outbox. Exit 0 on a 2xx answer, 3 otherwise.
+    """
+    from watcher.deliver import Sender
+    from watcher.model import make_delivery_id
+
+    config = _load(config_path)
+    webhook, event = _pick_event(config, name, event_name, from_log)
+    sender = Sender()
+    result = sender.post(webhook, event, make_delivery_id(event.event_id, webhook.name))
+    sender.close()
+    click.echo(f"{event.type.value} -> {webhook.name} ({redact_uri(webhook.url)})")
+    if result.status_code is not None:
+        click.echo(f"status: {result.status_code}  latency: {result.latency_ms:.0f} ms")
+        if result.body:
+            click.echo(f"body: {result.body}")
+    if result.error:
+        click.echo(f"error: {result.error}")
+    sys.exit(EXIT_OK if result.ok else EXIT_DELIVERY)
+
+
+@cli.command(epilog=EXIT_STATUSES)
+@config_option
+@click.argument("name")
+@_event_option
+@click.option("--from-log", is_flag=True, help="Render a real recent event from the state file.")
+@click.option("--reveal-secrets", is_flag=True, help="Show header values and tokens as sent.")
+def render(
+    config_path: str | None,
+    name: str,
+    event_name: str | None,
+    from_log: bool,
+    reveal_secrets: bool,
+) -> None:
+    """Print the exact headers and body that webhook NAME would be sent for an event.
+
+    Header values from the config (they often carry tokens) and trigger tokens in the body are
+    shown as <redacted> unless --reveal-secrets is given.
+    """
+    from watcher.deliver import Sender
+    from watcher.model import make_delivery_id
+
+    config = _load(config_path)
+    webhook, event = _pick_event(config, name, event_name, from_log)
+    prepared = Sender().prepare(webhook, event, make_delivery_id(event.event_id, webhook.name))
+    body = prepared.body.decode("utf-8", "replace")
+    secret_headers = {header for header, _ in webhook.headers}
+    click.echo(f"POST {webhook.url if reveal_secrets else redact_uri(webhook.url)}")
+    for header, value in prepared.headers.items():
+        shown = value if reveal_secrets or header not in secret_headers else "<redacted>"
+        click.echo(f"{header}: {shown}")
+    if not reveal_secrets and webhook.secret and webhook.format in TOKEN_FORMATS:
+        from urllib.parse import quote_plus
+
+        token = webhook.secret.reveal()
+        body = body.replace(quote_plus(token), "<redacted>").replace(token, "<redacted>")
+    click.echo("")
+    click.echo(body)
+
+
 # --------------------------------------------------------------------------- receive
 
 
@@ -234,7 +345,10 @@ def receive(
     status: int,
     as_json: bool,
 ) -> None:
-    """Listen for webhooks, verify their X-MLflow-Signature, and print each delivery."""
+    """Listen for webhooks, verify their signatures, and print each delivery.
+
+    The scheme (mlflow, standard, databricks, github) is recognised from the headers.
+    """
     from watcher.receiver import Receiver
 
     secret: str | None = None

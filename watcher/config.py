@@ -22,13 +22,24 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from watcher.errors import ConfigError
-from watcher.model import NATIVE_EVENT_NAMES, SUPPORTED_EVENTS, EventType
+from watcher.model import (
+    ALIAS_EVENTS,
+    NATIVE_EVENT_NAMES,
+    STAGE_EVENTS,
+    SUPPORTED_EVENTS,
+    Event,
+    EventType,
+)
 
 DEFAULT_CONFIG_NAME = "watcher.toml"
 ENV_PREFIX = "WATCHER_"
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
-SIGNATURE_SCHEMES = ("mlflow", "none")
+SIGNATURE_SCHEMES = ("mlflow", "standard", "databricks", "github", "none")
+FORMATS = ("watcher", "databricks", "mlflow", "github", "gitlab", "jenkins", "slack", "template")
+TOKEN_FORMATS = ("gitlab", "jenkins")
+"""Formats whose secret is a trigger token sent in the body, not a signing key."""
+STAGES = ("None", "Staging", "Production", "Archived")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "console")
 _WEBHOOK_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -121,15 +132,44 @@ class WebhookConfig:
     secret: Secret | None = None
     signature: str = "none"
     timeout: float = 10.0
+    format: str = "watcher"
+    models: tuple[str, ...] = ("*",)
+    to_stages: frozenset[str] | None = None
+    """Lower-case stage names; None: every stage. Applies to stage-transition events only."""
+    aliases: tuple[str, ...] | None = None
+    """Alias globs; None: every alias. Applies to alias events only."""
+    event_type: str | None = None
+    ref: str = "main"
+    template: str | None = None
+    content_type: str | None = None
+    headers: tuple[tuple[str, Secret], ...] = ()
+    previous_secrets: tuple[Secret, ...] = ()
+    username: str | None = None
+    password: Secret | None = None
 
-    def wants(self, event_type: EventType) -> bool:
-        return event_type in self.events
+    def wants(self, event: Event) -> bool:
+        """Whether this webhook subscribes to the event (type, model, stage and alias filters)."""
+        if event.type not in self.events:
+            return False
+        if not any(fnmatch.fnmatchcase(event.model_name, p) for p in self.models):
+            return False
+        if (
+            self.to_stages is not None
+            and event.type in STAGE_EVENTS
+            and (event.to_stage or "").lower() not in self.to_stages
+        ):
+            return False
+        return not (
+            self.aliases is not None
+            and event.type in ALIAS_EVENTS
+            and not any(fnmatch.fnmatchcase(event.alias or "", p) for p in self.aliases)
+        )
 
     def __repr__(self) -> str:
         return (
             f"WebhookConfig(name={self.name!r}, url={redact_uri(self.url)!r}, "
-            f"events={sorted(e.value for e in self.events)!r}, secret={self.secret!r}, "
-            f"signature={self.signature!r}, timeout={self.timeout!r})"
+            f"events={sorted(e.value for e in self.events)!r}, format={self.format!r}, "
+            f"secret={self.secret!r}, signature={self.signature!r}, timeout={self.timeout!r})"
         )
 
 
@@ -268,7 +308,7 @@ def _parse_events(value: object) -> frozenset[EventType]:
         if item == "*":
             events |= SUPPORTED_EVENTS
             continue
-        event = _event_by_name(item)
+        event = event_by_name(item)
         if event is None:
             raise _Invalid(f'event names from: "*", {", ".join(supported)} (got {item!r})')
         if event not in SUPPORTED_EVENTS:
@@ -280,7 +320,8 @@ def _parse_events(value: object) -> frozenset[EventType]:
     return frozenset(events)
 
 
-def _event_by_name(name: object) -> EventType | None:
+def event_by_name(name: object) -> EventType | None:
+    """A canonical (any case) or MLflow native event name, or None."""
     if not isinstance(name, str):
         return None
     if name in NATIVE_EVENT_NAMES:
@@ -289,6 +330,42 @@ def _event_by_name(name: object) -> EventType | None:
         return EventType(name.upper())
     except ValueError:
         return None
+
+
+def _parse_stages(value: object) -> frozenset[str]:
+    if isinstance(value, str):
+        value = [value]
+    known = {s.lower() for s in STAGES}
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(v, str) and v.lower() in known for v in value)
+    ):
+        raise _Invalid("a list of stages from " + ", ".join(f'"{s}"' for s in STAGES))
+    return frozenset(v.lower() for v in value)
+
+
+def _parse_str_list(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise _Invalid("a list of non-empty strings")
+    return tuple(value)
+
+
+def _parse_headers(value: object) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and re.fullmatch(r"[A-Za-z0-9-]+", k) and isinstance(v, str)
+        for k, v in value.items()
+    ):
+        raise _Invalid('a table of header names to string values, e.g. { Accept = "..." }')
+    return dict(value)
+
+
+def _parse_event_type(value: object) -> str:
+    if not isinstance(value, str) or not 1 <= len(value) <= 100:
+        raise _Invalid("a string of 1 to 100 characters (GitHub's limit)")
+    return value
 
 
 def _parse_webhook_name(value: object) -> str:
@@ -336,7 +413,21 @@ _WEBHOOK_KEYS: dict[str, _Key] = {
     "secret_env": _Key(_parse_nonempty_str),
     "secret_file": _Key(_parse_nonempty_str),
     "signature": _Key(_choice_parser(SIGNATURE_SCHEMES)),
+    "previous_secrets_env": _Key(_parse_str_list, is_collection=True),
     "timeout": _Key(parse_duration),
+    "format": _Key(_choice_parser(FORMATS)),
+    "models": _Key(_parse_globs, is_collection=True),
+    "to_stages": _Key(_parse_stages, is_collection=True),
+    "aliases": _Key(_parse_globs, is_collection=True),
+    "event_type": _Key(_parse_event_type),
+    "ref": _Key(_parse_nonempty_str),
+    "template": _Key(_parse_nonempty_str),
+    "template_file": _Key(_parse_nonempty_str),
+    "content_type": _Key(_parse_nonempty_str),
+    "headers": _Key(_parse_headers, is_collection=True),
+    "username": _Key(_parse_nonempty_str),
+    "password_env": _Key(_parse_nonempty_str),
+    "password_file": _Key(_parse_nonempty_str),
 }
 
 
@@ -389,7 +480,8 @@ def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Conf
         source = str(path)
     problems = _Problems()
     _apply_env_overrides(raw, env, problems)
-    config = _build(raw, env, problems, source)
+    base_dir = path.parent if path is not None else Path()
+    config = _build(raw, env, problems, source, base_dir)
     if problems.items:
         raise ConfigError(problems.items)
     assert config is not None
@@ -426,7 +518,7 @@ def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str], problems: 
 
 
 def _build(
-    raw: dict[str, Any], env: Mapping[str, str], problems: _Problems, source: str
+    raw: dict[str, Any], env: Mapping[str, str], problems: _Problems, source: str, base_dir: Path
 ) -> Config | None:
     sections: dict[str, dict[str, Any]] = {}
     for key in raw:
@@ -457,7 +549,7 @@ def _build(
             "at least delivery.initial_delay",
         )
 
-    webhooks = _parse_webhooks(raw.get("webhooks", []), env, problems)
+    webhooks = _parse_webhooks(raw.get("webhooks", []), env, problems, base_dir)
     if problems.items:
         return None
     return Config(
@@ -488,7 +580,7 @@ def _parse_table(
 
 
 def _parse_webhooks(
-    raw: object, env: Mapping[str, str], problems: _Problems
+    raw: object, env: Mapping[str, str], problems: _Problems, base_dir: Path
 ) -> tuple[WebhookConfig, ...]:
     if not isinstance(raw, list) or not all(isinstance(w, dict) for w in raw):
         problems.add("webhooks", raw, "a list of tables ([[webhooks]] in TOML)")
@@ -506,50 +598,146 @@ def _parse_webhooks(
             if name in seen:
                 problems.add(f"{path}.name", name, f"a unique name (webhooks[{seen[name]}] has it)")
             seen.setdefault(name, index)
-        secret = _read_secret(values, env, path, problems)
-        signature = values.get("signature", "mlflow" if secret else "none")
-        if signature != "none" and secret is None:
-            problems.add(f"{path}.signature", signature, "secret_env or secret_file to sign with")
-        if "name" in values and "url" in values:
-            webhooks.append(
-                WebhookConfig(
-                    name=values["name"],
-                    url=values["url"],
-                    events=values.get("events", SUPPORTED_EVENTS),
-                    secret=secret,
-                    signature=signature,
-                    timeout=values.get("timeout", 10.0),
-                )
-            )
+        webhook = _build_webhook(values, env, path, problems, base_dir)
+        if webhook is not None:
+            webhooks.append(webhook)
     return tuple(webhooks)
 
 
+def _build_webhook(
+    values: dict[str, Any],
+    env: Mapping[str, str],
+    path: str,
+    problems: _Problems,
+    base_dir: Path,
+) -> WebhookConfig | None:
+    fmt = values.get("format", "watcher")
+    secret = _read_secret(values, env, path, problems, "secret")
+    password = _read_secret(values, env, path, problems, "password")
+    previous = tuple(
+        s
+        for i, var in enumerate(values.get("previous_secrets_env", ()))
+        if (s := _env_secret(var, env, f"{path}.previous_secrets_env[{i}]", problems))
+    )
+    # A gitlab or jenkins secret is the trigger token in the body: nothing to sign with.
+    default_signature = "mlflow" if secret is not None and fmt not in TOKEN_FORMATS else "none"
+    signature = values.get("signature", default_signature)
+    if signature != "none" and secret is None:
+        problems.add(f"{path}.signature", signature, "secret_env or secret_file to sign with")
+    if secret is not None and signature != "none":
+        from watcher.signing import check_secret
+
+        expected = check_secret(signature, secret.reveal())
+        if expected is not None:
+            problems.note(f"{path}.secret", f"does not suit signature {signature!r}: {expected}")
+    if previous and signature != "standard":
+        problems.note(f"{path}.previous_secrets_env", 'is only used with signature = "standard"')
+    if ("password_env" in values or "password_file" in values) != ("username" in values):
+        problems.note(f"{path}.username", "username and password_env/password_file go together")
+    headers: list[tuple[str, Secret]] = []
+    for key, raw in values.get("headers", {}).items():
+        expanded = _expand_env(raw, env, f"{path}.headers.{key}", problems)
+        if expanded is not None:
+            headers.append((key, Secret(expanded, f"header {key}")))
+    template = _template_source(values, path, problems, base_dir, fmt)
+    if "name" not in values or "url" not in values:
+        return None
+    webhook = WebhookConfig(
+        name=values["name"],
+        url=values["url"],
+        events=values.get("events", SUPPORTED_EVENTS),
+        secret=secret,
+        signature=signature,
+        timeout=values.get("timeout", 10.0),
+        format=fmt,
+        models=values.get("models", ("*",)),
+        to_stages=values.get("to_stages"),
+        aliases=values.get("aliases"),
+        event_type=values.get("event_type"),
+        ref=values.get("ref", "main"),
+        template=template,
+        content_type=values.get("content_type"),
+        headers=tuple(headers),
+        previous_secrets=previous,
+        username=values.get("username"),
+        password=password,
+    )
+    if template is not None:
+        _check_template(webhook, template, f"{path}.template", problems)
+    return webhook
+
+
+def _check_template(webhook: WebhookConfig, source: str, path: str, problems: _Problems) -> None:
+    """Compile the template and render it against an example of every subscribed event."""
+    from watcher.payloads import TemplateError, compile_template, validate_template
+
+    try:
+        compiled = compile_template(source)
+    except TemplateError as exc:
+        problems.note(path, f"webhook {webhook.name!r}: {exc}")
+        return
+    for problem in validate_template(
+        compiled, sorted(webhook.events), webhook.name, content_type=webhook.content_type
+    ):
+        problems.note(path, f"webhook {webhook.name!r}: {problem}")
+
+
+def _template_source(
+    values: Mapping[str, Any], path: str, problems: _Problems, base_dir: Path, fmt: str
+) -> str | None:
+    inline, file = values.get("template"), values.get("template_file")
+    if (inline or file) and fmt != "template":
+        problems.note(f"{path}.format", 'must be "template" when a template is given')
+        return None
+    if fmt != "template":
+        return None
+    if inline and file:
+        problems.note(f"{path}.template_file", "set only one of template and template_file")
+        return None
+    if file:
+        target = Path(base_dir, str(file))
+        try:
+            return target.read_text(encoding="utf-8")
+        except OSError as exc:
+            problems.add(f"{path}.template_file", file, f"a readable file ({exc.strerror})")
+            return None
+    if not inline:
+        problems.note(
+            f"{path}.template", 'missing; format = "template" needs template or template_file'
+        )
+        return None
+    return str(inline)
+
+
+def _env_secret(var: str, env: Mapping[str, str], path: str, problems: _Problems) -> Secret | None:
+    if not env.get(var):
+        problems.add(path, var, "the name of a set, non-empty environment variable")
+        return None
+    return Secret(env[var], f"env:{var}")
+
+
 def _read_secret(
-    values: Mapping[str, Any], env: Mapping[str, str], path: str, problems: _Problems
+    values: Mapping[str, Any], env: Mapping[str, str], path: str, problems: _Problems, kind: str
 ) -> Secret | None:
-    var, file = values.get("secret_env"), values.get("secret_file")
+    """``{kind}_env`` or ``{kind}_file``: a secret from the environment or a file."""
+    var, file = values.get(f"{kind}_env"), values.get(f"{kind}_file")
     if var and file:
-        problems.note(f"{path}.secret_file", "set only one of secret_env and secret_file")
+        problems.note(f"{path}.{kind}_file", f"set only one of {kind}_env and {kind}_file")
         return None
     if var:
-        if not env.get(var):
-            problems.add(
-                f"{path}.secret_env", var, "the name of a set, non-empty environment variable"
-            )
-            return None
-        return Secret(env[var], f"env:{var}")
+        return _env_secret(var, env, f"{path}.{kind}_env", problems)
     if file:
-        expanded = _expand_env(file, env, f"{path}.secret_file", problems)
+        expanded = _expand_env(file, env, f"{path}.{kind}_file", problems)
         if expanded is None:
             return None
         try:
             text = Path(expanded).read_text(encoding="utf-8")
         except OSError as exc:
-            problems.add(f"{path}.secret_file", file, f"a readable file ({exc.strerror})")
+            problems.add(f"{path}.{kind}_file", file, f"a readable file ({exc.strerror})")
             return None
         text = text.removesuffix("\n").removesuffix("\r")
         if not text:
-            problems.add(f"{path}.secret_file", file, "a file holding a non-empty secret")
+            problems.add(f"{path}.{kind}_file", file, "a file holding a non-empty secret")
             return None
         return Secret(text, f"file:{expanded}")
     return None
@@ -610,8 +798,26 @@ def effective_config(config: Config) -> dict[str, Any]:
                 "name": w.name,
                 "url": redact_uri(w.url),
                 "events": sorted(e.value for e in w.events),
+                "format": w.format,
+                "models": list(w.models),
+                **({"to_stages": sorted(w.to_stages)} if w.to_stages is not None else {}),
+                **({"aliases": list(w.aliases)} if w.aliases is not None else {}),
+                **({"event_type": w.event_type} if w.event_type else {}),
+                **({"ref": w.ref} if w.format == "gitlab" else {}),
+                **({"content_type": w.content_type} if w.content_type else {}),
                 "secret": f"<redacted, from {w.secret.source}>" if w.secret else "<none>",
                 "signature": w.signature,
+                **(
+                    {
+                        "previous_secrets": [
+                            f"<redacted, from {s.source}>" for s in w.previous_secrets
+                        ]
+                    }
+                    if w.previous_secrets
+                    else {}
+                ),
+                **({"headers": [name for name, _ in w.headers]} if w.headers else {}),
+                **({"username": w.username} if w.username else {}),
                 "timeout": format_duration(w.timeout),
             }
             for w in config.webhooks

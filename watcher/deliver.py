@@ -18,8 +18,9 @@ from typing import Any
 
 import requests
 
-from watcher.config import Config, DeliveryConfig, WebhookConfig
-from watcher.payloads import render
+from watcher.config import TOKEN_FORMATS, Config, DeliveryConfig, WebhookConfig
+from watcher.model import Event
+from watcher.payloads import FormatOptions, TemplateError, compile_template, render
 from watcher.signing import sign
 from watcher.store import DEAD, DELIVERED, PENDING, Attempt, DueDelivery, Store
 
@@ -37,6 +38,10 @@ class Result:
     error: str | None
     latency_ms: float
     retry_after: float | None = None
+    body: str = ""
+    """The start of the response body (capped), for the log and for test-webhook."""
+    permanent: bool = False
+    """Failed before sending (the body could not be rendered): retrying cannot help."""
 
     @property
     def ok(self) -> bool:
@@ -44,8 +49,30 @@ class Result:
 
     @property
     def retryable(self) -> bool:
+        if self.permanent:
+            return False
         code = self.status_code
         return code is None or code < 400 or code >= 500 or code in RETRYABLE_4XX
+
+
+@dataclass(frozen=True)
+class Prepared:
+    body: bytes
+    headers: dict[str, str]
+
+
+def format_options(webhook: WebhookConfig) -> FormatOptions:
+    """How a webhook's bodies are rendered; its template compiled once (validated at load)."""
+    template = compile_template(webhook.template) if webhook.template else None
+    token = webhook.secret.reveal() if webhook.secret and webhook.format in TOKEN_FORMATS else None
+    return FormatOptions(
+        format=webhook.format,
+        event_type=webhook.event_type,
+        ref=webhook.ref,
+        token=token,
+        template=template,
+        content_type=webhook.content_type,
+    )
 
 
 @dataclass
@@ -85,6 +112,96 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
         return None
 
 
+class Sender:
+    """Renders, signs and POSTs one delivery: the HTTP path shared by the daemon and the
+    test-webhook command. Keeps one connection pool per webhook."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[str, requests.Session] = {}
+        self._format_options: dict[str, FormatOptions] = {}
+
+    def _options(self, webhook: WebhookConfig) -> FormatOptions:
+        options = self._format_options.get(webhook.name)
+        if options is None:
+            options = format_options(webhook)
+            self._format_options[webhook.name] = options
+        return options
+
+    def prepare(self, webhook: WebhookConfig, event: Event, delivery_id: str) -> Prepared:
+        """The exact body and headers of one attempt (signed over those very bytes)."""
+        rendered = render(event, webhook.name, self._options(webhook))
+        secret = webhook.secret.reveal() if webhook.secret else None
+        headers = {
+            "Content-Type": rendered.content_type,
+            "User-Agent": USER_AGENT,
+            **{name: value.reveal() for name, value in webhook.headers},
+            **sign(
+                webhook.signature,
+                secret,
+                delivery_id,
+                rendered.body,
+                previous_secrets=[s.reveal() for s in webhook.previous_secrets],
+            ),
+        }
+        return Prepared(body=rendered.body, headers=headers)
+
+    def post(self, webhook: WebhookConfig, event: Event, delivery_id: str) -> Result:
+        """Render, sign and POST one delivery. Never raises for network or HTTP trouble."""
+        try:
+            prepared = self.prepare(webhook, event, delivery_id)
+        except (TemplateError, ValueError) as exc:
+            return Result(None, f"cannot render the body: {exc}", 0.0, permanent=True)
+        auth = (
+            (webhook.username, webhook.password.reveal())
+            if webhook.username and webhook.password
+            else None
+        )
+        session = self._session(webhook.name)
+        started = time.monotonic()
+        try:
+            response = session.post(
+                webhook.url,
+                data=prepared.body,
+                headers=prepared.headers,
+                auth=auth,
+                timeout=webhook.timeout,
+                allow_redirects=False,
+                stream=True,
+            )
+        except requests.Timeout:
+            return Result(None, f"timed out after {webhook.timeout:g}s", _ms(started))
+        except requests.ConnectionError as exc:
+            return Result(None, f"connection failed: {_reason(exc)}", _ms(started))
+        except requests.RequestException as exc:
+            return Result(None, f"request failed: {type(exc).__name__}", _ms(started))
+        try:
+            snippet = _read_capped(response)
+        finally:
+            response.close()
+        latency = _ms(started)
+        code = response.status_code
+        if 200 <= code < 300:
+            return Result(code, None, latency, body=snippet)
+        if 300 <= code < 400:
+            location = response.headers.get("Location", "")
+            error = f"HTTP {code}: redirect to {location!r} not followed"
+        else:
+            error = f"HTTP {code}: {snippet}" if snippet else f"HTTP {code}"
+        retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())
+        return Result(code, error, latency, retry_after, body=snippet)
+
+    def _session(self, name: str) -> requests.Session:
+        session = self._sessions.get(name)
+        if session is None:
+            session = requests.Session()
+            self._sessions[name] = session
+        return session
+
+    def close(self) -> None:
+        for session in self._sessions.values():
+            session.close()
+
+
 class Deliverer:
     """Drains the outbox. One drain at a time per process; webhooks are served in parallel."""
 
@@ -103,8 +220,8 @@ class Deliverer:
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._drain_lock = threading.Lock()
-        self._sessions: dict[str, requests.Session] = {}
         self._warned_orphans: set[str] = set()
+        self.sender = Sender()
 
     def drain(
         self, *, ignore_schedule: bool = False, stop: threading.Event | None = None
@@ -131,6 +248,9 @@ class Deliverer:
         finally:
             self._drain_lock.release()
         return report
+
+    def close(self) -> None:
+        self.sender.close()
 
     def _known(self, due: DueDelivery) -> bool:
         if self._config.webhook(due.webhook) is not None:
@@ -175,7 +295,7 @@ class Deliverer:
         webhook = self._config.webhook(due.webhook)
         assert webhook is not None
         now = self._clock()
-        result = self.post(webhook, due)
+        result = self.sender.post(webhook, due.event, due.delivery_id)
         policy = self._config.delivery
         attempts = due.attempts + 1
         next_at: float | None = None
@@ -222,59 +342,6 @@ class Deliverer:
                 "delivery.failed", **fields, error=result.error, retry_in_s=round(next_at - now, 1)
             )
         return status
-
-    def post(self, webhook: WebhookConfig, due: DueDelivery) -> Result:
-        """Render, sign and POST one delivery. Never raises for network or HTTP trouble."""
-        rendered = render(due.event, webhook.name)
-        secret = webhook.secret.reveal() if webhook.secret else None
-        headers = {
-            "Content-Type": rendered.content_type,
-            "User-Agent": USER_AGENT,
-            **sign(webhook.signature, secret, due.delivery_id, rendered.body),
-        }
-        session = self._session(webhook.name)
-        started = time.monotonic()
-        try:
-            response = session.post(
-                webhook.url,
-                data=rendered.body,
-                headers=headers,
-                timeout=webhook.timeout,
-                allow_redirects=False,
-                stream=True,
-            )
-        except requests.Timeout:
-            return Result(None, f"timed out after {webhook.timeout:g}s", _ms(started))
-        except requests.ConnectionError as exc:
-            return Result(None, f"connection failed: {_reason(exc)}", _ms(started))
-        except requests.RequestException as exc:
-            return Result(None, f"request failed: {type(exc).__name__}", _ms(started))
-        try:
-            snippet = _read_capped(response)
-        finally:
-            response.close()
-        latency = _ms(started)
-        code = response.status_code
-        if 200 <= code < 300:
-            return Result(code, None, latency)
-        if 300 <= code < 400:
-            location = response.headers.get("Location", "")
-            error = f"HTTP {code}: redirect to {location!r} not followed"
-        else:
-            error = f"HTTP {code}: {snippet}" if snippet else f"HTTP {code}"
-        retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())
-        return Result(code, error, latency, retry_after)
-
-    def _session(self, name: str) -> requests.Session:
-        session = self._sessions.get(name)
-        if session is None:
-            session = requests.Session()
-            self._sessions[name] = session
-        return session
-
-    def close(self) -> None:
-        for session in self._sessions.values():
-            session.close()
 
 
 def _ms(started: float) -> float:

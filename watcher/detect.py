@@ -2,17 +2,34 @@
 
 Polling sees states, not steps: a version moved None -> Staging -> Production between two polls
 yields one event None -> Production. The detector never invents the middle step.
+
+Rules that are choices, not facts (the README's event table repeats them):
+
+- A deleted model emits REGISTERED_MODEL_DELETED once, and nothing for its versions and
+  aliases: one event says it all, and receivers do not have to fold N deletions back into one.
+- A model or version that appears but was created before the baseline (minus a clock-skew
+  allowance) is adopted silently: it was not created now, it was just not watched before (the
+  `models` globs widened). Its later changes are events like any other.
+- A new version emits MODEL_VERSION_CREATED and, for what it already has, a transition from
+  "None" to its stage and one MODEL_VERSION_TAG_SET per tag: a tag set right after creation is
+  never lost in the gap between two polls.
+- An alias counts only while its version exists. MLflow 2.x leaves an alias pointing at a deleted
+  version (MLflow 3 removes it); either way MODEL_VERSION_ALIAS_DELETED is emitted once.
+- Tags and aliases move no timestamp in MLflow's SQL stores, so their events carry the time of
+  detection, and a tag set, deleted and set again across polls gives three distinct events.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from watcher.model import (
     NO_STAGE,
     Event,
     EventType,
+    ModelState,
     Observation,
     SnapshotDelta,
     VersionState,
@@ -25,7 +42,28 @@ _STAGE_EVENTS = {
     "archived": EventType.MODEL_VERSION_TRANSITIONED_TO_ARCHIVED,
 }
 
+# Within one timestamp, the order a reader expects: a model before its versions, a version
+# before what happens to it, deletions last.
+_RANK = {
+    EventType.REGISTERED_MODEL_CREATED: 0,
+    EventType.MODEL_VERSION_CREATED: 1,
+    EventType.MODEL_VERSION_TRANSITIONED_STAGE: 2,
+    EventType.MODEL_VERSION_TRANSITIONED_TO_STAGING: 3,
+    EventType.MODEL_VERSION_TRANSITIONED_TO_PRODUCTION: 3,
+    EventType.MODEL_VERSION_TRANSITIONED_TO_ARCHIVED: 3,
+    EventType.MODEL_VERSION_TAG_SET: 4,
+    EventType.MODEL_VERSION_TAG_DELETED: 4,
+    EventType.MODEL_VERSION_ALIAS_DELETED: 5,
+    EventType.MODEL_VERSION_ALIAS_CREATED: 6,
+    EventType.MODEL_VERSION_DELETED: 7,
+    EventType.REGISTERED_MODEL_DELETED: 8,
+}
+
 EMPTY = Observation(models={}, versions={}, read_at=0)
+
+CREATION_SKEW_MS = 10 * 60 * 1000
+"""How much earlier than the baseline a newly seen object may have been created and still count
+as created now: covers clock skew between MLflow and the watcher and a scan that raced a write."""
 
 
 @dataclass(frozen=True)
@@ -34,10 +72,12 @@ class Policy:
     """A stable identity of the registry, part of every event id."""
     emit_existing: bool = False
     """With no previous snapshot, emit events for what exists instead of recording a baseline."""
+    baseline_ms: int = 0
+    """When the baseline was read (epoch ms): what was created well before it is adopted."""
 
 
 def detect(previous: Observation | None, current: Observation, policy: Policy) -> list[Event]:
-    """Every change between two complete reads, in registry-timestamp order.
+    """Every change between two complete reads, in a stable, meaningful order.
 
     ``previous`` is None before the first cycle: then the observation becomes the baseline and
     nothing is emitted, unless the policy asks to emit what already exists.
@@ -45,16 +85,14 @@ def detect(previous: Observation | None, current: Observation, policy: Policy) -
     if previous is None:
         if not policy.emit_existing:
             return []
+        cutoff: int | None = None
         previous = EMPTY
-    events: list[Event] = []
-    for key, version in current.versions.items():
-        before = previous.versions.get(key)
-        if before is not None and before.creation_timestamp != version.creation_timestamp:
-            # The model was deleted and created again: version numbers restarted, so this is
-            # a different version that happens to share the number.
-            before = None
-        events.extend(_stage_events(policy.registry, before, version))
-    events.sort(key=lambda e: (e.timestamp, e.model_name, _version_order(e.model_version)))
+    else:
+        cutoff = policy.baseline_ms - CREATION_SKEW_MS
+    events = list(_Detector(previous, current, policy.registry, cutoff).run())
+    events.sort(
+        key=lambda e: (e.timestamp, e.model_name, _version_order(e.model_version), _RANK[e.type])
+    )
     return events
 
 
@@ -64,42 +102,259 @@ def _version_order(version: str | None) -> tuple[int, str]:
     return (0, version or "")
 
 
-def _stage_events(
-    registry: str, before: VersionState | None, after: VersionState
-) -> Iterable[Event]:
-    from_stage = before.current_stage if before is not None else NO_STAGE
+@dataclass
+class _Detector:
+    previous: Observation
+    current: Observation
+    registry: str
+    cutoff: int | None
+    """Objects created before this (epoch ms) are adopted when first seen; None: nothing is."""
+    _gone_models: set[str] = field(default_factory=set)
+    _adopted_models: set[str] = field(default_factory=set)
+    _adopted_versions: set[tuple[str, str]] = field(default_factory=set)
+
+    def run(self) -> Iterator[Event]:
+        yield from self._models()
+        yield from self._versions()
+        yield from self._aliases()
+
+    # ----------------------------------------------------------------- helpers
+
+    def _is_new(self, creation_timestamp: int) -> bool:
+        return self.cutoff is None or creation_timestamp >= self.cutoff
+
+    def _same_model(self, name: str) -> ModelState | None:
+        """The previous state of a model that still exists as the same model (not re-created)."""
+        before = self.previous.models.get(name)
+        after = self.current.models.get(name)
+        if before is None or after is None:
+            return None
+        return before if before.creation_timestamp == after.creation_timestamp else None
+
+    def _event(
+        self,
+        event_type: EventType,
+        model_name: str,
+        timestamp: int,
+        before: Any,
+        after: Any,
+        version: VersionState | None = None,
+        *,
+        model_version: str | None = None,
+        **fields: Any,
+    ) -> Event:
+        version_number = version.version if version is not None else model_version
+        created = version.creation_timestamp if version is not None else None
+        return Event(
+            event_id=make_event_id(
+                self.registry,
+                event_type,
+                model_name,
+                version_number,
+                created,
+                before,
+                after,
+                timestamp,
+            ),
+            type=event_type,
+            model_name=model_name,
+            timestamp=timestamp,
+            model_version=version_number,
+            version_creation_timestamp=created,
+            user_id=fields.pop("user_id", version.user_id if version is not None else ""),
+            source=(version.source or None) if version is not None else None,
+            run_id=(version.run_id or None) if version is not None else None,
+            **fields,
+        )
+
+    # ----------------------------------------------------------------- models
+
+    def _models(self) -> Iterator[Event]:
+        for name, before in self.previous.models.items():
+            if self._same_model(name) is None:  # gone, or deleted and created again
+                self._gone_models.add(name)
+                again = self.current.models.get(name)
+                yield self._event(
+                    EventType.REGISTERED_MODEL_DELETED,
+                    name,
+                    # Deleted before it was created again: keep that order for receivers.
+                    self.current.read_at if again is None else again.creation_timestamp - 1,
+                    before.creation_timestamp,
+                    None,
+                    user_id=before.user_id,
+                )
+        for name, model in self.current.models.items():
+            if self._same_model(name) is not None:
+                continue
+            if not self._is_new(model.creation_timestamp):
+                self._adopted_models.add(name)
+                continue
+            yield self._event(
+                EventType.REGISTERED_MODEL_CREATED,
+                name,
+                model.creation_timestamp,
+                None,
+                model.creation_timestamp,
+                user_id=model.user_id,
+                description=model.description,
+                tags=dict(model.tags),
+            )
+
+    # ----------------------------------------------------------------- versions
+
+    def _versions(self) -> Iterator[Event]:
+        for key, version in self.current.versions.items():
+            if version.name in self._adopted_models:
+                continue
+            before = self.previous.versions.get(key)
+            if before is not None and before.creation_timestamp != version.creation_timestamp:
+                before = None  # re-created model: version numbers restarted
+            if before is None:
+                yield from self._new_version(version)
+            else:
+                yield from _stage_events(self, before.current_stage, version)
+                yield from self._tag_events(before.tags, version)
+        for key, before in self.previous.versions.items():
+            if before.name in self._gone_models:
+                continue  # REGISTERED_MODEL_DELETED says it all
+            after = self.current.versions.get(key)
+            if after is not None and after.creation_timestamp == before.creation_timestamp:
+                continue
+            yield self._event(
+                EventType.MODEL_VERSION_DELETED,
+                before.name,
+                self._deletion_time(before.name),
+                before.current_stage,
+                None,
+                before,
+                description=before.description or None,
+            )
+
+    def _new_version(self, version: VersionState) -> Iterator[Event]:
+        if not self._is_new(version.creation_timestamp):
+            self._adopted_versions.add(version.key)  # existed before it was watched
+            return
+        yield self._event(
+            EventType.MODEL_VERSION_CREATED,
+            version.name,
+            version.creation_timestamp,
+            None,
+            version.creation_timestamp,
+            version,
+            description=version.description,
+            tags=dict(version.tags),
+        )
+        yield from _stage_events(self, NO_STAGE, version)
+        yield from self._tag_events({}, version)
+
+    def _tag_events(self, before: Mapping[str, str], version: VersionState) -> Iterator[Event]:
+        at = self.current.read_at
+        for key, value in version.tags.items():
+            old = before.get(key)
+            if old == value:
+                continue
+            yield self._event(
+                EventType.MODEL_VERSION_TAG_SET,
+                version.name,
+                at,
+                [key, old],
+                [key, value],
+                version,
+                tag_key=key,
+                tag_value=value,
+                previous_value=old,
+            )
+        for key, old in before.items():
+            if key not in version.tags:
+                yield self._event(
+                    EventType.MODEL_VERSION_TAG_DELETED,
+                    version.name,
+                    at,
+                    [key, old],
+                    [key, None],
+                    version,
+                    tag_key=key,
+                    previous_value=old,
+                )
+
+    def _deletion_time(self, model_name: str) -> int:
+        """Deleting a version bumps its model's last_updated_timestamp; use it when it moved."""
+        before = self.previous.models.get(model_name)
+        after = self.current.models.get(model_name)
+        if before and after and after.last_updated_timestamp > before.last_updated_timestamp:
+            return after.last_updated_timestamp
+        return self.current.read_at
+
+    # ----------------------------------------------------------------- aliases
+
+    def _aliases(self) -> Iterator[Event]:
+        at = self.current.read_at
+        for name, model in self.current.models.items():
+            if name in self._adopted_models:
+                continue
+            same = self._same_model(name)
+            before = _live_aliases(self.previous, same) if same is not None else {}
+            after = _live_aliases(self.current, model)
+            for alias, version in after.items():
+                old = before.get(alias)
+                if old == version or (old is None and (name, version) in self._adopted_versions):
+                    continue
+                yield self._event(
+                    EventType.MODEL_VERSION_ALIAS_CREATED,
+                    name,
+                    at,
+                    [alias, old],
+                    [alias, version],
+                    self.current.versions.get((name, version)),
+                    model_version=version,
+                    alias=alias,
+                    previous_version=old,
+                    user_id=model.user_id,
+                )
+            for alias, old in before.items():
+                if alias in after:
+                    continue
+                yield self._event(
+                    EventType.MODEL_VERSION_ALIAS_DELETED,
+                    name,
+                    at,
+                    [alias, old],
+                    [alias, None],
+                    self.previous.versions.get((name, old)),
+                    model_version=old,
+                    alias=alias,
+                    user_id=model.user_id,
+                )
+
+
+def _live_aliases(observation: Observation, model: ModelState) -> dict[str, str]:
+    """The aliases of a model whose version exists in the same observation."""
+    return {
+        alias: version
+        for alias, version in model.aliases.items()
+        if (model.name, version) in observation.versions
+    }
+
+
+def _stage_events(detector: _Detector, from_stage: str, after: VersionState) -> Iterator[Event]:
     to_stage = after.current_stage
     if from_stage.lower() == to_stage.lower():
-        return ()
+        return
     types = [EventType.MODEL_VERSION_TRANSITIONED_STAGE]
     specific = _STAGE_EVENTS.get(to_stage.lower())
     if specific is not None:
         types.append(specific)
-    return tuple(
-        Event(
-            event_id=make_event_id(
-                registry,
-                event_type,
-                after.name,
-                after.version,
-                after.creation_timestamp,
-                from_stage,
-                to_stage,
-                after.last_updated_timestamp,
-            ),
-            type=event_type,
-            model_name=after.name,
-            model_version=after.version,
-            version_creation_timestamp=after.creation_timestamp,
-            timestamp=after.last_updated_timestamp,
-            user_id=after.user_id,
+    for event_type in types:
+        yield detector._event(
+            event_type,
+            after.name,
+            after.last_updated_timestamp,
+            from_stage,
+            to_stage,
+            after,
             from_stage=from_stage,
             to_stage=to_stage,
-            source=after.source,
-            run_id=after.run_id,
         )
-        for event_type in types
-    )
 
 
 def snapshot_delta(previous: Observation | None, current: Observation) -> SnapshotDelta:

@@ -45,15 +45,20 @@ NATIVE_EVENT_NAMES: Mapping[str, EventType] = MappingProxyType(
     }
 )
 
-# The events the detector emits today. The config refuses a subscription to any other name, so
-# that nobody waits for an event that can never come.
-SUPPORTED_EVENTS: frozenset[EventType] = frozenset(
+# The events the detector emits. The config refuses a subscription to any other name, so that
+# nobody waits for an event that can never come.
+SUPPORTED_EVENTS: frozenset[EventType] = frozenset(EventType)
+
+STAGE_EVENTS: frozenset[EventType] = frozenset(
     {
         EventType.MODEL_VERSION_TRANSITIONED_STAGE,
         EventType.MODEL_VERSION_TRANSITIONED_TO_STAGING,
         EventType.MODEL_VERSION_TRANSITIONED_TO_PRODUCTION,
         EventType.MODEL_VERSION_TRANSITIONED_TO_ARCHIVED,
     }
+)
+ALIAS_EVENTS: frozenset[EventType] = frozenset(
+    {EventType.MODEL_VERSION_ALIAS_CREATED, EventType.MODEL_VERSION_ALIAS_DELETED}
 )
 
 NO_STAGE = "None"
@@ -209,8 +214,23 @@ class Event:
     to_stage: str | None = None
     source: str | None = None
     run_id: str | None = None
+    alias: str | None = None
+    previous_version: str | None = None
+    """For an alias that moved: the version it pointed to before."""
+    tag_key: str | None = None
+    tag_value: str | None = None
+    previous_value: str | None = None
+    """For a tag that changed or was deleted: its value before."""
+    description: str | None = None
+    tags: Mapping[str, str] | None = None
+    """For created models and versions: their tags at creation."""
+
+    def __post_init__(self) -> None:
+        if self.tags is not None:
+            object.__setattr__(self, "tags", _frozen(self.tags))
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field, None included (the stored form; payloads choose what to send)."""
         return {
             "event_id": self.event_id,
             "type": self.type.value,
@@ -223,6 +243,13 @@ class Event:
             "to_stage": self.to_stage,
             "source": self.source,
             "run_id": self.run_id,
+            "alias": self.alias,
+            "previous_version": self.previous_version,
+            "tag_key": self.tag_key,
+            "tag_value": self.tag_value,
+            "previous_value": self.previous_value,
+            "description": self.description,
+            "tags": None if self.tags is None else dict(self.tags),
         }
 
     @classmethod
@@ -239,6 +266,13 @@ class Event:
             to_stage=data.get("to_stage"),
             source=data.get("source"),
             run_id=data.get("run_id"),
+            alias=data.get("alias"),
+            previous_version=data.get("previous_version"),
+            tag_key=data.get("tag_key"),
+            tag_value=data.get("tag_value"),
+            previous_value=data.get("previous_value"),
+            description=data.get("description"),
+            tags=data.get("tags"),
         )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from watcher.config import Config
@@ -126,7 +126,8 @@ class Pipeline:
             return report
 
         previous = self._previous()
-        events = detect(previous, current, self.policy)
+        baseline_ms = int(self.store.get_meta("baseline_read_at") or 0)
+        events = detect(previous, current, replace(self.policy, baseline_ms=baseline_ms))
         report = CycleReport(
             ok=True,
             duration_ms=0.0,
@@ -143,7 +144,7 @@ class Pipeline:
             NewDelivery(make_delivery_id(e.event_id, w.name), e.event_id, w.name, e.model_name)
             for e in events
             for w in self.config.webhooks
-            if w.wants(e.type)
+            if w.wants(e)
         ]
         meta = {
             "registry": self.registry,
@@ -157,6 +158,7 @@ class Pipeline:
         }
         if previous is None:
             meta["baseline_at"] = _now_iso()
+            meta["baseline_read_at"] = str(current.read_at)
         report.duration_ms = _ms(started)
         meta["last_poll_duration_ms"] = str(round(report.duration_ms))
         report.queued = self.store.commit_cycle(

@@ -402,6 +402,15 @@ class Store:
             )
         ]
 
+    def recent_events(self, limit: int = 100) -> list[Event]:
+        """The most recently detected events, newest first."""
+        return [
+            Event.from_dict(json.loads(r["data"]))
+            for r in self._query(
+                "SELECT data FROM events ORDER BY detected_at DESC, rowid DESC LIMIT ?", (limit,)
+            )
+        ]
+
     def status_counts(self) -> dict[str, dict[str, int]]:
         """{webhook: {status: count}} over the whole outbox."""
         counts: dict[str, dict[str, int]] = {}

@@ -186,7 +186,7 @@ def test_receive_verifies_and_prints_each_delivery() -> None:
         out, _ = proc.communicate(timeout=10)
     records = [json.loads(line) for line in out.splitlines()]
     assert [(r["delivery_id"], r["signature"]) for r in records] == [
-        ("d-1", "valid"),
-        ("d-2", "INVALID: signature mismatch"),
+        ("d-1", "valid (mlflow)"),
+        ("d-2", "INVALID: signature mismatch (mlflow)"),
     ]
     assert records[0]["body"]["model_name"] == "m"

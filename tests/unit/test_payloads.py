@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from watcher.model import Event, EventType
-from watcher.payloads import render, watcher_payload
+from watcher.payloads import FormatOptions, render, watcher_payload
 
 DESIGN_FIELDS = {
     "event",
@@ -113,4 +113,4 @@ def test_body_matches_the_payload_dict_and_is_deterministic() -> None:
 
 def test_unknown_format_raises() -> None:
     with pytest.raises(ValueError, match="unknown format"):
-        render(stage_event(), "deploy", "xml")
+        render(stage_event(), "deploy", FormatOptions(format="xml"))

@@ -1,0 +1,223 @@
+"""Every kind of registry change, made through MlflowClient against a real server, arrives once.
+
+Each step makes one change, runs `mlflow-watcher run --once`, and compares what the real
+receiver got in that run with exactly the events expected, field by field.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import create_versions
+from tests.e2e.harness import MlflowServer, Receiver, run_watcher, write_config
+
+Row = tuple[Any, ...]
+
+
+class Steps:
+    def __init__(self, config: Path, receiver: Receiver) -> None:
+        self.config = config
+        self.receiver = receiver
+        self.seen = 0
+
+    def run(self) -> list[dict[str, Any]]:
+        result = run_watcher("run", "--once", "-c", str(self.config))
+        assert result.returncode == 0, result.stderr
+        new = self.receiver.deliveries()[self.seen :]
+        self.seen += len(new)
+        return [d.json for d in new]
+
+
+def summary(events: list[dict[str, Any]], *fields: str) -> list[Row]:
+    return sorted(
+        tuple([e["event"], e["model_name"], e.get("model_version"), *(e.get(f) for f in fields)])
+        for e in events
+    )
+
+
+@pytest.fixture
+def steps(
+    mlflow_server: MlflowServer, receiver: Receiver, model_name: str, tmp_path: Path
+) -> Steps:
+    config = write_config(
+        tmp_path / "watcher.toml",
+        tracking_uri=mlflow_server.url,
+        webhook_url=receiver.url,
+        state=tmp_path / "state.db",
+        models=f"{model_name}*",
+        webhook_extra='events = ["*"]\n',
+    )
+    # write_config subscribes to stage transitions; this test wants the whole catalogue.
+    text = config.read_text().replace('events = ["MODEL_VERSION_TRANSITIONED_STAGE"]\n', "")
+    config.write_text(text)
+    return Steps(config, receiver)
+
+
+def test_every_event_in_the_catalogue_arrives_once(
+    client: Any, steps: Steps, model_name: str
+) -> None:
+    old = f"{model_name}-old"
+    create_versions(client, old, 1)
+    assert steps.run() == [], "the first run is a silent baseline"
+
+    client.create_registered_model(model_name, tags={"team": "risk"}, description="fraud")
+    [created] = steps.run()
+    assert created["event"] == "REGISTERED_MODEL_CREATED"
+    assert created["model_name"] == model_name
+
+    client.create_model_version(
+        model_name, f"s3://bucket/models/{model_name}/1", tags={"stage_gate": "pending"}
+    )
+    events = steps.run()
+    assert summary(events, "tag_key", "tag_value") == [
+        ("MODEL_VERSION_CREATED", model_name, "1", None, None),
+        ("MODEL_VERSION_TAG_SET", model_name, "1", "stage_gate", "pending"),
+    ]
+    version_created = next(e for e in events if e["event"] == "MODEL_VERSION_CREATED")
+    assert version_created["source"] == f"s3://bucket/models/{model_name}/1"
+
+    client.set_model_version_tag(model_name, "1", "stage_gate", "passed")
+    client.set_model_version_tag(model_name, "1", "owner", "ana")
+    assert summary(steps.run(), "tag_key", "tag_value", "previous_value") == [
+        ("MODEL_VERSION_TAG_SET", model_name, "1", "owner", "ana", None),
+        ("MODEL_VERSION_TAG_SET", model_name, "1", "stage_gate", "passed", "pending"),
+    ]
+
+    client.delete_model_version_tag(model_name, "1", "owner")
+    assert summary(steps.run(), "tag_key", "previous_value") == [
+        ("MODEL_VERSION_TAG_DELETED", model_name, "1", "owner", "ana")
+    ]
+
+    client.set_registered_model_alias(model_name, "champion", "1")
+    assert summary(steps.run(), "alias", "previous_version") == [
+        ("MODEL_VERSION_ALIAS_CREATED", model_name, "1", "champion", None)
+    ]
+
+    client.create_model_version(model_name, f"s3://bucket/models/{model_name}/2")
+    client.set_registered_model_alias(model_name, "champion", "2")
+    assert summary(steps.run(), "alias", "previous_version") == [
+        ("MODEL_VERSION_ALIAS_CREATED", model_name, "2", "champion", "1"),
+        ("MODEL_VERSION_CREATED", model_name, "2", None, None),
+    ]
+
+    client.delete_registered_model_alias(model_name, "champion")
+    assert summary(steps.run(), "alias") == [
+        ("MODEL_VERSION_ALIAS_DELETED", model_name, "2", "champion")
+    ]
+
+    client.transition_model_version_stage(model_name, "1", "Production")
+    client.transition_model_version_stage(model_name, "2", "Staging")
+    assert summary(steps.run(), "from_stage", "to_stage") == [
+        ("MODEL_VERSION_TRANSITIONED_STAGE", model_name, "1", "None", "Production"),
+        ("MODEL_VERSION_TRANSITIONED_STAGE", model_name, "2", "None", "Staging"),
+        ("MODEL_VERSION_TRANSITIONED_TO_PRODUCTION", model_name, "1", "None", "Production"),
+        ("MODEL_VERSION_TRANSITIONED_TO_STAGING", model_name, "2", "None", "Staging"),
+    ]
+
+    # Promoting 2 with archive_existing_versions archives 1: one event for each version.
+    client.transition_model_version_stage(
+        model_name, "2", "Production", archive_existing_versions=True
+    )
+    assert summary(steps.run(), "from_stage", "to_stage") == [
+        ("MODEL_VERSION_TRANSITIONED_STAGE", model_name, "1", "Production", "Archived"),
+        ("MODEL_VERSION_TRANSITIONED_STAGE", model_name, "2", "Staging", "Production"),
+        ("MODEL_VERSION_TRANSITIONED_TO_ARCHIVED", model_name, "1", "Production", "Archived"),
+        ("MODEL_VERSION_TRANSITIONED_TO_PRODUCTION", model_name, "2", "Staging", "Production"),
+    ]
+
+    # Deleting a version an alias points to: the version and the alias, once each (MLflow 3
+    # drops the alias; MLflow 2 leaves it dangling, which the watcher treats the same).
+    client.set_registered_model_alias(model_name, "challenger", "1")
+    steps.run()
+    client.delete_model_version(model_name, "1")
+    assert summary(steps.run(), "alias") == [
+        ("MODEL_VERSION_ALIAS_DELETED", model_name, "1", "challenger"),
+        ("MODEL_VERSION_DELETED", model_name, "1", None),
+    ]
+    assert steps.run() == [], "nothing more on the next run"
+
+    client.delete_registered_model(model_name)
+    assert summary(steps.run()) == [("REGISTERED_MODEL_DELETED", model_name, None)]
+
+
+def test_a_model_deleted_and_created_again_is_told_apart(
+    client: Any, steps: Steps, model_name: str
+) -> None:
+    create_versions(client, model_name, 2)
+    client.transition_model_version_stage(model_name, "1", "Production")
+    assert steps.run() == []
+
+    client.delete_registered_model(model_name)
+    time.sleep(0.01)  # a new creation timestamp
+    create_versions(client, model_name, 1)
+    assert summary(steps.run()) == [
+        ("MODEL_VERSION_CREATED", model_name, "1"),
+        ("REGISTERED_MODEL_CREATED", model_name, None),
+        ("REGISTERED_MODEL_DELETED", model_name, None),
+    ]
+
+
+def test_filters_deliver_exactly_the_matching_events(
+    client: Any, mlflow_server: MlflowServer, model_name: str, tmp_path: Path
+) -> None:
+    receivers = {name: Receiver() for name in ("prod", "champion", "fraud")}
+    for r in receivers.values():
+        r.start()
+    try:
+        fraud, other = f"{model_name}-fraud", f"{model_name}-other"
+        config = tmp_path / "watcher.toml"
+        config.write_text(
+            f"""
+[mlflow]
+tracking_uri = "{mlflow_server.url}"
+[watch]
+models = ["{model_name}*"]
+[state]
+path = "{tmp_path / "state.db"}"
+[[webhooks]]
+name = "prod"
+url = "{receivers["prod"].url}"
+events = ["MODEL_VERSION_TRANSITIONED_STAGE"]
+to_stages = ["Production"]
+[[webhooks]]
+name = "champion"
+url = "{receivers["champion"].url}"
+events = ["model_version_alias.created"]
+aliases = ["champion"]
+[[webhooks]]
+name = "fraud"
+url = "{receivers["fraud"].url}"
+events = ["*"]
+models = ["*-fraud"]
+"""
+        )
+        create_versions(client, fraud, 2)
+        create_versions(client, other, 2)
+        steps = Steps(config, receivers["fraud"])
+        assert steps.run() == []
+
+        client.transition_model_version_stage(fraud, "1", "Staging")
+        client.transition_model_version_stage(other, "1", "Production")
+        client.set_registered_model_alias(fraud, "champion", "2")
+        client.set_registered_model_alias(other, "challenger", "1")
+        client.set_model_version_tag(other, "2", "k", "v")
+        steps.run()
+
+        assert summary([d.json for d in receivers["prod"].deliveries()], "to_stage") == [
+            ("MODEL_VERSION_TRANSITIONED_STAGE", other, "1", "Production")
+        ]
+        assert summary([d.json for d in receivers["champion"].deliveries()], "alias") == [
+            ("MODEL_VERSION_ALIAS_CREATED", fraud, "2", "champion")
+        ]
+        assert summary([d.json for d in receivers["fraud"].deliveries()], "alias") == [
+            ("MODEL_VERSION_ALIAS_CREATED", fraud, "2", "champion"),
+            ("MODEL_VERSION_TRANSITIONED_STAGE", fraud, "1", None),
+            ("MODEL_VERSION_TRANSITIONED_TO_STAGING", fraud, "1", None),
+        ]
+    finally:
+        for r in receivers.values():
+            r.stop()
