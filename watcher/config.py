@@ -43,6 +43,7 @@ STAGES = ("None", "Staging", "Production", "Archived")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "console")
 _WEBHOOK_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_HEADER_BREAK = re.compile(r"[\r\n\x00]")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -244,6 +245,14 @@ def _parse_nonempty_str(value: object) -> str:
 
 
 def _parse_globs(value: object) -> tuple[str, ...]:
+    """A non-empty list: an empty one would silently match nothing."""
+    globs = _parse_optional_globs(value)
+    if not globs:
+        raise _Invalid('a non-empty list of glob patterns such as ["fraud-*"]')
+    return globs
+
+
+def _parse_optional_globs(value: object) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
@@ -355,10 +364,15 @@ def _parse_str_list(value: object) -> tuple[str, ...]:
 
 def _parse_headers(value: object) -> dict[str, str]:
     if not isinstance(value, dict) or not all(
-        isinstance(k, str) and re.fullmatch(r"[A-Za-z0-9-]+", k) and isinstance(v, str)
+        isinstance(k, str)
+        and re.fullmatch(r"[A-Za-z0-9-]+", k)
+        and isinstance(v, str)
+        and not _HEADER_BREAK.search(v)
         for k, v in value.items()
     ):
-        raise _Invalid('a table of header names to string values, e.g. { Accept = "..." }')
+        raise _Invalid(
+            'a table of header names to single-line string values, e.g. { Accept = "..." }'
+        )
     return dict(value)
 
 
@@ -394,7 +408,7 @@ _SECTIONS: dict[str, dict[str, _Key]] = {
     "watch": {
         "interval": _Key(parse_duration),
         "models": _Key(_parse_globs, is_collection=True),
-        "exclude_models": _Key(_parse_globs, is_collection=True),
+        "exclude_models": _Key(_parse_optional_globs, is_collection=True),
     },
     "state": {"path": _Key(_parse_nonempty_str)},
     "log": {"level": _Key(_choice_parser(LOG_LEVELS)), "format": _Key(_choice_parser(LOG_FORMATS))},
@@ -611,6 +625,8 @@ def _build_webhook(
     problems: _Problems,
     base_dir: Path,
 ) -> WebhookConfig | None:
+    from watcher.signing import check_secret
+
     fmt = values.get("format", "watcher")
     secret = _read_secret(values, env, path, problems, "secret")
     password = _read_secret(values, env, path, problems, "password")
@@ -625,11 +641,13 @@ def _build_webhook(
     if signature != "none" and secret is None:
         problems.add(f"{path}.signature", signature, "secret_env or secret_file to sign with")
     if secret is not None and signature != "none":
-        from watcher.signing import check_secret
-
         expected = check_secret(signature, secret.reveal())
         if expected is not None:
             problems.note(f"{path}.secret", f"does not suit signature {signature!r}: {expected}")
+    for i, old in enumerate(previous):
+        expected = check_secret("standard", old.reveal()) if signature == "standard" else None
+        if expected is not None:
+            problems.note(f"{path}.previous_secrets_env[{i}]", f"is not a usable key: {expected}")
     if previous and signature != "standard":
         problems.note(f"{path}.previous_secrets_env", 'is only used with signature = "standard"')
     if ("password_env" in values or "password_file" in values) != ("username" in values):
@@ -637,7 +655,9 @@ def _build_webhook(
     headers: list[tuple[str, Secret]] = []
     for key, raw in values.get("headers", {}).items():
         expanded = _expand_env(raw, env, f"{path}.headers.{key}", problems)
-        if expanded is not None:
+        if expanded is not None and _HEADER_BREAK.search(expanded):
+            problems.note(f"{path}.headers.{key}", "expands to a value with a line break")
+        elif expanded is not None:
             headers.append((key, Secret(expanded, f"header {key}")))
     template = _template_source(values, path, problems, base_dir, fmt)
     if "name" not in values or "url" not in values:

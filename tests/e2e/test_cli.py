@@ -51,6 +51,25 @@ BAD_CONFIGS = {
         "webhooks[0].name",
     ),
     "invalid toml": ("[watch\ninterval=", "not valid TOML"),
+    "broken template": (
+        "[[webhooks]]\nname = 'a'\nurl = 'http://127.0.0.1/x'\nformat = 'template'\n"
+        "template = '{\"model\": {{ model_name | tojson }'\n",
+        "webhooks[0].template",
+    ),
+    "unknown format": (
+        "[[webhooks]]\nname = 'a'\nurl = 'http://127.0.0.1/x'\nformat = 'xml'\n",
+        "webhooks[0].format",
+    ),
+    "missing header variable": (
+        "[[webhooks]]\nname = 'a'\nurl = 'http://127.0.0.1/x'\n"
+        "headers = { Authorization = 'Bearer ${NOT_SET_ANYWHERE}' }\n",
+        "webhooks[0].headers.Authorization",
+    ),
+    "undefined template variable": (
+        "[[webhooks]]\nname = 'a'\nurl = 'http://127.0.0.1/x'\nformat = 'template'\n"
+        "template = '{\"model\": {{ no_such_field | tojson }}}'\n",
+        "webhooks[0].template",
+    ),
 }
 
 

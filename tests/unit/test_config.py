@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import tomllib
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -620,3 +622,453 @@ def test_watches_from_a_loaded_config(tmp_path: Path) -> None:
     config = load(tmp_path, '[watch]\nmodels = ["a-*"]\nexclude_models = ["a-b*"]\n')
     assert config.watch.watches("a-x")
     assert not config.watch.watches("a-bc")
+
+
+# --------------------------------------------------------------------------- webhook filters
+
+
+def test_unknown_format_is_rejected(tmp_path: Path) -> None:
+    problem = only_problem(tmp_path, f'{HOOK}format = "xml"\n')
+    assert problem.startswith("webhooks[0].format: got 'xml', expected one of ")
+    assert '"template"' in problem
+
+
+@pytest.mark.parametrize("fmt", ["watcher", "Databricks", "mlflow", "github", "slack"])
+def test_known_formats_are_accepted_in_any_case(tmp_path: Path, fmt: str) -> None:
+    (hook,) = load(tmp_path, f'{HOOK}format = "{fmt}"\n').webhooks
+    assert hook.format == fmt.lower()
+
+
+def test_to_stages_with_a_bad_stage_is_rejected(tmp_path: Path) -> None:
+    problem = only_problem(tmp_path, f'{HOOK}to_stages = ["Production", "Prod"]\n')
+    assert problem.startswith('webhooks[0].to_stages: got ["Production", "Prod"], expected ')
+    assert '"Staging"' in problem
+
+
+def test_to_stages_are_case_insensitive(tmp_path: Path) -> None:
+    (hook,) = load(tmp_path, f'{HOOK}to_stages = ["production", "STAGING"]\n').webhooks
+    assert hook.to_stages == frozenset({"production", "staging"})
+
+
+def test_to_stages_filters_stage_events_only(tmp_path: Path) -> None:
+    (hook,) = load(tmp_path, f'{HOOK}to_stages = ["Production"]\n').webhooks
+    # Staging -> Production, and None -> Staging, Production -> Archived.
+    assert hook.wants(example_event(EventType.MODEL_VERSION_TRANSITIONED_STAGE))
+    assert hook.wants(example_event(EventType.MODEL_VERSION_TRANSITIONED_TO_PRODUCTION))
+    assert not hook.wants(example_event(EventType.MODEL_VERSION_TRANSITIONED_TO_STAGING))
+    assert not hook.wants(example_event(EventType.MODEL_VERSION_TRANSITIONED_TO_ARCHIVED))
+    # A stage filter does not block events that are not transitions.
+    for kind in (
+        EventType.MODEL_VERSION_CREATED,
+        EventType.MODEL_VERSION_TAG_SET,
+        EventType.MODEL_VERSION_ALIAS_CREATED,
+        EventType.REGISTERED_MODEL_CREATED,
+    ):
+        assert hook.wants(example_event(kind)), kind
+
+
+def test_aliases_filter_alias_events_only(tmp_path: Path) -> None:
+    (hook,) = load(tmp_path, f'{HOOK}aliases = ["champ*", "prod"]\n').webhooks
+    assert hook.aliases == ("champ*", "prod")
+    created = example_event(EventType.MODEL_VERSION_ALIAS_CREATED)
+    deleted = example_event(EventType.MODEL_VERSION_ALIAS_DELETED)
+    assert created.alias == "champion"
+    assert hook.wants(created)
+    assert hook.wants(deleted)
+    assert not hook.wants(replace(created, alias="challenger"))
+    assert not hook.wants(replace(deleted, alias="Champion")), "globs are case-sensitive"
+    assert hook.wants(replace(created, alias="prod"))
+    # An alias filter does not block events that are not about aliases.
+    for kind in (
+        EventType.MODEL_VERSION_TRANSITIONED_STAGE,
+        EventType.MODEL_VERSION_CREATED,
+        EventType.MODEL_VERSION_TAG_DELETED,
+    ):
+        assert hook.wants(example_event(kind)), kind
+
+
+def test_models_globs_filter_every_event(tmp_path: Path) -> None:
+    (hook,) = load(tmp_path, f'{HOOK}models = ["fraud-*", "churn"]\n').webhooks
+    for kind in (
+        EventType.MODEL_VERSION_TRANSITIONED_STAGE,
+        EventType.MODEL_VERSION_ALIAS_CREATED,
+        EventType.REGISTERED_MODEL_CREATED,
+    ):
+        assert hook.wants(example_event(kind, "fraud-model")), kind
+        assert hook.wants(example_event(kind, "churn")), kind
+        assert not hook.wants(example_event(kind, "churn-v2")), kind
+        assert not hook.wants(example_event(kind, "Fraud-model")), kind
+
+
+def test_all_filters_must_agree(tmp_path: Path) -> None:
+    text = (
+        f'{HOOK}events = ["MODEL_VERSION_TRANSITIONED_STAGE", "MODEL_VERSION_ALIAS_CREATED"]\n'
+        'models = ["fraud-*"]\nto_stages = ["Production"]\naliases = ["champion"]\n'
+    )
+    (hook,) = load(tmp_path, text).webhooks
+    assert hook.wants(example_event(EventType.MODEL_VERSION_TRANSITIONED_STAGE))
+    assert hook.wants(example_event(EventType.MODEL_VERSION_ALIAS_CREATED))
+    assert not hook.wants(example_event(EventType.MODEL_VERSION_TRANSITIONED_STAGE, "churn"))
+    assert not hook.wants(example_event(EventType.MODEL_VERSION_TAG_SET)), "not subscribed"
+
+
+def test_no_filters_want_every_example(tmp_path: Path) -> None:
+    (hook,) = load(tmp_path, HOOK).webhooks
+    assert (hook.to_stages, hook.aliases, hook.models) == (None, None, ("*",))
+    assert all(hook.wants(example_event(kind, "any-name")) for kind in EventType)
+
+
+@pytest.mark.parametrize(
+    ("line", "path"),
+    [
+        ('models = [""]', "webhooks[0].models"),
+        ("models = 5", "webhooks[0].models"),
+        ("aliases = 5", "webhooks[0].aliases"),
+        ('aliases = [""]', "webhooks[0].aliases"),
+        ("to_stages = []", "webhooks[0].to_stages"),
+    ],
+)
+def test_bad_filter_values_are_rejected(tmp_path: Path, line: str, path: str) -> None:
+    assert only_problem(tmp_path, f"{HOOK}{line}\n").startswith(f"{path}: got ")
+
+
+def test_filters_show_in_the_effective_config(tmp_path: Path) -> None:
+    text = f'{HOOK}models = ["fraud-*"]\nto_stages = ["Production"]\naliases = ["champion"]\n'
+    effective = effective_config(load(tmp_path, text))["webhooks"][0]
+    assert effective["models"] == ["fraud-*"]
+    assert effective["to_stages"] == ["production"]
+    assert effective["aliases"] == ["champion"]
+
+
+# --------------------------------------------------------------------------- headers
+
+
+def test_header_values_expand_env_references(tmp_path: Path) -> None:
+    text = f'{HOOK}headers = {{ Authorization = "Bearer ${{API_TOKEN}}", X-Team = "risk" }}\n'
+    (hook,) = load(tmp_path, text, {"API_TOKEN": SECRET_VALUE}).webhooks
+    assert [(name, value.reveal()) for name, value in hook.headers] == [
+        ("Authorization", f"Bearer {SECRET_VALUE}"),
+        ("X-Team", "risk"),
+    ]
+
+
+def test_a_header_with_a_missing_variable_is_rejected(tmp_path: Path) -> None:
+    text = f'{HOOK}headers = {{ Authorization = "Bearer ${{API_TOKEN}}", X-Team = "risk" }}\n'
+    problem = only_problem(tmp_path, text)
+    assert problem.startswith("webhooks[0].headers.Authorization: got 'Bearer ${API_TOKEN}'")
+    assert "API_TOKEN" in problem.split("expected", 1)[1]
+
+
+def test_headers_must_be_a_table_of_strings(tmp_path: Path) -> None:
+    assert only_problem(tmp_path, f"{HOOK}headers = {{ X-Retries = 3 }}\n").startswith(
+        "webhooks[0].headers: got "
+    )
+    assert only_problem(tmp_path, f'{HOOK}headers = {{ "Bad Name" = "x" }}\n').startswith(
+        "webhooks[0].headers: got "
+    )
+
+
+def test_header_values_never_show(tmp_path: Path) -> None:
+    text = f'{HOOK}headers = {{ Authorization = "Bearer ${{API_TOKEN}}" }}\n'
+    config = load(tmp_path, text, {"API_TOKEN": SECRET_VALUE})
+    effective = effective_config(config)
+    rendered = to_toml(effective)
+    for shown in (repr(config), str(config), repr(config.webhooks[0]), json.dumps(effective)):
+        assert SECRET_VALUE not in shown
+    assert SECRET_VALUE not in rendered
+    assert effective["webhooks"][0]["headers"] == ["Authorization"]
+
+
+# --------------------------------------------------------------------------- templates
+
+TEMPLATE_HOOK = f'{HOOK}format = "template"\n'
+GOOD_TEMPLATE = '{"model": {{ model_name | tojson }}, "event": {{ event.event | tojson }}}'
+
+
+def test_inline_template(tmp_path: Path) -> None:
+    (hook,) = load(tmp_path, f"{TEMPLATE_HOOK}template = '{GOOD_TEMPLATE}'\n").webhooks
+    assert hook.format == "template"
+    assert hook.template == GOOD_TEMPLATE
+
+
+def test_template_file_is_relative_to_the_config_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config_dir = tmp_path / "conf"
+    (config_dir / "templates").mkdir(parents=True)
+    (config_dir / "templates" / "body.j2").write_text(GOOD_TEMPLATE, encoding="utf-8")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    (hook,) = load(config_dir, f'{TEMPLATE_HOOK}template_file = "templates/body.j2"\n').webhooks
+    assert hook.template == GOOD_TEMPLATE
+
+
+def test_a_missing_template_file_is_rejected(tmp_path: Path) -> None:
+    problem = only_problem(tmp_path, f'{TEMPLATE_HOOK}template_file = "nope.j2"\n')
+    assert problem.startswith("webhooks[0].template_file: got 'nope.j2'")
+    assert "readable file" in problem
+
+
+def test_template_and_template_file_together_are_rejected(tmp_path: Path) -> None:
+    (tmp_path / "body.j2").write_text(GOOD_TEMPLATE, encoding="utf-8")
+    text = f"{TEMPLATE_HOOK}template = '{GOOD_TEMPLATE}'\ntemplate_file = \"body.j2\"\n"
+    problem = only_problem(tmp_path, text)
+    assert problem.startswith("webhooks[0].template_file:")
+    assert "only one" in problem
+
+
+def test_template_format_without_a_template_is_rejected(tmp_path: Path) -> None:
+    problem = only_problem(tmp_path, TEMPLATE_HOOK)
+    assert problem.startswith("webhooks[0].template:")
+    assert "template_file" in problem
+
+
+@pytest.mark.parametrize("fmt", [None, "watcher", "slack"])
+def test_a_template_with_another_format_is_rejected(tmp_path: Path, fmt: str | None) -> None:
+    line = f'format = "{fmt}"\n' if fmt else ""
+    problem = only_problem(tmp_path, f"{HOOK}{line}template = '{GOOD_TEMPLATE}'\n")
+    assert problem.startswith("webhooks[0].format:")
+    assert '"template"' in problem
+
+
+def test_a_template_syntax_error_names_the_key_and_line(tmp_path: Path) -> None:
+    text = f"{TEMPLATE_HOOK}template = '''\n{{\n  \"model\": {{{{ model_name | tojson }}\n}}'''\n"
+    problem = only_problem(tmp_path, text)
+    assert problem.startswith("webhooks[0].template: webhook 'deploy': line 2: ")
+
+
+def test_a_template_file_syntax_error_names_the_template_and_line(tmp_path: Path) -> None:
+    (tmp_path / "body.j2").write_text('{\n"a": 1,\n"b": {% if %}\n}', encoding="utf-8")
+    problem = only_problem(tmp_path, f'{TEMPLATE_HOOK}template_file = "body.j2"\n')
+    assert problem.startswith("webhooks[0].template: webhook 'deploy': line 3: ")
+
+
+def test_an_undefined_variable_is_a_config_error_with_its_line(tmp_path: Path) -> None:
+    text = f"{TEMPLATE_HOOK}template = '''{{\n\"a\": {{{{ no_such_field | tojson }}}}\n}}'''\n"
+    problem = only_problem(tmp_path, text)
+    assert problem.startswith("webhooks[0].template: webhook 'deploy': line 2: ")
+    assert "no_such_field" in problem
+
+
+def test_a_template_that_is_not_json_is_rejected_by_default(tmp_path: Path) -> None:
+    problem = only_problem(tmp_path, f"{TEMPLATE_HOOK}template = 'model {{{{ model_name }}}}'\n")
+    assert problem.startswith("webhooks[0].template:")
+    assert "JSON" in problem
+
+
+def test_a_text_template_with_a_text_content_type_is_fine(tmp_path: Path) -> None:
+    text = (
+        f"{TEMPLATE_HOOK}template = 'model {{{{ model_name }}}}: {{{{ event.event }}}}'\n"
+        'content_type = "text/plain; charset=utf-8"\n'
+    )
+    (hook,) = load(tmp_path, text).webhooks
+    assert hook.content_type == "text/plain; charset=utf-8"
+    assert effective_config(load(tmp_path, text))["webhooks"][0]["content_type"] == (
+        "text/plain; charset=utf-8"
+    )
+
+
+def test_templates_are_checked_only_against_subscribed_events(tmp_path: Path) -> None:
+    # to_stage exists only on stage events: fine when only those are subscribed.
+    template = '{"to": {{ to_stage | tojson }}}'
+    stage = f"{TEMPLATE_HOOK}template = '{template}'\n"
+    load(tmp_path, stage + 'events = ["MODEL_VERSION_TRANSITIONED_STAGE"]\n')
+    problem = only_problem(tmp_path, stage + 'events = ["MODEL_VERSION_CREATED"]\n')
+    assert problem.startswith("webhooks[0].template:")
+    assert "to_stage" in problem
+
+
+# --------------------------------------------------------------------------- signature schemes
+
+GOOD_WHSEC = "whsec_" + base64.b64encode(b"k" * 32).decode()
+
+
+def test_standard_signature_with_a_plain_secret_is_rejected(tmp_path: Path) -> None:
+    text = f'{HOOK}secret_env = "HOOK_SECRET"\nsignature = "standard"\n'
+    problem = only_problem(tmp_path, text, {"HOOK_SECRET": SECRET_VALUE})
+    assert problem.startswith("webhooks[0].secret:")
+    assert "whsec_" in problem
+    assert SECRET_VALUE not in problem
+
+
+def test_standard_signature_with_a_short_whsec_key_is_rejected(tmp_path: Path) -> None:
+    short = "whsec_" + base64.b64encode(b"k" * 8).decode()
+    text = f'{HOOK}secret_env = "HOOK_SECRET"\nsignature = "standard"\n'
+    problem = only_problem(tmp_path, text, {"HOOK_SECRET": short})
+    assert problem.startswith("webhooks[0].secret:")
+    assert short not in problem
+
+
+def test_standard_signature_with_a_whsec_key_is_fine(tmp_path: Path) -> None:
+    text = f'{HOOK}secret_env = "HOOK_SECRET"\nsignature = "standard"\n'
+    (hook,) = load(tmp_path, text, {"HOOK_SECRET": GOOD_WHSEC}).webhooks
+    assert hook.signature == "standard"
+    assert hook.secret is not None
+    assert hook.secret.reveal() == GOOD_WHSEC
+
+
+@pytest.mark.parametrize("scheme", ["databricks", "github", "mlflow"])
+def test_body_and_mlflow_schemes_take_any_secret(tmp_path: Path, scheme: str) -> None:
+    text = f'{HOOK}secret_env = "HOOK_SECRET"\nsignature = "{scheme}"\n'
+    (hook,) = load(tmp_path, text, {"HOOK_SECRET": SECRET_VALUE}).webhooks
+    assert hook.signature == scheme
+
+
+@pytest.mark.parametrize("scheme", ["standard", "databricks", "github"])
+def test_signing_schemes_need_a_secret(tmp_path: Path, scheme: str) -> None:
+    problem = only_problem(tmp_path, f'{HOOK}signature = "{scheme}"\n')
+    assert problem.startswith(f"webhooks[0].signature: got '{scheme}'")
+
+
+def test_previous_secrets_with_standard(tmp_path: Path) -> None:
+    old = "whsec_" + base64.b64encode(b"o" * 32).decode()
+    text = (
+        f'{HOOK}secret_env = "HOOK_SECRET"\nsignature = "standard"\n'
+        'previous_secrets_env = ["OLD_SECRET"]\n'
+    )
+    config = load(tmp_path, text, {"HOOK_SECRET": GOOD_WHSEC, "OLD_SECRET": old})
+    (hook,) = config.webhooks
+    assert [s.reveal() for s in hook.previous_secrets] == [old]
+    effective = effective_config(config)
+    assert effective["webhooks"][0]["previous_secrets"] == ["<redacted, from env:OLD_SECRET>"]
+    assert old not in to_toml(effective) + repr(config)
+
+
+def test_previous_secrets_env_with_a_missing_variable_is_rejected(tmp_path: Path) -> None:
+    text = (
+        f'{HOOK}secret_env = "HOOK_SECRET"\nsignature = "standard"\n'
+        'previous_secrets_env = ["OLD_SECRET"]\n'
+    )
+    problem = only_problem(tmp_path, text, {"HOOK_SECRET": GOOD_WHSEC})
+    assert problem.startswith("webhooks[0].previous_secrets_env[0]: got 'OLD_SECRET'")
+
+
+@pytest.mark.parametrize("scheme", ["mlflow", "github", "databricks"])
+def test_previous_secrets_env_without_standard_is_rejected(tmp_path: Path, scheme: str) -> None:
+    text = (
+        f'{HOOK}secret_env = "HOOK_SECRET"\nsignature = "{scheme}"\n'
+        'previous_secrets_env = ["OLD_SECRET"]\n'
+    )
+    env = {"HOOK_SECRET": SECRET_VALUE, "OLD_SECRET": "old-" + SECRET_VALUE}
+    problem = only_problem(tmp_path, text, env)
+    assert problem.startswith("webhooks[0].previous_secrets_env:")
+    assert "standard" in problem
+    assert SECRET_VALUE not in problem
+
+
+# --------------------------------------------------------------------------- basic auth, tokens
+
+
+def test_username_with_a_password_from_env(tmp_path: Path) -> None:
+    text = f'{HOOK}username = "ci-bot"\npassword_env = "HOOK_PASSWORD"\n'
+    config = load(tmp_path, text, {"HOOK_PASSWORD": SECRET_VALUE})
+    (hook,) = config.webhooks
+    assert hook.username == "ci-bot"
+    assert hook.password is not None
+    assert hook.password.reveal() == SECRET_VALUE
+    effective = effective_config(config)
+    assert effective["webhooks"][0]["username"] == "ci-bot"
+    assert SECRET_VALUE not in repr(config) + to_toml(effective)
+
+
+def test_username_with_a_password_file(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text(SECRET_VALUE + "\n")
+    text = f'{HOOK}username = "ci-bot"\npassword_file = "{tmp_path / "pw"}"\n'
+    (hook,) = load(tmp_path, text).webhooks
+    assert hook.password is not None
+    assert hook.password.reveal() == SECRET_VALUE
+
+
+def test_username_without_a_password_is_rejected(tmp_path: Path) -> None:
+    problem = only_problem(tmp_path, f'{HOOK}username = "ci-bot"\n')
+    assert problem.startswith("webhooks[0].username:")
+    assert "password_env" in problem
+
+
+def test_password_without_a_username_is_rejected(tmp_path: Path) -> None:
+    text = f'{HOOK}password_env = "HOOK_PASSWORD"\n'
+    problem = only_problem(tmp_path, text, {"HOOK_PASSWORD": SECRET_VALUE})
+    assert problem.startswith("webhooks[0].username:")
+    assert SECRET_VALUE not in problem
+
+
+def test_password_env_with_a_missing_variable_is_rejected(tmp_path: Path) -> None:
+    problem = only_problem(tmp_path, f'{HOOK}username = "u"\npassword_env = "HOOK_PASSWORD"\n')
+    assert problem.startswith("webhooks[0].password_env: got 'HOOK_PASSWORD'")
+
+
+@pytest.mark.parametrize("fmt", ["gitlab", "jenkins"])
+def test_token_formats_default_to_no_signature_even_with_a_secret(tmp_path: Path, fmt: str) -> None:
+    text = f'{HOOK}format = "{fmt}"\nsecret_env = "HOOK_SECRET"\n'
+    (hook,) = load(tmp_path, text, {"HOOK_SECRET": SECRET_VALUE}).webhooks
+    assert hook.signature == "none"
+    assert hook.secret is not None
+
+
+def test_a_token_format_may_still_ask_for_a_signature(tmp_path: Path) -> None:
+    text = f'{HOOK}format = "jenkins"\nsecret_env = "HOOK_SECRET"\nsignature = "github"\n'
+    (hook,) = load(tmp_path, text, {"HOOK_SECRET": SECRET_VALUE}).webhooks
+    assert hook.signature == "github"
+
+
+def test_gitlab_ref_defaults_to_main_and_shows_in_the_effective_config(tmp_path: Path) -> None:
+    config = load(tmp_path, f'{HOOK}format = "gitlab"\n')
+    assert config.webhooks[0].ref == "main"
+    assert effective_config(config)["webhooks"][0]["ref"] == "main"
+    config = load(tmp_path, f'{HOOK}format = "gitlab"\nref = "release/1.x"\n')
+    assert config.webhooks[0].ref == "release/1.x"
+
+
+# --------------------------------------------------------------------------- github event_type
+
+
+def test_event_type_of_100_characters_is_accepted(tmp_path: Path) -> None:
+    value = "d" * 100
+    (hook,) = load(tmp_path, f'{HOOK}format = "github"\nevent_type = "{value}"\n').webhooks
+    assert hook.event_type == value
+
+
+@pytest.mark.parametrize("value", ['"' + "d" * 101 + '"', '""', "5"])
+def test_event_type_outside_githubs_limit_is_rejected(tmp_path: Path, value: str) -> None:
+    problem = only_problem(tmp_path, f'{HOOK}format = "github"\nevent_type = {value}\n')
+    assert problem.startswith("webhooks[0].event_type: got ")
+    assert "100" in problem
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[watch]\nmodels = []\n", "watch.models"),
+        (f"{HOOK}models = []\n", "webhooks[0].models"),
+        (f"{HOOK}aliases = []\n", "webhooks[0].aliases"),
+    ],
+)
+def test_an_empty_glob_list_would_match_nothing_so_it_is_an_error(
+    tmp_path: Path, text: str, key: str
+) -> None:
+    assert only_problem(tmp_path, text).startswith(f"{key}: got []")
+
+
+def test_exclude_models_may_be_empty(tmp_path: Path) -> None:
+    assert load(tmp_path, "[watch]\nexclude_models = []\n").watch.exclude_models == ()
+
+
+def test_a_header_value_with_a_line_break_is_refused(tmp_path: Path) -> None:
+    raw = only_problem(tmp_path, f'{HOOK}headers = {{ X-A = "a\\r\\nX-Evil: 1" }}\n')
+    assert raw.startswith("webhooks[0].headers:")
+    expanded = only_problem(
+        tmp_path, f'{HOOK}headers = {{ X-A = "${{VALUE}}" }}\n', {"VALUE": "a\nX-Evil: 1"}
+    )
+    assert expanded == "webhooks[0].headers.X-A: expands to a value with a line break"
+    assert "X-Evil" not in expanded
+
+
+def test_old_standard_keys_must_be_whsec_keys_too(tmp_path: Path) -> None:
+    good = "whsec_" + "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+    text = f'{HOOK}signature = "standard"\nsecret_env = "NEW"\nprevious_secrets_env = ["OLD"]\n'
+    problem = only_problem(tmp_path, text, {"NEW": good, "OLD": "plain-old-secret"})
+    assert problem.startswith("webhooks[0].previous_secrets_env[0]: is not a usable key")
+    assert "plain-old-secret" not in problem
+    (hook,) = load(tmp_path, text, {"NEW": good, "OLD": good}).webhooks
+    assert len(hook.previous_secrets) == 1
