@@ -16,7 +16,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -24,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 from watcher.errors import ConfigError
 from watcher.model import (
     ALIAS_EVENTS,
+    ALL_EVENTS,
     NATIVE_EVENT_NAMES,
     STAGE_EVENTS,
     SUPPORTED_EVENTS,
@@ -115,21 +116,56 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
-class DeliveryConfig:
+class RetryPolicy:
+    """When a failed delivery is tried again, and when it is given up as dead."""
+
     initial_delay: float = 2.0
     """Seconds before the first retry (the base of the exponential backoff)."""
     max_delay: float = 3600.0
-    """Cap of one backoff step, in seconds."""
+    """Cap of one backoff step (and of an honoured Retry-After), in seconds."""
     max_age: float = 86400.0
     """Seconds after detection when a delivery that keeps failing is declared dead."""
     max_attempts: int = 30
+    dead_on: frozenset[int] | None = None
+    """HTTP statuses that are dead at once; None: every 4xx but 408, 425 and 429."""
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    initial_delay: float = 2.0
+    max_delay: float = 3600.0
+    max_age: float = 86400.0
+    max_attempts: int = 30
+    dead_on: frozenset[int] | None = None
+    workers: int = 4
+    """Deliveries in flight at once per webhook (each model's events stay in order)."""
+    shutdown_grace: float = 10.0
+    """On SIGTERM, how long in-flight requests may take to finish; the rest stays queued."""
+    connect_timeout: float = 5.0
+    allowed_hosts: tuple[str, ...] = ("*",)
+    """Globs of host names webhooks may point at; a URL outside them is a config error."""
+    deny_private_addresses: bool = False
+    """Refuse to deliver to loopback, private, link-local and reserved addresses, checked on
+    the connected socket (so a DNS name cannot smuggle one in)."""
+    retention: float = 7 * 86400.0
+    """Delivered rows (and their attempts) are pruned after this long; dead rows never are."""
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return RetryPolicy(
+            initial_delay=self.initial_delay,
+            max_delay=self.max_delay,
+            max_age=self.max_age,
+            max_attempts=self.max_attempts,
+            dead_on=self.dead_on,
+        )
 
 
 @dataclass(frozen=True)
 class WebhookConfig:
     name: str
     url: str
-    events: frozenset[EventType] = SUPPORTED_EVENTS
+    events: frozenset[EventType] = ALL_EVENTS
     secret: Secret | None = None
     signature: str = "none"
     timeout: float = 10.0
@@ -147,6 +183,20 @@ class WebhookConfig:
     previous_secrets: tuple[Secret, ...] = ()
     username: str | None = None
     password: Secret | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    connect_timeout: float = 5.0
+    ca_bundle: str | None = None
+    """A CA bundle file to verify the receiver's TLS certificate with (default: the system's)."""
+    deny_private_addresses: bool = False
+    url_is_secret: bool = False
+    """The URL came from ${VAR} (a Slack webhook URL is a secret): never shown whole."""
+
+    @property
+    def display_url(self) -> str:
+        if self.url_is_secret:
+            parts = urlsplit(self.url)
+            return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/<redacted>"
+        return redact_uri(self.url)
 
     def wants(self, event: Event) -> bool:
         """Whether this webhook subscribes to the event (type, model, stage and alias filters)."""
@@ -168,7 +218,7 @@ class WebhookConfig:
 
     def __repr__(self) -> str:
         return (
-            f"WebhookConfig(name={self.name!r}, url={redact_uri(self.url)!r}, "
+            f"WebhookConfig(name={self.name!r}, url={self.display_url!r}, "
             f"events={sorted(e.value for e in self.events)!r}, format={self.format!r}, "
             f"secret={self.secret!r}, signature={self.signature!r}, timeout={self.timeout!r})"
         )
@@ -293,6 +343,13 @@ def _parse_registry_uri(value: object) -> str:
     return _parse_tracking_uri(value)
 
 
+def _parse_webhook_url_or_reference(value: object) -> str:
+    """A URL, or one with ${VAR} parts (a Slack URL is itself a secret), checked once expanded."""
+    if isinstance(value, str) and _ENV_REF.search(value):
+        return value.strip()
+    return _parse_webhook_url(value)
+
+
 def _parse_webhook_url(value: object) -> str:
     if not isinstance(value, str):
         raise _Invalid("an http:// or https:// URL")
@@ -315,7 +372,7 @@ def _parse_events(value: object) -> frozenset[EventType]:
     events: set[EventType] = set()
     for item in value:
         if item == "*":
-            events |= SUPPORTED_EVENTS
+            events |= ALL_EVENTS
             continue
         event = event_by_name(item)
         if event is None:
@@ -382,6 +439,28 @@ def _parse_event_type(value: object) -> str:
     return value
 
 
+def _parse_statuses(value: object) -> frozenset[int]:
+    if not isinstance(value, list) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and 400 <= v <= 499 for v in value
+    ):
+        raise _Invalid("a list of 4xx HTTP status codes, e.g. [400, 401, 403, 404, 410, 422]")
+    return frozenset(value)
+
+
+def _parse_bool(value: object) -> bool:
+    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+        return value.lower() in ("true", "1", "yes")
+    if not isinstance(value, bool):
+        raise _Invalid("true or false")
+    return value
+
+
+def _parse_retry_table(value: object) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _Invalid('an inline table, e.g. { max_age = "2h", dead_on = [404] }')
+    return dict(value)
+
+
 def _parse_webhook_name(value: object) -> str:
     if not isinstance(value, str) or not _WEBHOOK_NAME.match(value):
         raise _Invalid("a name of 1 to 64 letters, digits, '-' or '_'")
@@ -417,18 +496,33 @@ _SECTIONS: dict[str, dict[str, _Key]] = {
         "max_delay": _Key(parse_duration),
         "max_age": _Key(parse_duration),
         "max_attempts": _Key(_int_parser(1, 1000)),
+        "dead_on": _Key(_parse_statuses, is_collection=True),
+        "workers": _Key(_int_parser(1, 64)),
+        "shutdown_grace": _Key(parse_duration),
+        "connect_timeout": _Key(parse_duration),
+        "allowed_hosts": _Key(_parse_globs, is_collection=True),
+        "deny_private_addresses": _Key(_parse_bool),
+        "retention": _Key(parse_duration),
     },
+}
+
+_RETRY_KEYS = {
+    key: _SECTIONS["delivery"][key]
+    for key in ("initial_delay", "max_delay", "max_age", "max_attempts", "dead_on")
 }
 
 _WEBHOOK_KEYS: dict[str, _Key] = {
     "name": _Key(_parse_webhook_name),
-    "url": _Key(_parse_webhook_url),
+    "url": _Key(_parse_webhook_url_or_reference),
     "events": _Key(_parse_events, is_collection=True),
     "secret_env": _Key(_parse_nonempty_str),
     "secret_file": _Key(_parse_nonempty_str),
     "signature": _Key(_choice_parser(SIGNATURE_SCHEMES)),
     "previous_secrets_env": _Key(_parse_str_list, is_collection=True),
     "timeout": _Key(parse_duration),
+    "connect_timeout": _Key(parse_duration),
+    "retry": _Key(_parse_retry_table, is_collection=True),
+    "ca_bundle": _Key(_parse_nonempty_str),
     "format": _Key(_choice_parser(FORMATS)),
     "models": _Key(_parse_globs, is_collection=True),
     "to_stages": _Key(_parse_stages, is_collection=True),
@@ -563,7 +657,7 @@ def _build(
             "at least delivery.initial_delay",
         )
 
-    webhooks = _parse_webhooks(raw.get("webhooks", []), env, problems, base_dir)
+    webhooks = _parse_webhooks(raw.get("webhooks", []), env, problems, base_dir, delivery)
     if problems.items:
         return None
     return Config(
@@ -594,7 +688,11 @@ def _parse_table(
 
 
 def _parse_webhooks(
-    raw: object, env: Mapping[str, str], problems: _Problems, base_dir: Path
+    raw: object,
+    env: Mapping[str, str],
+    problems: _Problems,
+    base_dir: Path,
+    delivery: DeliveryConfig,
 ) -> tuple[WebhookConfig, ...]:
     if not isinstance(raw, list) or not all(isinstance(w, dict) for w in raw):
         problems.add("webhooks", raw, "a list of tables ([[webhooks]] in TOML)")
@@ -612,7 +710,7 @@ def _parse_webhooks(
             if name in seen:
                 problems.add(f"{path}.name", name, f"a unique name (webhooks[{seen[name]}] has it)")
             seen.setdefault(name, index)
-        webhook = _build_webhook(values, env, path, problems, base_dir)
+        webhook = _build_webhook(values, env, path, problems, base_dir, delivery)
         if webhook is not None:
             webhooks.append(webhook)
     return tuple(webhooks)
@@ -624,6 +722,7 @@ def _build_webhook(
     path: str,
     problems: _Problems,
     base_dir: Path,
+    delivery: DeliveryConfig,
 ) -> WebhookConfig | None:
     from watcher.signing import check_secret
 
@@ -660,12 +759,41 @@ def _build_webhook(
         elif expanded is not None:
             headers.append((key, Secret(expanded, f"header {key}")))
     template = _template_source(values, path, problems, base_dir, fmt)
-    if "name" not in values or "url" not in values:
+    retry = replace(
+        delivery.retry,
+        **_parse_table(values.get("retry", {}), _RETRY_KEYS, f"{path}.retry", problems),
+    )
+    if retry.max_delay < retry.initial_delay:
+        problems.add(
+            f"{path}.retry.max_delay", format_duration(retry.max_delay), "at least initial_delay"
+        )
+    url = values.get("url")
+    url_is_secret = url is not None and bool(_ENV_REF.search(url))
+    if url is not None and url_is_secret:
+        expanded = _expand_env(url, env, f"{path}.url", problems)
+        try:
+            url = None if expanded is None else _parse_webhook_url(expanded)
+        except _Invalid:
+            problems.note(f"{path}.url", f"{values['url']} does not expand to an http(s) URL")
+            url = None
+    if url is not None:
+        host = urlsplit(url).hostname or ""
+        if not any(fnmatch.fnmatchcase(host, p) for p in delivery.allowed_hosts):
+            problems.add(
+                f"{path}.url",
+                redact_uri(url),
+                f"a host allowed by delivery.allowed_hosts ({', '.join(delivery.allowed_hosts)})",
+            )
+    ca_bundle = values.get("ca_bundle")
+    if ca_bundle is not None and not Path(ca_bundle).is_file():
+        problems.add(f"{path}.ca_bundle", ca_bundle, "a readable CA bundle file")
+    if "name" not in values or url is None:
         return None
     webhook = WebhookConfig(
         name=values["name"],
-        url=values["url"],
-        events=values.get("events", SUPPORTED_EVENTS),
+        url=url,
+        url_is_secret=url_is_secret,
+        events=values.get("events", ALL_EVENTS),
         secret=secret,
         signature=signature,
         timeout=values.get("timeout", 10.0),
@@ -681,6 +809,10 @@ def _build_webhook(
         previous_secrets=previous,
         username=values.get("username"),
         password=password,
+        retry=retry,
+        connect_timeout=values.get("connect_timeout", delivery.connect_timeout),
+        ca_bundle=ca_bundle,
+        deny_private_addresses=delivery.deny_private_addresses,
     )
     if template is not None:
         _check_template(webhook, template, f"{path}.template", problems)
@@ -812,11 +944,22 @@ def effective_config(config: Config) -> dict[str, Any]:
             "max_delay": format_duration(config.delivery.max_delay),
             "max_age": format_duration(config.delivery.max_age),
             "max_attempts": config.delivery.max_attempts,
+            **(
+                {"dead_on": sorted(config.delivery.dead_on)}
+                if config.delivery.dead_on is not None
+                else {}
+            ),
+            "workers": config.delivery.workers,
+            "shutdown_grace": format_duration(config.delivery.shutdown_grace),
+            "connect_timeout": format_duration(config.delivery.connect_timeout),
+            "allowed_hosts": list(config.delivery.allowed_hosts),
+            "deny_private_addresses": config.delivery.deny_private_addresses,
+            "retention": format_duration(config.delivery.retention),
         },
         "webhooks": [
             {
                 "name": w.name,
-                "url": redact_uri(w.url),
+                "url": w.display_url,
                 "events": sorted(e.value for e in w.events),
                 "format": w.format,
                 "models": list(w.models),
@@ -839,10 +982,25 @@ def effective_config(config: Config) -> dict[str, Any]:
                 **({"headers": [name for name, _ in w.headers]} if w.headers else {}),
                 **({"username": w.username} if w.username else {}),
                 "timeout": format_duration(w.timeout),
+                "connect_timeout": format_duration(w.connect_timeout),
+                **({"ca_bundle": w.ca_bundle} if w.ca_bundle else {}),
+                **({"retry": _retry_table(w.retry)} if w.retry != config.delivery.retry else {}),
             }
             for w in config.webhooks
         ],
     }
+
+
+def _retry_table(retry: RetryPolicy) -> dict[str, Any]:
+    table: dict[str, Any] = {
+        "initial_delay": format_duration(retry.initial_delay),
+        "max_delay": format_duration(retry.max_delay),
+        "max_age": format_duration(retry.max_age),
+        "max_attempts": retry.max_attempts,
+    }
+    if retry.dead_on is not None:
+        table["dead_on"] = sorted(retry.dead_on)
+    return table
 
 
 def to_toml(data: Mapping[str, Any]) -> str:
@@ -862,6 +1020,8 @@ def to_toml(data: Mapping[str, Any]) -> str:
 def _toml_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, list):

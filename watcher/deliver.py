@@ -6,19 +6,22 @@ or ``dead`` (a non-retryable answer, or retries exhausted), and stays listed whe
 
 from __future__ import annotations
 
+import base64
+import ipaddress
+import queue
 import random
+import socket
 import threading
 import time
-from collections import defaultdict
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
 
-from watcher.config import TOKEN_FORMATS, Config, DeliveryConfig, WebhookConfig
+from watcher.config import TOKEN_FORMATS, Config, DeliveryConfig, RetryPolicy, WebhookConfig
 from watcher.model import Event
 from watcher.payloads import FormatOptions, TemplateError, compile_template, render
 from watcher.signing import sign
@@ -28,6 +31,10 @@ RESPONSE_SNIPPET = 512
 """Bytes of a response body kept in the delivery log (bodies are read with this cap)."""
 RETRYABLE_4XX = frozenset({408, 425, 429})
 USER_AGENT = "mlflow-registry-watcher"
+_TICK = 0.25
+"""Seconds the dispatcher waits for a result before looking for newly due rows."""
+_IDLE = 1.0
+"""Seconds an idle daemon drain waits before looking for retries that have come due."""
 
 
 @dataclass(frozen=True)
@@ -86,9 +93,31 @@ class DrainReport:
     def failed(self) -> int:
         return self.retrying + self.dead
 
+    def add(self, delivery_id: str, status: str) -> None:
+        if status == DELIVERED:
+            self.delivered += 1
+            return
+        self.failed_ids.append(delivery_id)
+        if status == DEAD:
+            self.dead += 1
+        else:
+            self.retrying += 1
+
+
+def is_dead_at_once(result: Result, dead_on: frozenset[int] | None) -> bool:
+    """A failure that no retry can mend: the default rule, or the webhook's dead_on list."""
+    if result.permanent:
+        return True
+    if dead_on is not None and result.status_code is not None and 400 <= result.status_code < 500:
+        return result.status_code in dead_on
+    return not result.retryable
+
 
 def backoff_delay(
-    policy: DeliveryConfig, attempts: int, retry_after: float | None, rng: random.Random
+    policy: RetryPolicy | DeliveryConfig,
+    attempts: int,
+    retry_after: float | None,
+    rng: random.Random,
 ) -> float:
     """Exponential backoff with full jitter; a Retry-After answer is honoured up to max_delay."""
     ceiling = min(policy.max_delay, policy.initial_delay * (2 ** min(attempts, 32)))
@@ -134,6 +163,7 @@ class Sender:
         headers = {
             "Content-Type": rendered.content_type,
             "User-Agent": USER_AGENT,
+            **_basic_auth(webhook),
             **{name: value.reveal() for name, value in webhook.headers},
             **sign(
                 webhook.signature,
@@ -151,26 +181,28 @@ class Sender:
             prepared = self.prepare(webhook, event, delivery_id)
         except (TemplateError, ValueError) as exc:
             return Result(None, f"cannot render the body: {exc}", 0.0, permanent=True)
-        auth = (
-            (webhook.username, webhook.password.reveal())
-            if webhook.username and webhook.password
-            else None
-        )
-        session = self._session(webhook.name)
+        session = self._session(webhook)
         started = time.monotonic()
         try:
             response = session.post(
                 webhook.url,
                 data=prepared.body,
                 headers=prepared.headers,
-                auth=auth,
-                timeout=webhook.timeout,
+                timeout=(webhook.connect_timeout, webhook.timeout),
                 allow_redirects=False,
                 stream=True,
+                verify=webhook.ca_bundle or True,
+            )
+        except requests.ConnectTimeout:
+            return Result(
+                None, f"connect timed out after {webhook.connect_timeout:g}s", _ms(started)
             )
         except requests.Timeout:
             return Result(None, f"timed out after {webhook.timeout:g}s", _ms(started))
         except requests.ConnectionError as exc:
+            refused = _refused_address(exc)
+            if refused is not None:
+                return Result(None, refused, _ms(started), permanent=True)
             return Result(None, f"connection failed: {_reason(exc)}", _ms(started))
         except requests.RequestException as exc:
             return Result(None, f"request failed: {type(exc).__name__}", _ms(started))
@@ -190,11 +222,15 @@ class Sender:
         retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())
         return Result(code, error, latency, retry_after, body=snippet)
 
-    def _session(self, name: str) -> requests.Session:
-        session = self._sessions.get(name)
+    def _session(self, webhook: WebhookConfig) -> requests.Session:
+        session = self._sessions.get(webhook.name)
         if session is None:
             session = requests.Session()
-            self._sessions[name] = session
+            if webhook.deny_private_addresses:
+                guard = _GuardedAdapter()
+                session.mount("http://", guard)
+                session.mount("https://", guard)
+            self._sessions[webhook.name] = session
         return session
 
     def close(self) -> None:
@@ -203,7 +239,12 @@ class Sender:
 
 
 class Deliverer:
-    """Drains the outbox. One drain at a time per process; webhooks are served in parallel."""
+    """Drains the outbox.
+
+    Every (webhook, model) lane has at most one delivery in flight, so a model's events reach a
+    webhook in detection order; each webhook has up to ``delivery.workers`` lanes in flight, on
+    threads of its own, so a slow or dead endpoint never holds up another one.
+    """
 
     def __init__(
         self,
@@ -224,30 +265,126 @@ class Deliverer:
         self.sender = Sender()
 
     def drain(
-        self, *, ignore_schedule: bool = False, stop: threading.Event | None = None
+        self,
+        *,
+        ignore_schedule: bool = False,
+        stop: threading.Event | None = None,
+        wake: threading.Event | None = None,
+        forever: bool = False,
     ) -> DrainReport:
-        """Deliver every due row, lane by lane, until nothing is due (or ``stop`` is set).
+        """Deliver due rows until nothing is due or in flight (``forever``: until ``stop``).
 
         ``ignore_schedule`` tries every pending row once now, whatever its backoff says: for
-        ``run --once``, where the time between cron runs is the backoff.
+        ``run --once``, where the time between cron runs is the backoff. Once ``stop`` is set no
+        new request starts; those in flight get ``delivery.shutdown_grace`` to finish and the
+        rest stays queued. ``wake`` cuts the wait short when a poll has queued something.
         """
         report = DrainReport()
         if not self._drain_lock.acquire(blocking=False):
             return report  # another drain is running; it will pick up these rows
         try:
-            attempted: set[str] = set()
-            while stop is None or not stop.is_set():
-                due = self._store.due_deliveries(
-                    self._clock(), ignore_schedule=ignore_schedule, exclude=attempted
-                )
-                due = [d for d in due if self._known(d)]
-                if not due:
-                    break
-                attempted.update(d.delivery_id for d in due)
-                self._deliver_round(due, report)
+            self._drain(report, ignore_schedule, stop, wake, forever)
         finally:
             self._drain_lock.release()
         return report
+
+    def _drain(
+        self,
+        report: DrainReport,
+        ignore_schedule: bool,
+        stop: threading.Event | None,
+        wake: threading.Event | None,
+        forever: bool,
+    ) -> None:
+        results: queue.Queue[tuple[DueDelivery, str]] = queue.Queue()
+        busy: set[tuple[str, str]] = set()
+        per_webhook: Counter[str] = Counter()
+        attempted: set[str] = set()
+        grace_ends: float | None = None
+        while True:
+            stopping = stop is not None and stop.is_set()
+            if not stopping:
+                self._dispatch(ignore_schedule, attempted, busy, per_webhook, results)
+            if not busy:
+                if stopping or not forever:
+                    return
+                self._idle(stop, wake)
+                continue
+            if stopping:
+                if grace_ends is None:
+                    grace_ends = time.monotonic() + self._config.delivery.shutdown_grace
+                if time.monotonic() >= grace_ends:
+                    self._log.warning(
+                        "delivery.abandoned",
+                        in_flight=len(busy),
+                        note="still in flight after shutdown_grace; they stay queued and are "
+                        "sent again, with the same delivery ids, on the next start",
+                    )
+                    return
+            try:
+                item = results.get(timeout=_TICK)
+            except queue.Empty:
+                continue
+            while True:
+                due, status = item
+                busy.discard((due.webhook, due.event.model_name))
+                per_webhook[due.webhook] -= 1
+                report.add(due.delivery_id, status)
+                try:
+                    item = results.get_nowait()
+                except queue.Empty:
+                    break
+
+    def _idle(self, stop: threading.Event | None, wake: threading.Event | None) -> None:
+        """Between drains: wake up for a poll's new rows, a stop, or retries coming due."""
+        if wake is not None:
+            wake.wait(_IDLE)
+            wake.clear()
+        elif stop is not None:
+            stop.wait(_IDLE)
+        else:
+            time.sleep(_IDLE)
+
+    def _dispatch(
+        self,
+        ignore_schedule: bool,
+        attempted: set[str],
+        busy: set[tuple[str, str]],
+        per_webhook: Counter[str],
+        results: queue.Queue[tuple[DueDelivery, str]],
+    ) -> None:
+        due_rows = self._store.due_deliveries(
+            self._clock(), ignore_schedule=ignore_schedule, exclude=attempted
+        )
+        for due in due_rows:
+            lane = (due.webhook, due.event.model_name)
+            if lane in busy or not self._known(due):
+                continue
+            if per_webhook[due.webhook] >= self._config.delivery.workers:
+                continue
+            busy.add(lane)
+            per_webhook[due.webhook] += 1
+            if ignore_schedule:
+                attempted.add(due.delivery_id)
+            threading.Thread(
+                target=self._attempt,
+                args=(due, results),
+                name=f"deliver-{due.webhook}",
+                daemon=True,
+            ).start()
+
+    def _attempt(self, due: DueDelivery, results: queue.Queue[tuple[DueDelivery, str]]) -> None:
+        status = PENDING
+        try:
+            status = self.deliver_one(due)
+        except Exception as exc:  # a broken disk must not lose the lane forever
+            self._log.error(
+                "delivery.crashed",
+                delivery_id=due.delivery_id,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+        finally:
+            results.put((due, status))
 
     def close(self) -> None:
         self.sender.close()
@@ -264,45 +401,19 @@ class Deliverer:
             )
         return False
 
-    def _deliver_round(self, due: Iterable[DueDelivery], report: DrainReport) -> None:
-        by_webhook: dict[str, list[DueDelivery]] = defaultdict(list)
-        for item in due:
-            by_webhook[item.webhook].append(item)
-        lock = threading.Lock()
-
-        def serve(items: list[DueDelivery]) -> None:
-            for item in items:
-                status = self.deliver_one(item)
-                with lock:
-                    if status == DELIVERED:
-                        report.delivered += 1
-                    else:
-                        report.failed_ids.append(item.delivery_id)
-                        if status == DEAD:
-                            report.dead += 1
-                        else:
-                            report.retrying += 1
-
-        if len(by_webhook) == 1:
-            serve(next(iter(by_webhook.values())))
-            return
-        with ThreadPoolExecutor(max_workers=min(8, len(by_webhook))) as pool:
-            for future in [pool.submit(serve, items) for items in by_webhook.values()]:
-                future.result()
-
     def deliver_one(self, due: DueDelivery) -> str:
         """One attempt for one row; records it and returns the row's new status."""
         webhook = self._config.webhook(due.webhook)
         assert webhook is not None
         now = self._clock()
         result = self.sender.post(webhook, due.event, due.delivery_id)
-        policy = self._config.delivery
+        policy = webhook.retry
         attempts = due.attempts + 1
         next_at: float | None = None
         if result.ok:
             status = DELIVERED
         elif (
-            not result.retryable
+            is_dead_at_once(result, policy.dead_on)
             or attempts >= policy.max_attempts
             or now - due.created_at >= policy.max_age
         ):
@@ -344,6 +455,13 @@ class Deliverer:
         return status
 
 
+def _basic_auth(webhook: WebhookConfig) -> dict[str, str]:
+    if not (webhook.username and webhook.password):
+        return {}
+    pair = f"{webhook.username}:{webhook.password.reveal()}".encode()
+    return {"Authorization": "Basic " + base64.b64encode(pair).decode("ascii")}
+
+
 def _ms(started: float) -> float:
     return (time.monotonic() - started) * 1000
 
@@ -370,3 +488,83 @@ def _reason(exc: requests.ConnectionError) -> str:
         if marker in text:
             return marker
     return type(exc).__name__
+
+
+# --------------------------------------------------------------------------- address guard
+
+
+class PrivateAddressError(OSError):
+    """The connection reached an address that delivery.deny_private_addresses refuses."""
+
+
+def _check_peer(sock: socket.socket | None) -> None:
+    if sock is None:
+        return
+    peer = ipaddress.ip_address(sock.getpeername()[0])
+    if isinstance(peer, ipaddress.IPv6Address) and peer.ipv4_mapped is not None:
+        peer = peer.ipv4_mapped
+    if (
+        peer.is_private
+        or peer.is_loopback
+        or peer.is_link_local
+        or peer.is_reserved
+        or peer.is_multicast
+        or peer.is_unspecified
+    ):
+        sock.close()
+        raise PrivateAddressError(f"refused to deliver to private address {peer}")
+
+
+def _guarded_pools() -> dict[str, type[Any]]:
+    """urllib3 pools whose connections check the address they actually connected to.
+
+    Checking the socket, not the name, means DNS cannot smuggle in a private address (no
+    TOCTOU between a lookup and the connect).
+    """
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    class GuardedHTTPConnection(HTTPConnection):
+        def connect(self) -> None:
+            super().connect()
+            _check_peer(self.sock)
+
+    class GuardedHTTPSConnection(HTTPSConnection):
+        def connect(self) -> None:
+            super().connect()
+            _check_peer(self.sock)
+
+    class GuardedHTTPPool(HTTPConnectionPool):
+        ConnectionCls = GuardedHTTPConnection
+
+    class GuardedHTTPSPool(HTTPSConnectionPool):
+        ConnectionCls = GuardedHTTPSConnection
+
+    return {"http": GuardedHTTPPool, "https": GuardedHTTPSPool}
+
+
+class _GuardedAdapter(requests.adapters.HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _guarded_pools()
+
+
+def _refused_address(exc: BaseException) -> str | None:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, PrivateAddressError):
+            return str(current)
+        for arg in getattr(current, "args", ()):
+            if isinstance(arg, BaseException):
+                found = _refused_address(arg)
+                if found:
+                    return found
+        reason = getattr(current, "reason", None)
+        if isinstance(reason, BaseException):
+            found = _refused_address(reason)
+            if found:
+                return found
+        current = current.__cause__ or current.__context__
+    return None

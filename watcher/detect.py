@@ -309,7 +309,6 @@ class _Detector:
                     model_version=version,
                     alias=alias,
                     previous_version=old,
-                    user_id=model.user_id,
                 )
             for alias, old in before.items():
                 if alias in after:
@@ -323,7 +322,6 @@ class _Detector:
                     self.previous.versions.get((name, old)),
                     model_version=old,
                     alias=alias,
-                    user_id=model.user_id,
                 )
 
 

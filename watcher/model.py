@@ -57,6 +57,12 @@ STAGE_EVENTS: frozenset[EventType] = frozenset(
         EventType.MODEL_VERSION_TRANSITIONED_TO_ARCHIVED,
     }
 )
+STAGE_SPECIFIC_EVENTS: frozenset[EventType] = STAGE_EVENTS - {
+    EventType.MODEL_VERSION_TRANSITIONED_STAGE
+}
+ALL_EVENTS: frozenset[EventType] = SUPPORTED_EVENTS - STAGE_SPECIFIC_EVENTS
+"""What "*" subscribes to: every change once. The stage-specific transition events repeat the
+generic one, so a CI job would run twice per promotion; they are for explicit subscriptions."""
 ALIAS_EVENTS: frozenset[EventType] = frozenset(
     {EventType.MODEL_VERSION_ALIAS_CREATED, EventType.MODEL_VERSION_ALIAS_DELETED}
 )

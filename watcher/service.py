@@ -46,7 +46,7 @@ def run_once(
 
 
 class Service:
-    """The daemon: a poll job on the interval, a drain job for retries, signals for shutdown."""
+    """The daemon: a poll job on the interval, a delivery thread, signals for a clean stop."""
 
     def __init__(
         self,
@@ -63,6 +63,7 @@ class Service:
         self.deliverer = deliverer
         self.log = log
         self.stopping = stopping or threading.Event()
+        self.wake = threading.Event()
         self.scheduler = BlockingScheduler(timezone="UTC")
         self._cycles = 0
 
@@ -70,26 +71,29 @@ class Service:
         if self.stopping.is_set():
             return
         try:
-            self.pipeline.run_cycle()
+            report = self.pipeline.run_cycle()
             self._cycles += 1
-            self.drain()
+            if report.queued:
+                self.wake.set()
         except Exception as exc:  # a bug or a broken disk must not kill the daemon silently
             self.log.exception("poll.crashed", error=f"{type(exc).__name__}: {exc}")
 
-    def drain(self) -> None:
-        if self.stopping.is_set():
-            return
-        try:
-            self.deliverer.drain(stop=self.stopping)
-        except Exception as exc:
-            self.log.exception("delivery.crashed", error=f"{type(exc).__name__}: {exc}")
+    def deliver(self) -> None:
+        """The delivery thread: drains until stopped, woken early by polls that queued rows."""
+        while not self.stopping.is_set():
+            try:
+                self.deliverer.drain(stop=self.stopping, wake=self.wake, forever=True)
+            except Exception as exc:
+                self.log.exception("delivery.crashed", error=f"{type(exc).__name__}: {exc}")
+                self.stopping.wait(DRAIN_EVERY)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         if self.stopping.is_set():
             return
         self.stopping.set()
+        self.wake.set()
         self.log.info("service.stopping", signal=signal.Signals(signum).name)
-        # shutdown(wait=True) waits for the running cycle; it cannot run inside the handler,
+        # shutdown(wait=True) waits for the running poll; it cannot run inside the handler,
         # which interrupts the scheduler's own thread.
         threading.Thread(target=self.scheduler.shutdown, kwargs={"wait": True}).start()
 
@@ -107,20 +111,13 @@ class Service:
             next_run_time=datetime.now(UTC),
             misfire_grace_time=None,
         )
-        self.scheduler.add_job(
-            self.drain,
-            "interval",
-            seconds=DRAIN_EVERY,
-            id="drain",
-            max_instances=1,
-            coalesce=True,
-            misfire_grace_time=None,
-        )
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
         if self.stopping.is_set():  # asked to stop while starting up
             self.log.info("service.stopped", cycles=0, uptime_s=0)
             return 0
+        delivery = threading.Thread(target=self.deliver, name="delivery", daemon=True)
+        delivery.start()
         self.log.info(
             "service.started",
             interval_s=interval,
@@ -130,6 +127,11 @@ class Service:
         )
         started = time.monotonic()
         self.scheduler.start()
+        self.stopping.set()
+        self.wake.set()
+        # The drain gives in-flight requests shutdown_grace, then returns; what is left stays
+        # queued and goes out after the next start.
+        delivery.join(self.config.delivery.shutdown_grace + 2 * DRAIN_EVERY)
         self.deliverer.close()
         self.log.info(
             "service.stopped", cycles=self._cycles, uptime_s=round(time.monotonic() - started)

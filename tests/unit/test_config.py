@@ -22,7 +22,7 @@ from watcher.config import (
     to_toml,
 )
 from watcher.errors import ConfigError
-from watcher.model import SUPPORTED_EVENTS, EventType
+from watcher.model import ALL_EVENTS, SUPPORTED_EVENTS, EventType
 from watcher.payloads import example_event
 
 SECRET_VALUE = "s3cr3t-Value-that-must-never-leak"
@@ -225,7 +225,7 @@ def test_a_minimal_webhook_gets_the_defaults(tmp_path: Path) -> None:
     (hook,) = config.webhooks
     assert hook.name == "deploy"
     assert hook.url == "http://receiver.example/hook"
-    assert hook.events == SUPPORTED_EVENTS
+    assert hook.events == ALL_EVENTS
     assert hook.secret is None
     assert hook.signature == "none"
     assert hook.timeout == 10.0
@@ -303,7 +303,12 @@ def test_stage_events_are_accepted_in_any_case(tmp_path: Path) -> None:
 
 def test_star_subscribes_to_every_supported_event(tmp_path: Path) -> None:
     (hook,) = load(tmp_path, f'{HOOK}events = ["*"]\n').webhooks
-    assert hook.events == SUPPORTED_EVENTS
+    # Every change once: the stage-specific transitions would repeat the generic one.
+    assert hook.events == SUPPORTED_EVENTS - {
+        EventType.MODEL_VERSION_TRANSITIONED_TO_STAGING,
+        EventType.MODEL_VERSION_TRANSITIONED_TO_PRODUCTION,
+        EventType.MODEL_VERSION_TRANSITIONED_TO_ARCHIVED,
+    }
 
 
 # --------------------------------------------------------------------------- secrets
@@ -578,7 +583,7 @@ def test_effective_config_parses_back_with_tomllib(tmp_path: Path) -> None:
     assert parsed == effective
     assert parsed["watch"]["interval"] == "30s"
     assert parsed["delivery"]["max_age"] == "1d"
-    assert parsed["webhooks"][0]["events"] == sorted(e.value for e in SUPPORTED_EVENTS)
+    assert parsed["webhooks"][0]["events"] == sorted(e.value for e in ALL_EVENTS)
     assert parsed["webhooks"][1]["secret"] == "<none>"
 
 
@@ -651,7 +656,10 @@ def test_to_stages_are_case_insensitive(tmp_path: Path) -> None:
 
 
 def test_to_stages_filters_stage_events_only(tmp_path: Path) -> None:
-    (hook,) = load(tmp_path, f'{HOOK}to_stages = ["Production"]\n').webhooks
+    (hook,) = load(
+        tmp_path,
+        f'{HOOK}to_stages = ["Production"]\nevents = ["*", "MODEL_VERSION_TRANSITIONED_TO_PRODUCTION", "MODEL_VERSION_TRANSITIONED_TO_STAGING", "MODEL_VERSION_TRANSITIONED_TO_ARCHIVED"]\n',
+    ).webhooks
     # Staging -> Production, and None -> Staging, Production -> Archived.
     assert hook.wants(example_event(EventType.MODEL_VERSION_TRANSITIONED_STAGE))
     assert hook.wants(example_event(EventType.MODEL_VERSION_TRANSITIONED_TO_PRODUCTION))
@@ -715,7 +723,7 @@ def test_all_filters_must_agree(tmp_path: Path) -> None:
 def test_no_filters_want_every_example(tmp_path: Path) -> None:
     (hook,) = load(tmp_path, HOOK).webhooks
     assert (hook.to_stages, hook.aliases, hook.models) == (None, None, ("*",))
-    assert all(hook.wants(example_event(kind, "any-name")) for kind in EventType)
+    assert all(hook.wants(example_event(kind, "any-name")) for kind in ALL_EVENTS)
 
 
 @pytest.mark.parametrize(
@@ -1072,3 +1080,18 @@ def test_old_standard_keys_must_be_whsec_keys_too(tmp_path: Path) -> None:
     assert "plain-old-secret" not in problem
     (hook,) = load(tmp_path, text, {"NEW": good, "OLD": good}).webhooks
     assert len(hook.previous_secrets) == 1
+
+
+def test_a_url_from_the_environment_is_a_secret(tmp_path: Path) -> None:
+    slack = "https://hooks.slack.example/services/T000/B000/XXXXSECRETXXXX"
+    text = '[[webhooks]]\nname = "slack"\nurl = "${SLACK_URL}"\nformat = "slack"\n'
+    config = load(tmp_path, text, {"SLACK_URL": slack})
+    (hook,) = config.webhooks
+    assert hook.url == slack
+    assert hook.display_url == "https://hooks.slack.example/<redacted>"
+    shown = repr(config) + to_toml(effective_config(config))
+    assert "XXXXSECRETXXXX" not in shown
+    missing = only_problem(tmp_path, text, {})
+    assert missing.startswith("webhooks[0].url: got '${SLACK_URL}'")
+    bad = only_problem(tmp_path, text, {"SLACK_URL": "not a url"})
+    assert bad == "webhooks[0].url: ${SLACK_URL} does not expand to an http(s) URL"
