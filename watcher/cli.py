@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,12 +23,12 @@ from watcher.config import (
     Config,
     effective_config,
     load_config,
-    redact_uri,
+    parse_duration,
     resolve_config_path,
     to_toml,
 )
 from watcher.errors import ConfigError, WatcherError
-from watcher.store import Store
+from watcher.store import DEAD, DELIVERED, MIN_ID_PREFIX, PENDING, DeliveryRow, Store
 
 EXIT_OK, EXIT_REGISTRY, EXIT_USAGE, EXIT_DELIVERY, EXIT_LOCKED = 0, 1, 2, 3, 4
 
@@ -263,7 +265,7 @@ def test_webhook(
     sender = Sender()
     result = sender.post(webhook, event, make_delivery_id(event.event_id, webhook.name))
     sender.close()
-    click.echo(f"{event.type.value} -> {webhook.name} ({redact_uri(webhook.url)})")
+    click.echo(f"{event.type.value} -> {webhook.name} ({webhook.display_url})")
     if result.status_code is not None:
         click.echo(f"status: {result.status_code}  latency: {result.latency_ms:.0f} ms")
         if result.body:
@@ -299,7 +301,9 @@ def render(
     prepared = Sender().prepare(webhook, event, make_delivery_id(event.event_id, webhook.name))
     body = prepared.body.decode("utf-8", "replace")
     secret_headers = {header for header, _ in webhook.headers}
-    click.echo(f"POST {webhook.url if reveal_secrets else redact_uri(webhook.url)}")
+    if webhook.username:
+        secret_headers.add("Authorization")
+    click.echo(f"POST {webhook.url if reveal_secrets else webhook.display_url}")
     for header, value in prepared.headers.items():
         shown = value if reveal_secrets or header not in secret_headers else "<redacted>"
         click.echo(f"{header}: {shown}")
@@ -310,6 +314,208 @@ def render(
         body = body.replace(quote_plus(token), "<redacted>").replace(token, "<redacted>")
     click.echo("")
     click.echo(body)
+
+
+# --------------------------------------------------------------------------- deliveries
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """An option callback: a duration option's value in seconds."""
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except Exception:
+        raise click.BadParameter(
+            f'got {value!r}, expected a duration such as "30s", "5m", "1h", "30d"'
+        ) from None
+
+
+@contextmanager
+def _state(config: Config) -> Iterator[Store]:
+    """The existing state file, unlocked: a running daemon holds the lock, and SQLite's WAL
+    lets a second connection read and make small writes beside it."""
+    path = config.state.path
+    if not path.exists():
+        _fail(f"error: no state file at {str(path)!r} (has the watcher run yet?)", EXIT_REGISTRY)
+    with Store.open(path, lock=False) as store:
+        yield store
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _last_outcome(row: DeliveryRow) -> str:
+    if row.last_error:
+        return _clip(row.last_error, 48)
+    if row.last_status_code is not None:
+        return str(row.last_status_code)
+    return "-"
+
+
+def _table(rows: list[DeliveryRow], now: float) -> list[str]:
+    header = ("ID", "STATUS", "WEBHOOK", "EVENT", "MODEL", "VERSION", "ATTEMPTS", "LAST", "AGE")
+    cells = [header] + [
+        (
+            row.delivery_id[:8],
+            row.status,
+            row.webhook,
+            row.event_type,
+            row.model_name,
+            row.model_version or "-",
+            str(row.total_attempts),
+            _last_outcome(row),
+            _age(now - row.created_at),
+        )
+        for row in rows
+    ]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(header))]
+    return [
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in cells
+    ]
+
+
+@cli.command(epilog=EXIT_STATUSES)
+@config_option
+@click.option(
+    "--status",
+    type=click.Choice([PENDING, DELIVERED, DEAD]),
+    help="Only deliveries with this status.",
+)
+@click.option("--webhook", metavar="NAME", help="Only deliveries to this webhook.")
+@click.option("--model", metavar="NAME", help="Only deliveries for this registered model.")
+@click.option(
+    "--since",
+    callback=_duration,
+    metavar="DURATION",
+    help="Only deliveries queued or attempted in the last DURATION (30s, 5m, 1h, 2d).",
+)
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Only the newest N.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line, full ids.")
+def deliveries(
+    config_path: str | None,
+    status: str | None,
+    webhook: str | None,
+    model: str | None,
+    since: float | None,
+    limit: int | None,
+    as_json: bool,
+) -> None:
+    """List the outbox and delivery log from the state file, newest last.
+
+    AGE counts from when a delivery was queued (or queued again by redeliver); ATTEMPTS counts
+    every attempt in the log; LAST is the last answer's status or error.
+    """
+    config = _load(config_path)
+    now = time.time()
+    with _state(config) as store:
+        rows = store.list_deliveries(
+            status=status,
+            webhook=webhook,
+            model=model,
+            since=None if since is None else now - since,
+            limit=limit,
+        )
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(dataclasses.asdict(row)))
+    elif rows:
+        for line in _table(rows, now):
+            click.echo(line)
+    else:
+        click.echo("mlflow-watcher: no deliveries match", err=True)
+
+
+@cli.command(epilog=EXIT_STATUSES)
+@config_option
+@click.argument("ids", nargs=-1, metavar="[ID]...")
+@click.option("--dead", is_flag=True, help="Every dead delivery (narrowed by the other options).")
+@click.option(
+    "--webhook",
+    metavar="NAME",
+    help="Only deliveries to this webhook; alone, its dead deliveries.",
+)
+@click.option(
+    "--since",
+    callback=_duration,
+    metavar="DURATION",
+    help="Deliveries queued or attempted in the last DURATION, delivered ones included.",
+)
+def redeliver(
+    config_path: str | None,
+    ids: tuple[str, ...],
+    dead: bool,
+    webhook: str | None,
+    since: float | None,
+) -> None:
+    """Queue deliveries again, under their own delivery id, so receivers can deduplicate.
+
+    ID is a delivery id, or a unique prefix of at least 8 characters as `deliveries` shows it,
+    in any status. The options narrow each other. A re-queued delivery is due at once and its
+    retries (max_attempts, max_age) start afresh; its earlier attempts stay in the log. A
+    running watcher sends it within a second; from cron, the next `run --once` does.
+    """
+    if not (ids or dead or webhook or since):
+        _fail(
+            "usage error: say what to redeliver: delivery IDs, --dead, --webhook or --since",
+            EXIT_USAGE,
+        )
+    short = [i for i in ids if len(i.strip()) < MIN_ID_PREFIX]
+    if short:
+        _fail(
+            f"usage error: give at least {MIN_ID_PREFIX} characters of a delivery id: "
+            + ", ".join(short),
+            EXIT_USAGE,
+        )
+    config = _load(config_path)
+    with _state(config) as store:
+        count = store.redeliver(
+            list(ids) or None,
+            dead=dead,
+            webhook=webhook,
+            since=None if since is None else time.time() - since,
+            now=time.time(),
+        )
+    click.echo(f"re-queued {count} deliveries")
+    if count and webhook and config.webhook(webhook) is None:
+        click.echo(
+            f"mlflow-watcher: webhook {webhook!r} is not configured; "
+            "its deliveries stay queued until it is",
+            err=True,
+        )
+
+
+@cli.command(epilog=EXIT_STATUSES)
+@config_option
+@click.option("--dead", is_flag=True, help="Required: only dead deliveries are ever purged.")
+@click.option(
+    "--older-than",
+    callback=_duration,
+    required=True,
+    metavar="DURATION",
+    help="Only those dead for longer than this, e.g. 30d.",
+)
+def purge(config_path: str | None, dead: bool, older_than: float) -> None:
+    """Delete dead deliveries, and their attempts, from the state file for good."""
+    if not dead:
+        _fail(
+            "usage error: purge deletes dead deliveries only; say so with --dead",
+            EXIT_USAGE,
+        )
+    config = _load(config_path)
+    with _state(config) as store:
+        count = store.purge(dead=True, older_than=older_than, now=time.time())
+    click.echo(f"purged {count} dead deliveries")
 
 
 # --------------------------------------------------------------------------- receive

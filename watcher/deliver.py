@@ -428,6 +428,7 @@ class Deliverer:
                 status_code=result.status_code,
                 error=result.error,
                 latency_ms=result.latency_ms,
+                response=result.body or None,
             ),
             status=status,
             next_attempt_at=next_at,

@@ -36,6 +36,7 @@ def run_once(
     """
     cycle = pipeline.run_cycle()
     drain = deliverer.drain(ignore_schedule=True, stop=stopping)
+    prune(pipeline)
     counts = pipeline.store.status_counts()
     return OnceResult(
         cycle=cycle,
@@ -43,6 +44,18 @@ def run_once(
         pending=sum(c.get("pending", 0) for c in counts.values()),
         dead=sum(c.get("dead", 0) for c in counts.values()),
     )
+
+
+PRUNE_EVERY = 3600.0
+"""Seconds between prunes of delivered rows older than delivery.retention."""
+
+
+def prune(pipeline: Pipeline) -> int:
+    """Delivered rows past retention go; dead ones stay until someone purges them."""
+    pruned = pipeline.store.prune_delivered(pipeline.config.delivery.retention, time.time())
+    if pruned:
+        pipeline.log.info("state.pruned", delivered=pruned)
+    return pruned
 
 
 class Service:
@@ -78,6 +91,12 @@ class Service:
         except Exception as exc:  # a bug or a broken disk must not kill the daemon silently
             self.log.exception("poll.crashed", error=f"{type(exc).__name__}: {exc}")
 
+    def maintain(self) -> None:
+        try:
+            prune(self.pipeline)
+        except Exception as exc:
+            self.log.exception("state.prune_failed", error=f"{type(exc).__name__}: {exc}")
+
     def deliver(self) -> None:
         """The delivery thread: drains until stopped, woken early by polls that queued rows."""
         while not self.stopping.is_set():
@@ -110,6 +129,15 @@ class Service:
             coalesce=True,
             next_run_time=datetime.now(UTC),
             misfire_grace_time=None,
+        )
+        self.scheduler.add_job(
+            self.maintain,
+            "interval",
+            seconds=PRUNE_EVERY,
+            id="prune",
+            max_instances=1,
+            coalesce=True,
+            next_run_time=datetime.now(UTC),
         )
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)

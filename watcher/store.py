@@ -71,6 +71,22 @@ _MIGRATIONS: Sequence[str] = (
     );
     CREATE INDEX attempts_delivery ON attempts (delivery_id, id);
     """,
+    # 2: the delivery log keeps the start of each answer and when a row was settled, and is
+    # indexed for listing, redelivery, purging and pruning.
+    """
+    ALTER TABLE attempts ADD COLUMN response TEXT;
+    ALTER TABLE deliveries ADD COLUMN delivered_at REAL;
+    ALTER TABLE deliveries ADD COLUMN dead_at REAL;
+    UPDATE deliveries SET delivered_at = updated_at WHERE status = 'delivered';
+    UPDATE deliveries SET dead_at = updated_at WHERE status = 'dead';
+    CREATE INDEX deliveries_updated ON deliveries (updated_at);
+    CREATE INDEX deliveries_created ON deliveries (created_at);
+    CREATE INDEX deliveries_event ON deliveries (event_id);
+    CREATE INDEX deliveries_delivered_at ON deliveries (delivered_at)
+        WHERE delivered_at IS NOT NULL;
+    CREATE INDEX deliveries_dead_at ON deliveries (dead_at) WHERE dead_at IS NOT NULL;
+    CREATE INDEX events_detected ON events (detected_at);
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -101,10 +117,14 @@ class Attempt:
     status_code: int | None
     error: str | None
     latency_ms: float
+    response: str | None = None
+    """The start of the response body; the caller caps it."""
 
 
 @dataclass(frozen=True)
 class DeliveryRow:
+    """One outbox row with its event, as listed by the ``deliveries`` command."""
+
     delivery_id: str
     event_id: str
     event_type: str
@@ -113,10 +133,38 @@ class DeliveryRow:
     model_version: str | None
     status: str
     attempts: int
+    """Attempts since the row was last queued: what the retry policy counts."""
     created_at: float
+    """When the row was queued (again, after a redelivery): what ``max_age`` counts from."""
     next_attempt_at: float
     last_status_code: int | None
     last_error: str | None
+    updated_at: float = 0.0
+    delivered_at: float | None = None
+    dead_at: float | None = None
+    detected_at: float = 0.0
+    """When the event was detected."""
+    total_attempts: int = 0
+    """Every attempt in the log, including those before a redelivery."""
+    last_response: str | None = None
+
+
+@dataclass(frozen=True)
+class OutboxSummary:
+    """The outbox at a glance, for the ``status`` command."""
+
+    counts: dict[str, dict[str, int]]
+    """{webhook: {status: count}}."""
+    oldest_pending: float | None
+    """created_at of the oldest pending row, over every webhook."""
+    oldest_pending_by_webhook: dict[str, float]
+
+    def total(self, status: str) -> int:
+        return sum(by_status.get(status, 0) for by_status in self.counts.values())
+
+
+MIN_ID_PREFIX = 8
+"""Shortest delivery id prefix that redelivery accepts."""
 
 
 class Store:
@@ -339,54 +387,149 @@ class Store:
         """Log one attempt and move its delivery to ``status`` (pending: retry at that time)."""
         with self._transaction() as conn:
             conn.execute(
-                "INSERT INTO attempts (delivery_id, attempted_at, status_code, error, latency_ms)"
-                " VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO attempts"
+                " (delivery_id, attempted_at, status_code, error, latency_ms, response)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
                 (
                     attempt.delivery_id,
                     attempt.attempted_at,
                     attempt.status_code,
                     attempt.error,
                     attempt.latency_ms,
+                    attempt.response,
                 ),
             )
             conn.execute(
                 "UPDATE deliveries SET status = ?, attempts = attempts + 1,"
                 " next_attempt_at = COALESCE(?, next_attempt_at), updated_at = ?,"
-                " last_status_code = ?, last_error = ? WHERE delivery_id = ?",
+                " last_status_code = ?, last_error = ?, delivered_at = ?, dead_at = ?"
+                " WHERE delivery_id = ?",
                 (
                     status,
                     next_attempt_at,
                     attempt.attempted_at,
                     attempt.status_code,
                     attempt.error,
+                    attempt.attempted_at if status == DELIVERED else None,
+                    attempt.attempted_at if status == DEAD else None,
                     attempt.delivery_id,
                 ),
             )
 
     def deliveries(self, status: str | None = None) -> list[DeliveryRow]:
-        rows = self._query(
-            "SELECT d.*, e.type AS event_type, e.model_version FROM deliveries d"
-            " JOIN events e ON e.event_id = d.event_id"
-            " WHERE ? IS NULL OR d.status = ? ORDER BY d.id",
-            (status, status),
+        """Every row (or every row with ``status``), as list_deliveries orders them."""
+        return self.list_deliveries(status=status)
+
+    def list_deliveries(
+        self,
+        status: str | None = None,
+        webhook: str | None = None,
+        model: str | None = None,
+        since: float | None = None,
+        limit: int | None = None,
+    ) -> list[DeliveryRow]:
+        """Outbox rows with their event, newest last: in the order they were queued (a
+        redelivered row counts as queued when it was redelivered), then detected.
+
+        ``since`` (epoch seconds) keeps rows created or updated at or after it; ``limit`` keeps
+        the newest rows.
+        """
+        where, params = _filters(status=status, webhook=webhook, model=model, since=since)
+        sql = (
+            "SELECT d.*, e.type AS event_type, e.model_version, e.detected_at,"  # noqa: S608
+            " (SELECT COUNT(*) FROM attempts a WHERE a.delivery_id = d.delivery_id)"
+            "   AS total_attempts,"
+            " (SELECT a.response FROM attempts a WHERE a.delivery_id = d.delivery_id"
+            "   ORDER BY a.id DESC LIMIT 1) AS last_response"
+            " FROM deliveries d JOIN events e ON e.event_id = d.event_id"
+            f" WHERE {where} ORDER BY d.created_at DESC, d.id DESC"
         )
-        return [
-            DeliveryRow(
-                delivery_id=str(r["delivery_id"]),
-                event_id=str(r["event_id"]),
-                event_type=str(r["event_type"]),
-                webhook=str(r["webhook"]),
-                model_name=str(r["model_name"]),
-                model_version=r["model_version"],
-                status=str(r["status"]),
-                attempts=int(r["attempts"]),
-                created_at=float(r["created_at"]),
-                next_attempt_at=float(r["next_attempt_at"]),
-                last_status_code=r["last_status_code"],
-                last_error=r["last_error"],
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        rows = self._query(sql, params)
+        return [_delivery_row(r) for r in reversed(rows)]
+
+    def redeliver(
+        self,
+        ids: Sequence[str] | None = None,
+        *,
+        dead: bool = False,
+        webhook: str | None = None,
+        since: float | None = None,
+        now: float,
+    ) -> int:
+        """Queue rows again, under their own delivery id, and return how many.
+
+        The selectors narrow each other: ``ids`` (full delivery ids or unique prefixes of at
+        least MIN_ID_PREFIX characters), ``webhook``, ``since`` (created or updated at or
+        after). Rows of any status are taken when ``ids`` or ``since`` is given and ``dead`` is
+        not; otherwise only dead rows are. A requeued row is due now, its retry policy starts
+        afresh (``attempts`` and ``created_at``, so ``max_age`` counts from now), and its
+        attempts stay in the log.
+        """
+        if not ids and not dead and webhook is None and since is None:
+            raise ValueError("redeliver needs ids, dead, webhook or since")
+        with self._transaction() as conn:
+            resolved = _resolve_ids(conn, ids) if ids else None
+            status = DEAD if dead or (resolved is None and since is None) else None
+            where, params = _filters(status=status, webhook=webhook, since=since)
+            if resolved is not None:
+                where += f" AND d.delivery_id IN ({', '.join('?' * len(resolved))})"
+                params.extend(resolved)
+            cursor = conn.execute(
+                "UPDATE deliveries SET status = 'pending', attempts = 0, created_at = ?,"  # noqa: S608
+                " next_attempt_at = ?, updated_at = ?, delivered_at = NULL, dead_at = NULL"
+                f" WHERE delivery_id IN (SELECT d.delivery_id FROM deliveries d WHERE {where})",
+                [now, now, now, *params],
             )
-            for r in rows
-        ]
+            return int(cursor.rowcount)
+
+    def purge(self, *, dead: bool = True, older_than: float, now: float) -> int:
+        """Delete dead rows that died more than ``older_than`` seconds ago, with their attempts
+        (and their events, when nothing else refers to them). Returns how many rows went."""
+        if not dead:
+            raise ValueError("purge removes dead deliveries only")
+        return self._delete_settled(DEAD, "dead_at", now - older_than, None)
+
+    def prune_delivered(self, retention: float, now: float) -> int:
+        """Delete delivered rows settled more than ``retention`` seconds ago, with their
+        attempts, and events older than that which no row refers to. Dead rows are kept: only
+        ``purge`` removes them. Returns how many delivery rows went."""
+        cutoff = now - retention
+        return self._delete_settled(DELIVERED, "delivered_at", cutoff, cutoff)
+
+    def _delete_settled(
+        self, status: str, column: str, cutoff: float, events_before: float | None
+    ) -> int:
+        with self._transaction() as conn:
+            doomed = [
+                (str(r[0]), str(r[1]))
+                for r in conn.execute(
+                    f"SELECT delivery_id, event_id FROM deliveries"  # noqa: S608 - fixed names
+                    f" WHERE {column} < ? AND status = ?",
+                    (cutoff, status),
+                )
+            ]
+            conn.executemany(
+                "DELETE FROM attempts WHERE delivery_id = ?", ((d,) for d, _ in doomed)
+            )
+            conn.executemany(
+                "DELETE FROM deliveries WHERE delivery_id = ?", ((d,) for d, _ in doomed)
+            )
+            unreferenced = (
+                "NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.event_id)"
+            )
+            conn.executemany(
+                f"DELETE FROM events WHERE event_id = ? AND {unreferenced}",  # noqa: S608
+                {(e,) for _, e in doomed},
+            )
+            if events_before is not None:
+                conn.execute(
+                    f"DELETE FROM events WHERE detected_at < ? AND {unreferenced}",  # noqa: S608
+                    (events_before,),
+                )
+        return len(doomed)
 
     def attempts(self, delivery_id: str) -> list[Attempt]:
         return [
@@ -396,6 +539,7 @@ class Store:
                 status_code=r["status_code"],
                 error=r["error"],
                 latency_ms=float(r["latency_ms"]),
+                response=r["response"],
             )
             for r in self._query(
                 "SELECT * FROM attempts WHERE delivery_id = ? ORDER BY id", (delivery_id,)
@@ -424,6 +568,100 @@ class Store:
         rows = self._query("SELECT MIN(created_at) AS t FROM deliveries WHERE status = 'pending'")
         value = rows[0]["t"] if rows else None
         return float(value) if value is not None else None
+
+    def summary(self) -> OutboxSummary:
+        """Counts by webhook and status, and the age of the oldest pending rows."""
+        oldest = {
+            str(r["webhook"]): float(r["t"])
+            for r in self._query(
+                "SELECT webhook, MIN(created_at) AS t FROM deliveries"
+                " WHERE status = 'pending' GROUP BY webhook"
+            )
+        }
+        return OutboxSummary(
+            counts=self.status_counts(),
+            oldest_pending=min(oldest.values()) if oldest else None,
+            oldest_pending_by_webhook=oldest,
+        )
+
+
+def _filters(
+    *,
+    status: str | None = None,
+    webhook: str | None = None,
+    model: str | None = None,
+    since: float | None = None,
+) -> tuple[str, list[Any]]:
+    """A WHERE clause over ``deliveries d`` and its parameters."""
+    clauses = ["1"]
+    params: list[Any] = []
+    for column, value in (("status", status), ("webhook", webhook), ("model_name", model)):
+        if value is not None:
+            clauses.append(f"d.{column} = ?")
+            params.append(value)
+    if since is not None:
+        clauses.append("(d.updated_at >= ? OR d.created_at >= ?)")
+        params.extend((since, since))
+    return " AND ".join(clauses), params
+
+
+def _resolve_ids(conn: sqlite3.Connection, ids: Sequence[str]) -> list[str]:
+    """Full delivery ids for ids or unique prefixes; StoreError naming every one that is not."""
+    resolved: list[str] = []
+    unknown: list[str] = []
+    short: list[str] = []
+    ambiguous: list[str] = []
+    for given in ids:
+        key = given.strip().lower()
+        if len(key) < MIN_ID_PREFIX:
+            short.append(given)
+            continue
+        matches = [
+            str(r[0])
+            for r in conn.execute(
+                "SELECT delivery_id FROM deliveries WHERE substr(delivery_id, 1, ?) = ? LIMIT 2",
+                (len(key), key),
+            )
+        ]
+        if not matches:
+            unknown.append(given)
+        elif len(matches) > 1:
+            ambiguous.append(given)
+        else:
+            resolved.append(matches[0])
+    problems = []
+    if short:
+        problems.append(f"too short (give at least {MIN_ID_PREFIX} characters): {', '.join(short)}")
+    if unknown:
+        problems.append(f"no delivery with id {', '.join(unknown)}")
+    if ambiguous:
+        problems.append(f"more than one delivery starts with {', '.join(ambiguous)}")
+    if problems:
+        raise StoreError("; ".join(problems))
+    return resolved
+
+
+def _delivery_row(r: sqlite3.Row) -> DeliveryRow:
+    return DeliveryRow(
+        delivery_id=str(r["delivery_id"]),
+        event_id=str(r["event_id"]),
+        event_type=str(r["event_type"]),
+        webhook=str(r["webhook"]),
+        model_name=str(r["model_name"]),
+        model_version=r["model_version"],
+        status=str(r["status"]),
+        attempts=int(r["attempts"]),
+        created_at=float(r["created_at"]),
+        next_attempt_at=float(r["next_attempt_at"]),
+        last_status_code=r["last_status_code"],
+        last_error=r["last_error"],
+        updated_at=float(r["updated_at"]),
+        delivered_at=r["delivered_at"],
+        dead_at=r["dead_at"],
+        detected_at=float(r["detected_at"]),
+        total_attempts=int(r["total_attempts"]),
+        last_response=r["last_response"],
+    )
 
 
 def _set_meta(conn: sqlite3.Connection, values: dict[str, str]) -> None:

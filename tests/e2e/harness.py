@@ -125,6 +125,9 @@ class Delivery:
     headers: dict[str, str]
     body: bytes
     answered: int
+    """The status the receiver answered with (0: it closed the connection instead)."""
+    at: float = 0.0
+    """time.monotonic() when the request arrived."""
 
     @property
     def json(self) -> Any:
@@ -139,6 +142,8 @@ class ReceiverBehaviour:
     status: int = 200
     delay: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
+    reset: bool = False
+    """Close the connection without an answer."""
 
 
 class Receiver:
@@ -151,6 +156,8 @@ class Receiver:
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
         self.behaviour = ReceiverBehaviour()
+        self.choose: Callable[[str], ReceiverBehaviour] | None = None
+        """When set, picks the behaviour for each request (from its path)."""
         self.received: list[Delivery] = []
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -166,13 +173,19 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                behaviour = receiver.behaviour
+                behaviour = receiver.choose(self.path) if receiver.choose else receiver.behaviour
+                answered = 0 if behaviour.reset else behaviour.status
                 with receiver._lock:
                     receiver.received.append(
-                        Delivery(self.path, dict(self.headers.items()), body, behaviour.status)
+                        Delivery(
+                            self.path, dict(self.headers.items()), body, answered, time.monotonic()
+                        )
                     )
                 if behaviour.delay:
                     time.sleep(behaviour.delay)
+                if behaviour.reset:
+                    self.close_connection = True
+                    return
                 self.send_response(behaviour.status)
                 for key, value in behaviour.headers.items():
                     self.send_header(key, value)
@@ -214,6 +227,7 @@ def write_config(
     secret_env: str | None = "E2E_SECRET",
     extra: str = "",
     webhook_extra: str = "",
+    webhook_timeout: str = "3s",
 ) -> Path:
     secret = f'secret_env = "{secret_env}"\n' if secret_env else ""
     path.write_text(
@@ -237,7 +251,7 @@ max_delay = "1s"
 name = "deploy"
 url = "{webhook_url}"
 events = ["MODEL_VERSION_TRANSITIONED_STAGE"]
-timeout = "3s"
+timeout = "{webhook_timeout}"
 {secret}{webhook_extra}
 """
     )

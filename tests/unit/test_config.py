@@ -658,7 +658,9 @@ def test_to_stages_are_case_insensitive(tmp_path: Path) -> None:
 def test_to_stages_filters_stage_events_only(tmp_path: Path) -> None:
     (hook,) = load(
         tmp_path,
-        f'{HOOK}to_stages = ["Production"]\nevents = ["*", "MODEL_VERSION_TRANSITIONED_TO_PRODUCTION", "MODEL_VERSION_TRANSITIONED_TO_STAGING", "MODEL_VERSION_TRANSITIONED_TO_ARCHIVED"]\n',
+        f'{HOOK}to_stages = ["Production"]\n'
+        'events = ["*", "MODEL_VERSION_TRANSITIONED_TO_PRODUCTION",'
+        ' "MODEL_VERSION_TRANSITIONED_TO_STAGING", "MODEL_VERSION_TRANSITIONED_TO_ARCHIVED"]\n',
     ).webhooks
     # Staging -> Production, and None -> Staging, Production -> Archived.
     assert hook.wants(example_event(EventType.MODEL_VERSION_TRANSITIONED_STAGE))
