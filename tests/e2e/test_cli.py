@@ -50,6 +50,11 @@ BAD_CONFIGS = {
         "[[webhooks]]\nname = 'a b'\nurl = 'http://127.0.0.1/x'\n",
         "webhooks[0].name",
     ),
+    "host not allowed": (
+        "[delivery]\nallowed_hosts = ['*.internal']\n"
+        "[[webhooks]]\nname = 'a'\nurl = 'https://evil.example.com/x'\n",
+        "webhooks[0].url",
+    ),
     "invalid toml": ("[watch\ninterval=", "not valid TOML"),
     "broken template": (
         "[[webhooks]]\nname = 'a'\nurl = 'http://127.0.0.1/x'\nformat = 'template'\n"
