@@ -9,6 +9,7 @@ environment variables, the file, the defaults below.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import math
@@ -97,6 +98,13 @@ class WatchConfig:
     interval: float = 30.0
     models: tuple[str, ...] = ("*",)
     exclude_models: tuple[str, ...] = ()
+    models_interval: float | None = None
+    """Seconds between full scans of the registered models (aliases, model deletions);
+    None: auto, spaced by their measured cost to keep reading within max_duty."""
+    full_scan_interval: float | None = None
+    """Seconds between full scans of the versions (version tags, safety net); None: auto."""
+    max_duty: float = 0.1
+    """With auto cadences: the share of wall time the watcher may spend reading MLflow."""
 
     def watches(self, model_name: str) -> bool:
         return any(fnmatch.fnmatchcase(model_name, p) for p in self.models) and not any(
@@ -113,6 +121,23 @@ class StateConfig:
 class LogConfig:
     level: str = "info"
     format: str = "auto"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The health and metrics HTTP server; off unless ``listen`` is set."""
+
+    listen: tuple[str, int] | None = None
+    """(host, port) to bind, or None: no server."""
+    metrics_token: Secret | None = None
+    """When set, /metrics wants ``Authorization: Bearer <token>``; the probes never do."""
+
+    @property
+    def display_listen(self) -> str:
+        if self.listen is None:
+            return ""
+        host, port = self.listen
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @dataclass(frozen=True)
@@ -232,6 +257,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     webhooks: tuple[WebhookConfig, ...] = ()
+    server: ServerConfig = field(default_factory=ServerConfig)
     source: str = "embedded defaults"
 
     def webhook(self, name: str) -> WebhookConfig | None:
@@ -280,6 +306,24 @@ def format_duration(seconds: float) -> str:
     if seconds < 1 and (seconds * 1000).is_integer():
         return f"{int(seconds * 1000)}ms"
     return f"{seconds}s"
+
+
+def _parse_cadence(value: object) -> float | None:
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return None
+    try:
+        return parse_duration(value)
+    except _Invalid:
+        raise _Invalid('"auto" or ' + _DURATION_EXPECTED) from None
+
+
+def _parse_fraction(value: object) -> float:
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = float(value)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        raise _Invalid("a fraction of wall time above 0 and at most 1, e.g. 0.1")
+    return float(value)
 
 
 def _parse_str(value: object) -> str:
@@ -461,6 +505,29 @@ def _parse_retry_table(value: object) -> dict[str, Any]:
     return dict(value)
 
 
+_LISTEN_EXPECTED = (
+    'an address to listen on, "HOST:PORT" such as "127.0.0.1:9464", "0.0.0.0:9464" or '
+    '"[::1]:9464", or "" for no server'
+)
+
+
+def parse_listen(value: object) -> tuple[str, int] | None:
+    """"HOST:PORT" (an IPv6 host in brackets) as (host, port); "" as None (no server)."""
+    if not isinstance(value, str):
+        raise _Invalid(_LISTEN_EXPECTED)
+    text = value.strip()
+    if not text:
+        return None
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([A-Za-z0-9.-]+):(\d{1,5})", text)
+    if match is None:
+        raise _Invalid(_LISTEN_EXPECTED)
+    host = match.group(1) or match.group(3)
+    port = int(match.group(2) or match.group(4))
+    if not 1 <= port <= 65535:
+        raise _Invalid(_LISTEN_EXPECTED + " (the port from 1 to 65535)")
+    return host, port
+
+
 def _parse_webhook_name(value: object) -> str:
     if not isinstance(value, str) or not _WEBHOOK_NAME.match(value):
         raise _Invalid("a name of 1 to 64 letters, digits, '-' or '_'")
@@ -488,6 +555,9 @@ _SECTIONS: dict[str, dict[str, _Key]] = {
         "interval": _Key(parse_duration),
         "models": _Key(_parse_globs, is_collection=True),
         "exclude_models": _Key(_parse_optional_globs, is_collection=True),
+        "models_interval": _Key(_parse_cadence),
+        "full_scan_interval": _Key(_parse_cadence),
+        "max_duty": _Key(_parse_fraction),
     },
     "state": {"path": _Key(_parse_nonempty_str)},
     "log": {"level": _Key(_choice_parser(LOG_LEVELS)), "format": _Key(_choice_parser(LOG_FORMATS))},
@@ -503,6 +573,11 @@ _SECTIONS: dict[str, dict[str, _Key]] = {
         "allowed_hosts": _Key(_parse_globs, is_collection=True),
         "deny_private_addresses": _Key(_parse_bool),
         "retention": _Key(parse_duration),
+    },
+    "server": {
+        "listen": _Key(parse_listen),
+        "metrics_token_env": _Key(_parse_nonempty_str),
+        "metrics_token_file": _Key(_parse_nonempty_str),
     },
 }
 
@@ -658,6 +733,11 @@ def _build(
         )
 
     webhooks = _parse_webhooks(raw.get("webhooks", []), env, problems, base_dir, delivery)
+    server_values = sections.get("server", {})
+    server = ServerConfig(
+        listen=server_values.get("listen"),
+        metrics_token=_read_secret(server_values, env, "server", problems, "metrics_token"),
+    )
     if problems.items:
         return None
     return Config(
@@ -667,6 +747,7 @@ def _build(
         log=LogConfig(**sections.get("log", {})),
         delivery=delivery,
         webhooks=webhooks,
+        server=server,
         source=source,
     )
 
@@ -936,6 +1017,9 @@ def effective_config(config: Config) -> dict[str, Any]:
             "interval": format_duration(config.watch.interval),
             "models": list(config.watch.models),
             "exclude_models": list(config.watch.exclude_models),
+            "models_interval": _cadence(config.watch.models_interval),
+            "full_scan_interval": _cadence(config.watch.full_scan_interval),
+            "max_duty": config.watch.max_duty,
         },
         "state": {"path": str(config.state.path)},
         "log": {"level": config.log.level, "format": config.log.format},
@@ -955,6 +1039,14 @@ def effective_config(config: Config) -> dict[str, Any]:
             "allowed_hosts": list(config.delivery.allowed_hosts),
             "deny_private_addresses": config.delivery.deny_private_addresses,
             "retention": format_duration(config.delivery.retention),
+        },
+        "server": {
+            "listen": config.server.display_listen,
+            "metrics_token": (
+                f"<redacted, from {config.server.metrics_token.source}>"
+                if config.server.metrics_token
+                else "<none>"
+            ),
         },
         "webhooks": [
             {
@@ -989,6 +1081,10 @@ def effective_config(config: Config) -> dict[str, Any]:
             for w in config.webhooks
         ],
     }
+
+
+def _cadence(seconds: float | None) -> str:
+    return "auto" if seconds is None else format_duration(seconds)
 
 
 def _retry_table(retry: RetryPolicy) -> dict[str, Any]:

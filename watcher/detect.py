@@ -203,10 +203,13 @@ class _Detector:
     # ----------------------------------------------------------------- versions
 
     def _versions(self) -> Iterator[Event]:
+        previous_versions = self.previous.versions
         for key, version in self.current.versions.items():
+            before = previous_versions.get(key)
+            if before is version:
+                continue  # untouched since the snapshot: the common case, kept cheap
             if version.name in self._adopted_models:
                 continue
-            before = self.previous.versions.get(key)
             if before is not None and before.creation_timestamp != version.creation_timestamp:
                 before = None  # re-created model: version numbers restarted
             if before is None:
@@ -214,12 +217,15 @@ class _Detector:
             else:
                 yield from _stage_events(self, before.current_stage, version)
                 yield from self._tag_events(before.tags, version)
-        for key, before in self.previous.versions.items():
+        current_versions = self.current.versions
+        for key, before in previous_versions.items():
+            after = current_versions.get(key)
+            if after is before or (
+                after is not None and after.creation_timestamp == before.creation_timestamp
+            ):
+                continue
             if before.name in self._gone_models:
                 continue  # REGISTERED_MODEL_DELETED says it all
-            after = self.current.versions.get(key)
-            if after is not None and after.creation_timestamp == before.creation_timestamp:
-                continue
             yield self._event(
                 EventType.MODEL_VERSION_DELETED,
                 before.name,
@@ -360,11 +366,17 @@ def snapshot_delta(previous: Observation | None, current: Observation) -> Snapsh
     before = previous or EMPTY
     return SnapshotDelta(
         upsert_models=tuple(
-            m for name, m in current.models.items() if before.models.get(name) != m
+            m for name, m in current.models.items() if _differs(before.models.get(name), m)
         ),
         delete_models=tuple(name for name in before.models if name not in current.models),
         upsert_versions=tuple(
-            v for key, v in current.versions.items() if before.versions.get(key) != v
+            v for key, v in current.versions.items() if _differs(before.versions.get(key), v)
         ),
         delete_versions=tuple(key for key in before.versions if key not in current.versions),
     )
+
+
+def _differs(before: object, after: object) -> bool:
+    """Identity first: an incremental read reuses the snapshot's objects for what it did not
+    read again, and comparing 100k dataclasses field by field would dominate the cycle."""
+    return before is not after and before != after

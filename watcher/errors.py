@@ -24,6 +24,12 @@ class RegistryError(WatcherError):
 
     exit_code = 1
 
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        """MLflow's error_code, when it answered with one (e.g. INVALID_PARAMETER_VALUE)."""
+        self.status = status
+
 
 class StoreError(WatcherError):
     """The state database is unusable."""

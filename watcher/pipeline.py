@@ -10,11 +10,13 @@ from typing import Any
 from watcher.config import Config
 from watcher.detect import Policy, detect, snapshot_delta
 from watcher.errors import RegistryError, StoreError
+from watcher.incremental import IncrementalReader, Plan, is_unsupported
 from watcher.model import Event, Observation, make_delivery_id
 from watcher.registry import (
+    Progress,
     Reader,
     ReaderSettings,
-    confirm_missing,
+    ReadStats,
     open_reader,
     registry_identity,
 )
@@ -31,6 +33,12 @@ class CycleReport:
     events: list[Event] = field(default_factory=list)
     queued: int = 0
     error: str | None = None
+    kind: str = ""
+    """How the registry was read: "full", or "incremental" plus any full scans it included."""
+    requests: int = 0
+    bytes_read: int = 0
+    mlflow_ms: float = 0.0
+    """Time spent waiting for MLflow (the rest of duration_ms is the watcher's own work)."""
 
 
 def reader_settings(config: Config) -> ReaderSettings:
@@ -43,7 +51,7 @@ def reader_settings(config: Config) -> ReaderSettings:
 
 
 class Pipeline:
-    """Holds what lives across cycles: the reader and the last committed snapshot."""
+    """Holds what lives across cycles: the reader, the last committed snapshot, the read plan."""
 
     def __init__(
         self,
@@ -53,6 +61,8 @@ class Pipeline:
         *,
         emit_existing: bool = False,
         reader_factory: Callable[[ReaderSettings], Reader] = open_reader,
+        progress: Progress | None = None,
+        always_full: bool = False,
     ) -> None:
         self.config = config
         self.store = store
@@ -61,8 +71,22 @@ class Pipeline:
         self.policy = Policy(registry=self.registry, emit_existing=emit_existing)
         self._reader_factory = reader_factory
         self._reader: Reader | None = None
+        self._progress = progress
+        self.always_full = always_full
+        """run --once and --dry-run: every cycle reads everything (cron runs are rare, and must
+        not miss a tag change waiting for a cadence)."""
         self._snapshot: Observation | None = None
         self._snapshot_loaded = False
+        watch = config.watch
+        self.incremental = IncrementalReader(
+            watch.watches,
+            watch.interval,
+            watch.models_interval,
+            watch.full_scan_interval,
+            watch.max_duty,
+            log,
+        )
+        self._cadences: dict[str, float] = {}
 
     def check_registry_matches(self) -> None:
         """Refuse a state file recorded for another registry: its diff would be nonsense."""
@@ -73,46 +97,58 @@ class Pipeline:
                 f"not {self.registry}; use a separate [state] path for each registry"
             )
 
+    @property
+    def reader(self) -> Reader:
+        if self._reader is None:
+            self._reader = self._reader_factory(reader_settings(self.config))
+            self._reader.progress = self._progress
+        return self._reader
+
     def _previous(self) -> Observation | None:
         if not self._snapshot_loaded:
             self._snapshot = self.store.load_snapshot()
             self._snapshot_loaded = True
         return self._snapshot
 
-    def read(self) -> Observation:
-        """A complete, confirmed observation, or RegistryError."""
-        if self._reader is None:
-            self._reader = self._reader_factory(reader_settings(self.config))
-        current = self._reader.read(self.config.watch.watches)
-        previous = self._previous()
-        if previous is None:
-            return current
-        missing_models = [n for n in previous.models if n not in current.models]
-        missing_versions = [k for k in previous.versions if k not in current.versions]
-        if not missing_models and not missing_versions:
-            return current
-        found_models, found_versions = confirm_missing(
-            self._reader, missing_models, missing_versions
-        )
-        if found_models or found_versions:
-            self.log.info(
-                "poll.scan_gap",
-                models=len(found_models),
-                versions=len(found_versions),
-                reason="the scan missed rows that still exist (paging under concurrent writes)",
-            )
-        return Observation(
-            models={**current.models, **found_models},
-            versions={**current.versions, **found_versions},
-            read_at=current.read_at,
-        )
+    def read(self, *, full: bool = False, plan: Plan | None = None) -> Observation:
+        """A complete, confirmed observation, or RegistryError.
 
-    def run_cycle(self, *, dry_run: bool = False) -> CycleReport:
-        started = time.monotonic()
+        ``full`` reads everything (cron runs are rare: they must not wait for a cadence);
+        otherwise the cheapest read the cadences allow.
+        """
+        plan = plan if plan is not None else Plan()
+        reader = self.reader
+        previous = self._previous()
+        if previous is None or full or self.always_full or not self.incremental.supported:
+            plan.kinds.append("full")
+            try:
+                return self.incremental.read_full(reader, previous)
+            finally:
+                if self._progress is not None:
+                    self._progress("done", 0)
         try:
-            current = self.read()
+            return self.incremental.read(reader, previous, plan)
+        except RegistryError as exc:
+            if not is_unsupported(exc):
+                raise
+            self.incremental.supported = False
+            self.log.warning(
+                "poll.incremental_unsupported",
+                error=str(exc),
+                note="this MLflow refuses the incremental reads; every poll is a full scan now",
+            )
+            plan.kinds[:] = ["full"]
+            return self.incremental.read_full(reader, previous)
+
+    def run_cycle(self, *, dry_run: bool = False, full: bool = False) -> CycleReport:
+        started = time.monotonic()
+        plan = Plan()
+        before = self._reader.stats.copy() if self._reader is not None else ReadStats()
+        try:
+            current = self.read(full=full, plan=plan)
         except RegistryError as exc:
             report = CycleReport(ok=False, duration_ms=_ms(started), error=str(exc))
+            self._add_costs(report, before)
             self.log.warning("poll.failed", error=str(exc), duration_ms=round(report.duration_ms))
             if not dry_run:
                 self.store.set_meta(
@@ -135,7 +171,9 @@ class Pipeline:
             models=len(current.models),
             versions=len(current.versions),
             events=events,
+            kind="+".join(plan.kinds),
         )
+        self._add_costs(report, before)
         if dry_run:
             report.duration_ms = _ms(started)
             return report
@@ -159,11 +197,11 @@ class Pipeline:
         if previous is None:
             meta["baseline_at"] = _now_iso()
             meta["baseline_read_at"] = str(current.read_at)
+        delta = snapshot_delta(previous, current)
         report.duration_ms = _ms(started)
         meta["last_poll_duration_ms"] = str(round(report.duration_ms))
-        report.queued = self.store.commit_cycle(
-            snapshot_delta(previous, current), events, deliveries, meta
-        )
+        report.queued = self.store.commit_cycle(delta, events, deliveries, meta)
+        self.incremental.committed(previous, current, delta)
         self._snapshot = current
         if previous is None:
             self.log.info(
@@ -177,12 +215,31 @@ class Pipeline:
         self.log.info(
             "poll.finished",
             duration_ms=round(report.duration_ms),
+            read=report.kind,
+            requests=report.requests,
             models=report.models,
             versions=report.versions,
             events=len(events),
             queued=report.queued,
         )
+        cadences = self.incremental.cadences()
+        if _changed_much(self._cadences, cadences):
+            self.log.info("poll.cadence", **cadences, max_duty=self.config.watch.max_duty)
+            self._cadences = cadences
         return report
+
+    def _add_costs(self, report: CycleReport, before: ReadStats) -> None:
+        if self._reader is None:
+            return
+        spent = self._reader.stats.since(before)
+        report.requests = spent.requests
+        report.bytes_read = spent.bytes
+        report.mlflow_ms = spent.seconds * 1000
+
+
+def _changed_much(old: dict[str, float], new: dict[str, float]) -> bool:
+    """Log a cadence when it first appears or moves by more than a fifth."""
+    return not old or any(abs(new[k] - old.get(k, 0)) > 0.2 * max(new[k], 1e-9) for k in new)
 
 
 def _ms(started: float) -> float:

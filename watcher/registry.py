@@ -55,7 +55,26 @@ def _bound_client_retries(timeout: float) -> None:
 class Reader(Protocol):
     """What the pipeline needs from a registry."""
 
+    stats: ReadStats
+    progress: Progress | None
+
     def read(self, watches: Callable[[str], bool]) -> Observation: ...
+
+    def scan_models(self, watches: Callable[[str], bool]) -> dict[str, ModelState]: ...
+
+    def scan_versions(
+        self, watches: Callable[[str], bool]
+    ) -> dict[tuple[str, str], VersionState]: ...
+
+    def models_updated_since(
+        self, since_ms: int, watches: Callable[[str], bool]
+    ) -> list[ModelState]: ...
+
+    def versions_updated_since(
+        self, since_ms: int, watches: Callable[[str], bool]
+    ) -> list[VersionState]: ...
+
+    def versions_of(self, name: str) -> dict[tuple[str, str], VersionState]: ...
 
     def get_model(self, name: str) -> ModelState | None: ...
 
@@ -153,36 +172,165 @@ def _model_from_entity(rm: Any) -> ModelState:
 # --------------------------------------------------------------------------- the shared scan
 
 
+@dataclass
+class ReadStats:
+    """What reading has cost so far: requests, bytes received, seconds waiting for MLflow."""
+
+    requests: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+
+    def since(self, earlier: ReadStats) -> ReadStats:
+        return ReadStats(
+            self.requests - earlier.requests,
+            self.bytes - earlier.bytes,
+            self.seconds - earlier.seconds,
+        )
+
+    def copy(self) -> ReadStats:
+        return ReadStats(self.requests, self.bytes, self.seconds)
+
+
+Progress = Callable[[str, int], None]
+"""Called after each page of a full scan with what is read ("models"/"versions") and the count."""
+
+_NAME_ORDER = ["name ASC"]
+_VERSION_ORDER = ["name ASC", "version_number ASC"]
+_RECENT_ORDER = ["last_updated_timestamp DESC"]
+_RECENT_FIRST_PAGE = 100
+"""Rows in the first page of a read of recent changes: a steady cycle needs no second one."""
+
+
 class _BaseReader:
-    """The full-scan algorithm; subclasses supply paged searches and single gets."""
+    """The read algorithms; subclasses supply paged searches and single gets."""
 
     def __init__(self, settings: ReaderSettings) -> None:
         self.settings = settings
+        self.stats = ReadStats()
+        self.progress: Progress | None = None
+        self._prompts: set[str] = set()
 
-    def _search_models(self, page_token: str | None) -> tuple[list[ModelState], str | None]:
+    # Primitives --------------------------------------------------------------------------
+
+    def _search_models(
+        self, page_token: str | None, order_by: list[str], page_size: int
+    ) -> tuple[list[ModelState], str | None]:
         raise NotImplementedError
 
-    def _search_versions(self, page_token: str | None) -> tuple[list[VersionState], str | None]:
+    def _search_versions(
+        self, page_token: str | None, order_by: list[str], page_size: int, filter_string: str
+    ) -> tuple[list[VersionState], str | None]:
         raise NotImplementedError
+
+    # Filters -----------------------------------------------------------------------------
+
+    def _keep_model(self, model: ModelState, watches: Callable[[str], bool]) -> bool:
+        if model.tags.get(PROMPT_TAG, "").lower() == "true":
+            self._prompts.add(model.name)
+            return False
+        return watches(model.name)
+
+    def _keep_version(self, version: VersionState, watches: Callable[[str], bool]) -> bool:
+        if version.name in self._prompts or version.tags.get(PROMPT_TAG, "").lower() == "true":
+            return False
+        return watches(version.name)
+
+    # Full scans --------------------------------------------------------------------------
+
+    def scan_models(self, watches: Callable[[str], bool]) -> dict[str, ModelState]:
+        """Every watched registered model (with its aliases), ordered by name."""
+        models: dict[str, ModelState] = {}
+        page_size = min(self.settings.page_size, _MODELS_PAGE_MAX)
+        for model in _pages(lambda t: self._search_models(t, _NAME_ORDER, page_size)):
+            if self._keep_model(model, watches):
+                models[model.name] = model
+                self._report("models", len(models))
+        return models
+
+    def scan_versions(self, watches: Callable[[str], bool]) -> dict[tuple[str, str], VersionState]:
+        """Every watched version, ordered by name and number (immune to updates and inserts
+        between pages; a delete can still hide a row, which the caller confirms)."""
+        versions: dict[tuple[str, str], VersionState] = {}
+        fetch = lambda t: self._search_versions(t, _VERSION_ORDER, self.settings.page_size, "")  # noqa: E731
+        for version in _pages(fetch):
+            if self._keep_version(version, watches):
+                _merge(versions, version)
+                self._report("versions", len(versions))
+        return versions
 
     def read(self, watches: Callable[[str], bool]) -> Observation:
-        models: dict[str, ModelState] = {}
-        prompts: set[str] = set()
-        for model in _pages(self._search_models):
-            if model.tags.get(PROMPT_TAG, "").lower() == "true":
-                prompts.add(model.name)
-            elif watches(model.name):
-                models[model.name] = model
+        """A complete read: every watched model, then every watched version."""
+        models = self.scan_models(watches)
+        versions = self.scan_versions(watches)
+        return Observation(models=models, versions=versions, read_at=_now_ms())
+
+    def _report(self, what: str, count: int) -> None:
+        if self.progress is not None and count % 1000 == 0:
+            self.progress(what, count)
+
+    # Incremental reads -------------------------------------------------------------------
+
+    def models_updated_since(
+        self, since_ms: int, watches: Callable[[str], bool]
+    ) -> list[ModelState]:
+        """Models whose last_updated_timestamp is at or after since_ms, newest first."""
+        found = self._recent(
+            lambda t, size: self._search_models(t, _RECENT_ORDER, min(size, _MODELS_PAGE_MAX)),
+            since_ms,
+        )
+        return [m for m in found if self._keep_model(m, watches)]
+
+    def versions_updated_since(
+        self, since_ms: int, watches: Callable[[str], bool]
+    ) -> list[VersionState]:
+        """Versions whose last_updated_timestamp is at or after since_ms, newest first."""
+        found = self._recent(
+            lambda t, size: self._search_versions(t, _RECENT_ORDER, size, ""), since_ms
+        )
+        return [v for v in found if self._keep_version(v, watches)]
+
+    def versions_of(self, name: str) -> dict[tuple[str, str], VersionState]:
+        """Every version of one model (a by-name read: about one request)."""
+        escaped = name.replace("\\", "\\\\").replace("'", "\\'")
         versions: dict[tuple[str, str], VersionState] = {}
-        for version in _pages(self._search_versions):
-            if version.name in prompts or version.tags.get(PROMPT_TAG, "").lower() == "true":
-                continue
-            if watches(version.name):
-                # A duplicate (offset paging under concurrent writes) keeps the newer state.
-                seen = versions.get(version.key)
-                if seen is None or version.last_updated_timestamp >= seen.last_updated_timestamp:
-                    versions[version.key] = version
-        return Observation(models=models, versions=versions, read_at=int(time.time() * 1000))
+        fetch = lambda t: self._search_versions(  # noqa: E731
+            t, ["version_number ASC"], self.settings.page_size, f"name = '{escaped}'"
+        )
+        for version in _pages(fetch):
+            if version.name == name and self._keep_version(version, lambda _n: True):
+                _merge(versions, version)
+        return versions
+
+    def _recent(
+        self,
+        fetch: Callable[[str | None, int], tuple[list[Any], str | None]],
+        since_ms: int,
+    ) -> list[Any]:
+        """Page through newest-first results until past since_ms (ties merged by the caller)."""
+        items: list[Any] = []
+        token: str | None = None
+        size = _RECENT_FIRST_PAGE
+        seen_tokens: set[str] = set()
+        while True:
+            page, token = fetch(token, size)
+            items.extend(x for x in page if x.last_updated_timestamp >= since_ms)
+            if not token or not page or page[-1].last_updated_timestamp < since_ms:
+                return items
+            if token in seen_tokens:
+                raise RegistryError("MLflow returned the same page token twice")
+            seen_tokens.add(token)
+            size = self.settings.page_size  # a burst of changes: read on in big pages
+
+
+def _merge(versions: dict[tuple[str, str], VersionState], version: VersionState) -> None:
+    """A duplicate (offset paging under concurrent writes) keeps the newer state."""
+    seen = versions.get(version.key)
+    if seen is None or version.last_updated_timestamp >= seen.last_updated_timestamp:
+        versions[version.key] = version
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def _pages(
@@ -218,6 +366,8 @@ class RestReader(_BaseReader):
 
     def _get(self, endpoint: str, params: list[tuple[str, Any]]) -> dict[str, Any] | None:
         """GET one endpoint. None for 404 RESOURCE_DOES_NOT_EXIST; RegistryError otherwise."""
+        started = time.monotonic()
+        self.stats.requests += 1
         try:
             response = self._http_request(
                 self._creds,
@@ -234,6 +384,9 @@ class RestReader(_BaseReader):
                 f"cannot reach MLflow at {self._where}: {type(cause).__name__}: "
                 f"{_first_line(str(cause))}"
             ) from None
+        finally:
+            self.stats.seconds += time.monotonic() - started
+        self.stats.bytes += len(response.content)
         try:
             body = response.json()
         except ValueError:
@@ -250,26 +403,29 @@ class RestReader(_BaseReader):
         }.get(response.status_code, "")
         raise RegistryError(
             f"MLflow at {self._where} answered {response.status_code} to GET {endpoint}{hint}: "
-            f"{error_code or ''} {_first_line(str(message or ''))}".rstrip()
+            f"{error_code or ''} {_first_line(str(message or ''))}".rstrip(),
+            code=error_code,
+            status=response.status_code,
         )
 
-    def _search_models(self, page_token: str | None) -> tuple[list[ModelState], str | None]:
-        params: list[tuple[str, Any]] = [
-            ("max_results", min(self.settings.page_size, _MODELS_PAGE_MAX)),
-            ("order_by", "name ASC"),
-        ]
+    def _search_models(
+        self, page_token: str | None, order_by: list[str], page_size: int
+    ) -> tuple[list[ModelState], str | None]:
+        params: list[tuple[str, Any]] = [("max_results", page_size)]
+        params.extend(("order_by", o) for o in order_by)
         if page_token:
             params.append(("page_token", page_token))
         body = self._get(_SEARCH_MODELS, params) or {}
         models = [_model_from_json(m) for m in body.get("registered_models", [])]
         return models, body.get("next_page_token")
 
-    def _search_versions(self, page_token: str | None) -> tuple[list[VersionState], str | None]:
-        params: list[tuple[str, Any]] = [
-            ("max_results", self.settings.page_size),
-            ("order_by", "name ASC"),
-            ("order_by", "version_number ASC"),
-        ]
+    def _search_versions(
+        self, page_token: str | None, order_by: list[str], page_size: int, filter_string: str
+    ) -> tuple[list[VersionState], str | None]:
+        params: list[tuple[str, Any]] = [("max_results", page_size)]
+        params.extend(("order_by", o) for o in order_by)
+        if filter_string:
+            params.append(("filter", filter_string))
         if page_token:
             params.append(("page_token", page_token))
         body = self._get(_SEARCH_VERSIONS, params) or {}
@@ -320,31 +476,39 @@ class ClientReader(_BaseReader):
             raise RegistryError(f"cannot open MLflow registry {self._where}: {exc}") from None
 
     def _call(self, what: str, fn: Callable[[], Any]) -> Any:
+        started = time.monotonic()
+        self.stats.requests += 1
         try:
             return fn()
         except Exception as exc:
             raise RegistryError(
                 f"cannot read MLflow registry {self._where} ({what}): "
-                f"{type(exc).__name__}: {_first_line(str(exc))}"
+                f"{type(exc).__name__}: {_first_line(str(exc))}",
+                code=getattr(exc, "error_code", None),
             ) from None
+        finally:
+            self.stats.seconds += time.monotonic() - started
 
-    def _search_models(self, page_token: str | None) -> tuple[list[ModelState], str | None]:
+    def _search_models(
+        self, page_token: str | None, order_by: list[str], page_size: int
+    ) -> tuple[list[ModelState], str | None]:
         page = self._call(
             "search_registered_models",
             lambda: self._client.search_registered_models(
-                max_results=min(self.settings.page_size, _MODELS_PAGE_MAX),
-                order_by=["name ASC"],
-                page_token=page_token,
+                max_results=page_size, order_by=order_by, page_token=page_token
             ),
         )
         return [_model_from_entity(m) for m in page], page.token
 
-    def _search_versions(self, page_token: str | None) -> tuple[list[VersionState], str | None]:
+    def _search_versions(
+        self, page_token: str | None, order_by: list[str], page_size: int, filter_string: str
+    ) -> tuple[list[VersionState], str | None]:
         page = self._call(
             "search_model_versions",
             lambda: self._client.search_model_versions(
-                max_results=self.settings.page_size,
-                order_by=["name ASC", "version_number ASC"],
+                filter_string=filter_string or None,
+                max_results=page_size,
+                order_by=order_by,
                 page_token=page_token,
             ),
         )
