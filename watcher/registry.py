@@ -457,6 +457,9 @@ class ClientReader(_BaseReader):
         _bound_client_retries(settings.timeout)
         self._where = registry_identity(settings.registry_uri)
         scheme = urlsplit(settings.registry_uri).scheme.partition("+")[0]
+        if scheme in ("file", ""):
+            # MLflow 3 refuses the file store unless asked; pointing the watcher at one is asking.
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         try:
             if scheme in _DATABASE_SCHEMES:
                 import sqlalchemy  # noqa: F401 - only the full mlflow package brings it
