@@ -33,6 +33,8 @@ class CycleReport:
     events: list[Event] = field(default_factory=list)
     queued: int = 0
     error: str | None = None
+    skipped: bool = False
+    """No read was tried: MLflow failed the same way just before, and the poll backs off."""
     kind: str = ""
     """How the registry was read: "full", or "incremental" plus any full scans it included."""
     requests: int = 0
@@ -87,6 +89,7 @@ class Pipeline:
             log,
         )
         self._cadences: dict[str, float] = {}
+        self._failures = FailureStreak(config.watch.interval)
 
     def check_registry_matches(self) -> None:
         """Refuse a state file recorded for another registry: its diff would be nonsense."""
@@ -142,6 +145,11 @@ class Pipeline:
 
     def run_cycle(self, *, dry_run: bool = False, full: bool = False) -> CycleReport:
         started = time.monotonic()
+        if self._failures.waiting(started):
+            # MLflow keeps failing the same way: poll less often until it answers again.
+            return CycleReport(
+                ok=False, duration_ms=0.0, error=self._failures.last_error, skipped=True
+            )
         plan = Plan()
         before = self._reader.stats.copy() if self._reader is not None else ReadStats()
         try:
@@ -149,7 +157,15 @@ class Pipeline:
         except RegistryError as exc:
             report = CycleReport(ok=False, duration_ms=_ms(started), error=str(exc))
             self._add_costs(report, before)
-            self.log.warning("poll.failed", error=str(exc), duration_ms=round(report.duration_ms))
+            count = self._failures.failed(str(exc), time.monotonic())
+            if _is_power_of_two(count):  # the 1st, 2nd, 4th, 8th... of a run of the same error
+                self.log.warning(
+                    "poll.failed",
+                    error=str(exc),
+                    duration_ms=round(report.duration_ms),
+                    **({"repeated": count} if count > 1 else {}),
+                    **({"next_poll_in_s": round(self._failures.delay, 1)} if count > 1 else {}),
+                )
             if not dry_run:
                 self.store.set_meta(
                     {
@@ -161,6 +177,9 @@ class Pipeline:
                 )
             return report
 
+        failed_before = self._failures.recovered()
+        if failed_before:
+            self.log.info("poll.recovered", failed_polls=failed_before)
         previous = self._previous()
         baseline_ms = int(self.store.get_meta("baseline_read_at") or 0)
         events = detect(previous, current, replace(self.policy, baseline_ms=baseline_ms))
@@ -235,6 +254,41 @@ class Pipeline:
         report.requests = spent.requests
         report.bytes_read = spent.bytes
         report.mlflow_ms = spent.seconds * 1000
+
+
+MAX_FAILURE_BACKOFF = 30.0
+"""Seconds between polls, at most, while MLflow keeps failing the same way."""
+
+
+class FailureStreak:
+    """Consecutive identical poll failures: the log says it once (then at 2, 4, 8...), and
+    polls back off exponentially up to MAX_FAILURE_BACKOFF, never below the interval."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.count = 0
+        self.last_error = ""
+        self.delay = 0.0
+        self._until = 0.0
+
+    def waiting(self, now: float) -> bool:
+        return self.count > 1 and now < self._until
+
+    def failed(self, error: str, now: float) -> int:
+        self.count = self.count + 1 if error == self.last_error else 1
+        self.last_error = error
+        ceiling = max(self.interval, MAX_FAILURE_BACKOFF)
+        self.delay = min(ceiling, self.interval * 2 ** (self.count - 1))
+        self._until = now + self.delay - self.interval  # the scheduler adds one interval
+        return self.count
+
+    def recovered(self) -> int:
+        count, self.count, self.last_error = self.count, 0, ""
+        return count
+
+
+def _is_power_of_two(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
 
 
 def _changed_much(old: dict[str, float], new: dict[str, float]) -> bool:
