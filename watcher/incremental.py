@@ -144,7 +144,7 @@ class IncrementalReader:
         started = time.monotonic()
         models = reader.scan_models(self.watches)
         scanned_models = time.monotonic()
-        versions = reader.scan_versions(self.watches)
+        versions = reader.scan_versions(self.watches, models)
         finished = time.monotonic()
         self.models.done(finished, scanned_models - started)
         self.full.done(finished, finished - scanned_models)
@@ -189,7 +189,7 @@ class IncrementalReader:
         if full_due:
             plan.kinds.append("versions")
             started = time.monotonic()
-            versions = reader.scan_versions(self.watches)
+            versions = reader.scan_versions(self.watches, models)
             self.full.done(time.monotonic(), time.monotonic() - started)
             self._confirm(reader, previous, models, versions, previous.versions.keys())
         else:

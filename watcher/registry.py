@@ -63,7 +63,7 @@ class Reader(Protocol):
     def scan_models(self, watches: Callable[[str], bool]) -> dict[str, ModelState]: ...
 
     def scan_versions(
-        self, watches: Callable[[str], bool]
+        self, watches: Callable[[str], bool], models: Iterable[str] | None = None
     ) -> dict[tuple[str, str], VersionState]: ...
 
     def models_updated_since(
@@ -247,21 +247,35 @@ class _BaseReader:
                 self._report("models", len(models))
         return models
 
-    def scan_versions(self, watches: Callable[[str], bool]) -> dict[tuple[str, str], VersionState]:
+    def scan_versions(
+        self, watches: Callable[[str], bool], models: Iterable[str] | None = None
+    ) -> dict[tuple[str, str], VersionState]:
         """Every watched version, ordered by name and number (immune to updates and inserts
-        between pages; a delete can still hide a row, which the caller confirms)."""
+        between pages; a delete can still hide a row, which the caller confirms).
+
+        A registry that refuses an unfiltered version search (Unity Catalog wants a name) is
+        read model by model instead, given the models' names.
+        """
         versions: dict[tuple[str, str], VersionState] = {}
         fetch = lambda t: self._search_versions(t, _VERSION_ORDER, self.settings.page_size, "")  # noqa: E731
-        for version in _pages(fetch):
-            if self._keep_version(version, watches):
-                _merge(versions, version)
+        try:
+            for version in _pages(fetch):
+                if self._keep_version(version, watches):
+                    _merge(versions, version)
+                    self._report("versions", len(versions))
+        except RegistryError as exc:
+            if models is None or not (exc.code == "INVALID_PARAMETER_VALUE" or exc.status == 400):
+                raise
+            versions = {}
+            for name in models:
+                versions.update(self.versions_of(name))
                 self._report("versions", len(versions))
         return versions
 
     def read(self, watches: Callable[[str], bool]) -> Observation:
         """A complete read: every watched model, then every watched version."""
         models = self.scan_models(watches)
-        versions = self.scan_versions(watches)
+        versions = self.scan_versions(watches, models)
         return Observation(models=models, versions=versions, read_at=_now_ms())
 
     def _report(self, what: str, count: int) -> None:
