@@ -1,0 +1,127 @@
+"""The reader's algorithms over fake paged searches (the REST and client adapters are tested
+against real servers in tests/e2e)."""
+
+from __future__ import annotations
+
+import pytest
+
+from watcher.errors import RegistryError
+from watcher.model import ModelState, VersionState
+from watcher.registry import PROMPT_TAG, ReaderSettings, _BaseReader
+
+
+def model(name: str, updated: int = 1, **tags: str) -> ModelState:
+    return ModelState(name=name, creation_timestamp=1, last_updated_timestamp=updated, tags=tags)
+
+
+def version(name: str, number: str, updated: int = 1) -> VersionState:
+    return VersionState(
+        name=name, version=number, creation_timestamp=1, last_updated_timestamp=updated
+    )
+
+
+class FakeReader(_BaseReader):
+    def __init__(
+        self,
+        models: list[ModelState],
+        versions: list[VersionState],
+        *,
+        refuse_unfiltered: bool = False,
+        duplicate_page: bool = False,
+        page_size: int = 2,
+    ) -> None:
+        super().__init__(ReaderSettings("http://x", "http://x", page_size=page_size))
+        self.models = models
+        self.versions = versions
+        self.refuse_unfiltered = refuse_unfiltered
+        self.duplicate_page = duplicate_page
+        self.calls: list[tuple[str, tuple[str, ...], str]] = []
+
+    @staticmethod
+    def _page(rows: list, token: str | None, size: int) -> tuple[list, str | None]:
+        start = int(token or 0)
+        end = start + size
+        return rows[start:end], (str(end) if end < len(rows) else None)
+
+    def _search_models(self, page_token, order_by, page_size):  # type: ignore[no-untyped-def]
+        self.calls.append(("models", tuple(order_by), ""))
+        rows = sorted(self.models, key=lambda m: m.name)
+        if order_by == ["last_updated_timestamp DESC"]:
+            rows = sorted(self.models, key=lambda m: -m.last_updated_timestamp)
+        return self._page(rows, page_token, page_size)
+
+    def _search_versions(self, page_token, order_by, page_size, filter_string):  # type: ignore[no-untyped-def]
+        self.calls.append(("versions", tuple(order_by), filter_string))
+        if not filter_string and self.refuse_unfiltered:
+            raise RegistryError("a name is required", code="INVALID_PARAMETER_VALUE", status=400)
+        rows = sorted(self.versions, key=lambda v: (v.name, int(v.version)))
+        if filter_string:
+            wanted = filter_string.split("'")[1]
+            rows = [v for v in rows if v.name == wanted]
+        if order_by == ["last_updated_timestamp DESC"]:
+            rows = sorted(self.versions, key=lambda v: -v.last_updated_timestamp)
+        page, token = self._page(rows, page_token, page_size)
+        if self.duplicate_page and page_token == "2":
+            page = [*rows[1:2], *page]  # offset paging under a concurrent insert
+        return page, token
+
+
+def test_full_read_pages_through_everything_and_merges_duplicates() -> None:
+    versions = [version("a", str(i)) for i in range(1, 6)]
+    reader = FakeReader([model("a")], versions, duplicate_page=True)
+    observation = reader.read(lambda _name: True)
+    assert sorted(observation.versions) == [("a", str(i)) for i in range(1, 6)]
+    assert reader.stats.requests == 0  # counted by the adapters, not the algorithm
+
+
+def test_prompts_are_not_models_to_watch() -> None:
+    reader = FakeReader(
+        [model("a"), model("p", **{PROMPT_TAG: "true"})], [version("a", "1"), version("p", "1")]
+    )
+    observation = reader.read(lambda _name: True)
+    assert list(observation.models) == ["a"]
+    assert list(observation.versions) == [("a", "1")]
+
+
+def test_globs_filter_models_and_versions() -> None:
+    reader = FakeReader(
+        [model("fraud"), model("churn")], [version("fraud", "1"), version("churn", "1")]
+    )
+    observation = reader.read(lambda name: name.startswith("fraud"))
+    assert list(observation.models) == ["fraud"]
+    assert list(observation.versions) == [("fraud", "1")]
+
+
+def test_recent_reads_stop_past_the_watermark() -> None:
+    versions = [version("a", str(i), updated=i * 10) for i in range(1, 200)]
+    reader = FakeReader([model("a")], versions, page_size=50)
+    recent = reader.versions_updated_since(1_950, lambda _name: True)
+    assert [v.last_updated_timestamp for v in recent] == [1_990, 1_980, 1_970, 1_960, 1_950]
+    assert len(reader.calls) == 1, "one small page answers a quiet poll"
+
+
+def test_a_burst_of_changes_is_read_in_full() -> None:
+    versions = [version("a", str(i), updated=1_000 + i) for i in range(1, 301)]
+    reader = FakeReader([model("a")], versions, page_size=100)
+    recent = reader.versions_updated_since(1_001, lambda _name: True)
+    assert len(recent) == 300
+
+
+def test_a_refused_unfiltered_scan_is_read_model_by_model() -> None:
+    versions = [version("a", "1"), version("a", "2"), version("b", "1")]
+    reader = FakeReader([model("a"), model("b")], versions, refuse_unfiltered=True)
+    observation = reader.read(lambda _name: True)
+    assert sorted(observation.versions) == [("a", "1"), ("a", "2"), ("b", "1")]
+    assert ("versions", ("version_number ASC",), "name = 'b'") in reader.calls
+
+
+def test_a_refused_scan_without_model_names_still_fails() -> None:
+    reader = FakeReader([model("a")], [version("a", "1")], refuse_unfiltered=True)
+    with pytest.raises(RegistryError):
+        reader.scan_versions(lambda _name: True)
+
+
+def test_a_name_with_a_quote_is_escaped_in_the_filter() -> None:
+    reader = FakeReader([], [])
+    reader.versions_of("it's")
+    assert reader.calls[-1][2] == "name = 'it\\'s'"
