@@ -512,7 +512,7 @@ _LISTEN_EXPECTED = (
 
 
 def parse_listen(value: object) -> tuple[str, int] | None:
-    """"HOST:PORT" (an IPv6 host in brackets) as (host, port); "" as None (no server)."""
+    """Parse "HOST:PORT" (an IPv6 host in brackets) as (host, port); "" as None (no server)."""
     if not isinstance(value, str):
         raise _Invalid(_LISTEN_EXPECTED)
     text = value.strip()
