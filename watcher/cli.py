@@ -24,6 +24,7 @@ from watcher.config import (
     effective_config,
     load_config,
     parse_duration,
+    parse_listen,
     resolve_config_path,
     to_toml,
 )
@@ -96,6 +97,18 @@ def cli() -> None:
     is_flag=True,
     help="With --once: log every poll and delivery, not only failures.",
 )
+@click.option(
+    "--textfile",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PATH",
+    help="With --once: write the metrics to PATH (node-exporter textfile format, atomically).",
+)
+@click.option(
+    "--listen",
+    callback=lambda _ctx, _param, value: _listen(value),
+    metavar="HOST:PORT",
+    help="Serve /healthz, /readyz and /metrics here (overrides [server] listen).",
+)
 def run(
     config_path: str | None,
     once: bool,
@@ -103,9 +116,18 @@ def run(
     emit_existing: bool,
     wait_for_lock: bool,
     verbose: bool,
+    textfile: Path | None,
+    listen: tuple[str, int] | None,
 ) -> None:
     """Watch the registry and deliver webhooks (a daemon, unless --once or --dry-run)."""
     from watcher import logs
+
+    if textfile is not None and not once:
+        _fail(
+            "usage error: --textfile goes with --once (a daemon serves /metrics: "
+            "set [server] listen)",
+            EXIT_USAGE,
+        )
 
     # From the first moment, SIGTERM/SIGINT ask for a clean stop instead of killing the process
     # mid-start; the daemon honours the request once it is running.
@@ -114,6 +136,10 @@ def run(
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stopping.set())
     config = _load(config_path)
+    if listen is not None:
+        config = dataclasses.replace(
+            config, server=dataclasses.replace(config.server, listen=listen)
+        )
     level = config.log.level
     if once and not verbose:
         level = "silent"  # cron mails whatever a job prints: a summary line on failure, no more
@@ -129,20 +155,47 @@ def run(
 
         pipeline = Pipeline(config, store, log, emit_existing=emit_existing)
         pipeline.check_registry_matches()
-        deliverer = Deliverer(store, config, log)
+        from watcher.metrics import Metrics
+
+        metrics = Metrics(config, store)
+        # Delivery outcomes are counted from the delivery log lines as they pass.
+        deliverer = Deliverer(store, config, metrics.tap(log))
         if once:
-            sys.exit(_once(pipeline, deliverer, stopping))
+            sys.exit(_once(pipeline, deliverer, stopping, metrics, textfile))
         from watcher.service import Service
 
-        sys.exit(Service(config, pipeline, deliverer, log, stopping).run())
+        sys.exit(Service(config, pipeline, deliverer, log, stopping, metrics=metrics).run())
 
 
-def _once(pipeline: Any, deliverer: Any, stopping: threading.Event) -> int:
+def _listen(value: str | None) -> tuple[str, int] | None:
+    if value is None:
+        return None
+    try:
+        listen = parse_listen(value)
+    except Exception as exc:
+        raise click.BadParameter(f"got {value!r}, expected {exc}") from None
+    if listen is None:
+        raise click.BadParameter('expected HOST:PORT such as "127.0.0.1:9464"')
+    return listen
+
+
+def _once(
+    pipeline: Any,
+    deliverer: Any,
+    stopping: threading.Event,
+    metrics: Any = None,
+    textfile: Path | None = None,
+) -> int:
     from watcher.service import run_once
 
-    result = run_once(pipeline, deliverer, stopping)
+    result = run_once(pipeline, deliverer, stopping, metrics)
     deliverer.close()
     problems = []
+    if textfile is not None and metrics is not None:
+        try:
+            metrics.write_textfile(textfile)
+        except OSError as exc:
+            problems.append(f"cannot write --textfile {str(textfile)!r}: {exc.strerror or exc}")
     if not result.cycle.ok:
         problems.append(f"the registry could not be read: {result.cycle.error}")
     if result.drain.failed:
@@ -154,7 +207,9 @@ def _once(pipeline: Any, deliverer: Any, stopping: threading.Event) -> int:
         click.echo(f"mlflow-watcher: {problem}", err=True)
     if not result.cycle.ok:
         return EXIT_REGISTRY
-    return EXIT_DELIVERY if result.drain.failed else EXIT_OK
+    if result.drain.failed:
+        return EXIT_DELIVERY
+    return EXIT_REGISTRY if problems else EXIT_OK
 
 
 def _dry_run(config: Config, log: Any, emit_existing: bool) -> int:
@@ -516,6 +571,168 @@ def purge(config_path: str | None, dead: bool, older_than: float) -> None:
     with _state(config) as store:
         count = store.purge(dead=True, older_than=older_than, now=time.time())
     click.echo(f"purged {count} dead deliveries")
+
+
+# --------------------------------------------------------------------------- status, healthcheck
+
+
+def _status(config: Config, store: Store, now: float) -> dict[str, Any]:
+    from watcher.metrics import parse_meta_time
+
+    meta = store.all_meta()
+    summary = store.summary()
+    webhooks = sorted({*(w.name for w in config.webhooks), *summary.counts})
+    by_webhook = {
+        name: {
+            status: summary.counts.get(name, {}).get(status, 0)
+            for status in (PENDING, DEAD, DELIVERED)
+        }
+        for name in webhooks
+    }
+    duration = meta.get("last_poll_duration_ms")
+    oldest = summary.oldest_pending
+
+    def number(key: str) -> int | None:
+        value = meta.get(key)
+        return int(value) if value and value.isdigit() else None
+
+    return {
+        "state": str(store.path),
+        "registry": meta.get("registry"),
+        "last_poll": {
+            "at": meta.get("last_poll_at"),
+            "result": meta.get("last_poll_result"),
+            "duration_ms": int(duration) if duration and duration.isdigit() else None,
+            "error": meta.get("last_poll_error") or None,
+            "last_ok_at": meta.get("last_poll_ok_at"),
+            "age_s": _seconds_since(parse_meta_time(meta.get("last_poll_at")), now),
+        },
+        "models": number("models"),
+        "versions": number("versions"),
+        "baseline_at": meta.get("baseline_at"),
+        "deliveries": by_webhook,
+        "pending": summary.total(PENDING),
+        "dead": summary.total(DEAD),
+        "oldest_pending": {
+            "queued_at": None if oldest is None else _iso(oldest),
+            "age_s": _seconds_since(oldest, now),
+            "by_webhook": {
+                name: _iso(at) for name, at in sorted(summary.oldest_pending_by_webhook.items())
+            },
+        },
+    }
+
+
+def _seconds_since(at: float | None, now: float) -> int | None:
+    return None if at is None else max(0, round(now - at))
+
+
+def _iso(at: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+
+
+def _status_lines(status: dict[str, Any]) -> list[str]:
+    poll = status["last_poll"]
+    lines = [f"state:          {status['state']}", f"registry:       {status['registry'] or '-'}"]
+    if poll["at"] is None:
+        lines.append("last poll:      none yet")
+    else:
+        took = f" in {poll['duration_ms']} ms" if poll["duration_ms"] is not None else ""
+        ago = f" ({_age(poll['age_s'])} ago)" if poll["age_s"] is not None else ""
+        lines.append(f"last poll:      {poll['at']}{ago}, {poll['result']}{took}")
+        if poll["result"] != "ok":
+            lines.append(f"  error:        {poll['error'] or '-'}")
+            lines.append(f"  last success: {poll['last_ok_at'] or 'never'}")
+    if status["models"] is not None:
+        lines.append(
+            f"tracking:       {status['models']} models, {status['versions']} versions "
+            f"(baseline {status['baseline_at'] or '-'})"
+        )
+    oldest = status["oldest_pending"]
+    lines.append(
+        f"deliveries:     {status['pending']} pending, {status['dead']} dead"
+        + (f"; oldest pending {_age(oldest['age_s'])} old" if oldest["age_s"] is not None else "")
+    )
+    if status["deliveries"]:
+        header = ("WEBHOOK", PENDING.upper(), DEAD.upper(), DELIVERED.upper())
+        rows = [header] + [
+            (name, str(c[PENDING]), str(c[DEAD]), str(c[DELIVERED]))
+            for name, c in status["deliveries"].items()
+        ]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+        lines += [
+            "  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+            for r in rows
+        ]
+    return lines
+
+
+@cli.command(epilog=EXIT_STATUSES)
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object, for scripts.")
+def status(config_path: str | None, as_json: bool) -> None:
+    """Show the last poll, what is tracked and the outbox, from the state file.
+
+    Safe beside a running daemon: the state is read without taking its lock. DELIVERED counts
+    rows kept for delivery.retention.
+    """
+    config = _load(config_path)
+    with _state(config) as store:
+        report = _status(config, store, time.time())
+    if as_json:
+        click.echo(json.dumps(report))
+    else:
+        for line in _status_lines(report):
+            click.echo(line)
+
+
+@cli.command(epilog="Exit 0 when the answer is 200, 1 otherwise (or 2 on a usage error).")
+@config_option
+@click.option(
+    "--url",
+    metavar="URL",
+    help="What to probe. Default: /readyz (or /healthz with --live) at [server] listen.",
+)
+@click.option("--live", is_flag=True, help="Probe liveness (/healthz) instead of readiness.")
+@click.option(
+    "--timeout",
+    callback=_duration,
+    default="5s",
+    show_default=True,
+    metavar="DURATION",
+    help="How long to wait for the answer.",
+)
+def healthcheck(config_path: str | None, url: str | None, live: bool, timeout: float) -> None:
+    """Probe a running watcher's health server, for Docker's HEALTHCHECK and scripts."""
+    import urllib.error
+    import urllib.request
+
+    if url is None:
+        config = _load(config_path)
+        if config.server.listen is None:
+            _fail(
+                "usage error: no [server] listen configured (WATCHER_SERVER__LISTEN); "
+                "or give --url",
+                EXIT_USAGE,
+            )
+        assert config.server.listen is not None
+        host, port = config.server.listen
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
+        shown = f"[{host}]" if ":" in host else host
+        url = f"http://{shown}:{port}/{'healthz' if live else 'readyz'}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as answer:  # noqa: S310
+            body = answer.read(512).decode("utf-8", "replace").strip()
+            code = int(answer.status)
+    except urllib.error.HTTPError as exc:
+        body = exc.read(512).decode("utf-8", "replace").strip()
+        code = exc.code
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        _fail(f"unhealthy: {url}: {reason}", EXIT_REGISTRY)
+    if code != 200:
+        _fail(f"unhealthy: {url}: HTTP {code}: {_clip(body, 200)}", EXIT_REGISTRY)
+    click.echo(f"{url}: {body or 'ok'}")
 
 
 # --------------------------------------------------------------------------- receive

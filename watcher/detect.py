@@ -194,7 +194,9 @@ class _Detector:
                 name,
                 model.creation_timestamp,
                 None,
-                model.creation_timestamp,
+                # A rename keeps the creation time but moves this one: a model renamed away
+                # and back is created anew, under a new id.
+                [model.creation_timestamp, model.last_updated_timestamp],
                 user_id=model.user_id,
                 description=model.description,
                 tags=dict(model.tags),
@@ -245,7 +247,7 @@ class _Detector:
             version.name,
             version.creation_timestamp,
             None,
-            version.creation_timestamp,
+            [version.creation_timestamp, version.last_updated_timestamp],
             version,
             description=version.description,
             tags=dict(version.tags),

@@ -150,6 +150,7 @@ class IncrementalReader:
         self.full.done(finished, finished - scanned_models)
         if previous is not None:
             self._confirm(reader, previous, models, versions, previous.versions.keys())
+        self._latecomers(reader, models, versions)
         return Observation(models=models, versions=versions, read_at=_now_ms())
 
     def read(self, reader: Reader, previous: Observation, plan: Plan) -> Observation:
@@ -192,22 +193,39 @@ class IncrementalReader:
             versions = reader.scan_versions(self.watches, models)
             self.full.done(time.monotonic(), time.monotonic() - started)
             self._confirm(reader, previous, models, versions, previous.versions.keys())
+            self._latecomers(reader, models, versions)
         else:
             since = self._version_mark - WATERMARK_OVERLAP_MS
             added: dict[str, set[Key]] = {}
             for version in reader.versions_updated_since(since, self.watches):
                 _keep_newer(versions, version)
                 added.setdefault(version.name, set()).add(version.key)
-                if version.name not in models:
-                    # Created after the models read: fetch it, so it is not seen version-first.
-                    latecomer = reader.get_model(version.name)
-                    if latecomer is not None and self.watches(latecomer.name):
-                        models[latecomer.name] = latecomer
-                        moved.add(latecomer.name)
+            moved |= self._latecomers(reader, models, versions, added.keys())
             for name in sorted(moved):
                 self._reread_model(reader, name, previous, versions, added.get(name, set()))
             plan.rescanned_models = len(moved)
         return Observation(models=models, versions=versions, read_at=_now_ms())
+
+    def _latecomers(
+        self,
+        reader: Reader,
+        models: dict[str, ModelState],
+        versions: dict[Key, VersionState],
+        names: Iterable[str] | None = None,
+    ) -> set[str]:
+        """Models created after the models were read but whose versions were seen: fetch them,
+        so that a version is never reported before its model. Returns the names added."""
+        candidates = {k[0] for k in versions} if names is None else set(names)
+        added: set[str] = set()
+        for name in sorted(candidates - models.keys()):
+            latecomer = reader.get_model(name)
+            if latecomer is not None and self.watches(latecomer.name):
+                models[latecomer.name] = latecomer
+                added.add(latecomer.name)
+            elif latecomer is None:  # gone again already: so are its versions
+                for key in [k for k in versions if k[0] == name]:
+                    del versions[key]
+        return added
 
     def _reread_model(
         self,
@@ -238,11 +256,20 @@ class IncrementalReader:
         versions: dict[Key, VersionState],
         before: Iterable[Key],
     ) -> None:
-        """Put back what a full scan missed but a direct read still finds."""
+        """Put back what a full scan missed but a direct read still finds.
+
+        A model whose versions vanished from a version scan may itself be gone (deleted since
+        the last models scan): it is asked for, so that its deletion is one event, not one per
+        version.
+        """
         missing_models = [n for n in previous.models if n not in models]
         missing_versions = [k for k in before if k not in versions]
         if not missing_models and not missing_versions:
             return
+        for name in sorted({k[0] for k in missing_versions if k[0] in models}):
+            if reader.get_model(name) is None:
+                del models[name]
+                missing_models.append(name)
         found_models, found_versions = confirm_missing(reader, missing_models, missing_versions)
         if found_models or found_versions:
             self.log.info(

@@ -12,10 +12,17 @@ from typing import Any
 
 from watcher.config import Config
 from watcher.deliver import Deliverer, DrainReport
+from watcher.health import HealthServer
+from watcher.metrics import Metrics
+from watcher.notify import Notifier
 from watcher.pipeline import CycleReport, Pipeline
 
 DRAIN_EVERY = 1.0
 """Seconds between outbox checks for retries that have come due."""
+TICK_EVERY = 1.0
+"""Seconds between the scheduler's heartbeats (liveness, and the systemd watchdog)."""
+READY_POLLS = 3
+"""/readyz fails once no poll has succeeded for this many intervals."""
 
 
 @dataclass
@@ -27,7 +34,10 @@ class OnceResult:
 
 
 def run_once(
-    pipeline: Pipeline, deliverer: Deliverer, stopping: threading.Event | None = None
+    pipeline: Pipeline,
+    deliverer: Deliverer,
+    stopping: threading.Event | None = None,
+    metrics: Metrics | None = None,
 ) -> OnceResult:
     """One cycle, then every pending delivery is tried once (cron's interval is the backoff).
 
@@ -35,6 +45,8 @@ def run_once(
     earlier run still goes out.
     """
     cycle = pipeline.run_cycle()
+    if metrics is not None:
+        metrics.observe_cycle(cycle)
     drain = deliverer.drain(ignore_schedule=True, stop=stopping)
     prune(pipeline)
     counts = pipeline.store.status_counts()
@@ -59,7 +71,12 @@ def prune(pipeline: Pipeline) -> int:
 
 
 class Service:
-    """The daemon: a poll job on the interval, a delivery thread, signals for a clean stop."""
+    """The daemon: a poll job on the interval, a delivery thread, signals for a clean stop.
+
+    Around them: systemd's notify protocol (READY=1 once running, STATUS= after each poll,
+    WATCHDOG=1 while the scheduler runs jobs and no poll hangs, STOPPING=1 on a signal), and,
+    with ``[server] listen``, the /healthz, /readyz and /metrics server.
+    """
 
     def __init__(
         self,
@@ -68,6 +85,9 @@ class Service:
         deliverer: Deliverer,
         log: Any,
         stopping: threading.Event | None = None,
+        *,
+        metrics: Metrics | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         from apscheduler.schedulers.blocking import BlockingScheduler
 
@@ -78,18 +98,98 @@ class Service:
         self.stopping = stopping or threading.Event()
         self.wake = threading.Event()
         self.scheduler = BlockingScheduler(timezone="UTC")
+        self.metrics = metrics
+        self.notifier = notifier or Notifier()
+        self.server: HealthServer | None = None
         self._cycles = 0
+        self._delivery: threading.Thread | None = None
+        self._poll_started: float | None = None
+        """time.monotonic() when the running poll started; None between polls."""
+        self._last_ok: float | None = None
+        """time.monotonic() when a poll of this process last read the registry completely."""
+        self._last_ok_duration = 0.0
+        self._last_tick: float | None = None
+        self.hung_after = max(60.0, 2 * config.watch.interval, 10 * config.mlflow.timeout)
+        """A poll running longer than this counts as hung: no more watchdog pings, /healthz
+        fails, and systemd (WatchdogSec=) or Kubernetes (livenessProbe) restarts the daemon."""
 
     def poll(self) -> None:
         if self.stopping.is_set():
             return
+        self._poll_started = time.monotonic()
         try:
             report = self.pipeline.run_cycle()
             self._cycles += 1
+            if report.ok:
+                self._last_ok = time.monotonic()
+                self._last_ok_duration = report.duration_ms / 1000
             if report.queued:
                 self.wake.set()
+            self._after_poll(report)
         except Exception as exc:  # a bug or a broken disk must not kill the daemon silently
             self.log.exception("poll.crashed", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self._poll_started = None
+        if self.notifier.watchdog_interval is not None and self.alive()[0]:
+            self.notifier.watchdog()
+
+    def _after_poll(self, report: CycleReport) -> None:
+        if self.metrics is not None:
+            self.metrics.observe_cycle(report)
+        if self.notifier.enabled:
+            self.notifier.status(self.status_line(report))
+
+    def status_line(self, report: CycleReport) -> str:
+        """One line for `systemctl status`: the last poll and the outbox."""
+        at = time.strftime("%H:%M:%SZ", time.gmtime())
+        if not report.ok:
+            return f"last poll failed at {at}: {report.error}"
+        outbox = self.pipeline.store.summary()
+        return (
+            f"last poll ok at {at} in {report.duration_ms:.0f} ms: {report.models} models, "
+            f"{report.versions} versions, {len(report.events)} events; "
+            f"{outbox.total('pending')} pending, {outbox.total('dead')} dead deliveries"
+        )
+
+    def tick(self) -> None:
+        """The scheduler's heartbeat: proves it still runs jobs, and feeds systemd's watchdog
+        while the daemon is healthy (a hung poll or a dead delivery thread stops the pings)."""
+        self._last_tick = time.monotonic()
+        if self.notifier.watchdog_interval is not None and self.alive()[0]:
+            self.notifier.watchdog()
+
+    def alive(self) -> tuple[bool, str]:
+        """Liveness: the scheduler runs jobs, no poll hangs, the delivery thread runs."""
+        now = time.monotonic()
+        if self._last_tick is None or now - self._last_tick > max(10.0, 5 * self._tick_every):
+            return False, "the scheduler has not run its heartbeat job recently"
+        started = self._poll_started
+        if started is not None and now - started > self.hung_after:
+            return False, f"a poll has been running for {now - started:.0f}s (hung)"
+        if self._delivery is not None and not self._delivery.is_alive():
+            return False, "the delivery thread has stopped"
+        return True, "ok"
+
+    def ready(self) -> tuple[bool, str]:
+        """Readiness: a poll succeeded within READY_POLLS intervals and the state is writable."""
+        if self.stopping.is_set():
+            return False, "stopping"
+        if self._last_ok is None:
+            return False, "no poll has read the registry yet"
+        window = READY_POLLS * max(self.config.watch.interval, self._last_ok_duration)
+        age = time.monotonic() - self._last_ok
+        if age > window:
+            return False, f"no successful poll for {age:.0f}s (more than {window:g}s)"
+        try:
+            self.pipeline.store.set_meta({"ready_checked_at": _now_iso()})
+        except Exception as exc:
+            return False, f"the state is not writable: {exc}"
+        return True, "ok"
+
+    @property
+    def _tick_every(self) -> float:
+        watchdog = self.notifier.watchdog_interval
+        return TICK_EVERY if watchdog is None else min(TICK_EVERY, watchdog)
 
     def maintain(self) -> None:
         try:
@@ -111,6 +211,7 @@ class Service:
             return
         self.stopping.set()
         self.wake.set()
+        self.notifier.stopping(f"stopping on {signal.Signals(signum).name}")
         self.log.info("service.stopping", signal=signal.Signals(signum).name)
         # shutdown(wait=True) waits for the running poll; it cannot run inside the handler,
         # which interrupts the scheduler's own thread.
@@ -139,29 +240,58 @@ class Service:
             coalesce=True,
             next_run_time=datetime.now(UTC),
         )
+        self.scheduler.add_job(
+            self.tick,
+            "interval",
+            seconds=self._tick_every,
+            id="tick",
+            max_instances=1,
+            coalesce=True,
+            next_run_time=datetime.now(UTC),
+        )
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
         if self.stopping.is_set():  # asked to stop while starting up
+            self.notifier.stopping()
             self.log.info("service.stopped", cycles=0, uptime_s=0)
             return 0
-        delivery = threading.Thread(target=self.deliver, name="delivery", daemon=True)
-        delivery.start()
+        if self.config.server.listen is not None:
+            # Bound before READY=1: a port that cannot be had fails the start, not later.
+            self.server = HealthServer(
+                self.config.server, alive=self.alive, ready=self.ready, metrics=self.metrics
+            )
+            self.server.start()
+        self._delivery = threading.Thread(target=self.deliver, name="delivery", daemon=True)
+        self._delivery.start()
+        self._last_tick = time.monotonic()
         self.log.info(
             "service.started",
             interval_s=interval,
             registry=self.pipeline.registry,
             webhooks=[w.name for w in self.config.webhooks],
             state=str(self.pipeline.store.path),
+            **({"listen": self.config.server.display_listen} if self.server else {}),
         )
+        # The config is valid, the state is open and locked, the server (if any) is bound.
+        self.notifier.ready(f"started; first poll of {self.pipeline.registry} under way")
         started = time.monotonic()
-        self.scheduler.start()
-        self.stopping.set()
-        self.wake.set()
-        # The drain gives in-flight requests shutdown_grace, then returns; what is left stays
-        # queued and goes out after the next start.
-        delivery.join(self.config.delivery.shutdown_grace + 2 * DRAIN_EVERY)
-        self.deliverer.close()
+        try:
+            self.scheduler.start()
+        finally:
+            self.stopping.set()
+            self.wake.set()
+            # The drain gives in-flight requests shutdown_grace, then returns; what is left
+            # stays queued and goes out after the next start.
+            self._delivery.join(self.config.delivery.shutdown_grace + 2 * DRAIN_EVERY)
+            self.deliverer.close()
+            if self.server is not None:
+                self.server.stop()
         self.log.info(
             "service.stopped", cycles=self._cycles, uptime_s=round(time.monotonic() - started)
         )
+        self.notifier.close()
         return 0
+
+
+def _now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

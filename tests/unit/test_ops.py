@@ -1,0 +1,325 @@
+"""The operations parts on their own: the notify protocol, [server] config, metrics, the health
+server. Real sockets, a real state file; the daemon around them is tested end to end."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from watcher.config import Config, Secret, ServerConfig, WebhookConfig, load_config
+from watcher.errors import ConfigError, WatcherError
+from watcher.health import HealthServer
+from watcher.metrics import Metrics, parse_meta_time
+from watcher.model import Event, EventType
+from watcher.notify import Notifier
+from watcher.pipeline import CycleReport
+from watcher.store import Store
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --------------------------------------------------------------------------- notify
+
+
+@pytest.mark.parametrize("abstract", [False, True])
+def test_notifier_sends_one_datagram_per_message(tmp_path: Path, abstract: bool) -> None:
+    name = f"watcher-test-{uuid.uuid4().hex}"
+    address: str | bytes = b"\0" + name.encode() if abstract else str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(address)
+        listener.settimeout(2)
+        env = {"NOTIFY_SOCKET": "@" + name if abstract else str(address)}
+        notifier = Notifier(env)
+        assert notifier.enabled
+        assert notifier.ready("started\nsecond line")
+        assert notifier.watchdog()
+        assert notifier.stopping()
+        messages = [listener.recv(4096).decode() for _ in range(3)]
+        notifier.close()
+    ready = messages[0].splitlines()
+    assert ready[0] == "READY=1"
+    assert "STATUS=started second line" in ready  # a status is always one line
+    assert f"MAINPID={os.getpid()}" in ready
+    assert messages[1] == "WATCHDOG=1"
+    assert messages[2].splitlines()[0] == "STOPPING=1"
+
+
+def test_notifier_does_nothing_outside_systemd() -> None:
+    notifier = Notifier({})
+    assert not notifier.enabled
+    assert not notifier.ready("x")
+    assert notifier.watchdog_interval is None
+
+
+def test_notifier_survives_a_socket_that_is_gone(tmp_path: Path) -> None:
+    notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "nobody-listens")})
+    assert notifier.enabled
+    assert notifier.watchdog() is False
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"WATCHDOG_USEC": "30000000"}, 15.0),
+        ({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": str(os.getpid())}, 15.0),
+        ({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}, None),  # meant for another process
+        ({"WATCHDOG_USEC": "0"}, None),
+        ({"WATCHDOG_USEC": "soon"}, None),
+        ({}, None),
+    ],
+)
+def test_watchdog_interval_is_half_of_watchdog_usec(
+    env: dict[str, str], expected: float | None
+) -> None:
+    assert Notifier(env).watchdog_interval == expected
+
+
+# --------------------------------------------------------------------------- [server] config
+
+
+def load(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> Config:
+    path = tmp_path / "watcher.toml"
+    path.write_text(text)
+    return load_config(path, env or {})
+
+
+@pytest.mark.parametrize(
+    ("listen", "expected"),
+    [
+        ("127.0.0.1:9464", ("127.0.0.1", 9464)),
+        ("0.0.0.0:9464", ("0.0.0.0", 9464)),  # noqa: S104
+        ("[::1]:9464", ("::1", 9464)),
+        ("[::]:80", ("::", 80)),
+        ("localhost:9464", ("localhost", 9464)),
+        ("", None),
+    ],
+)
+def test_server_listen_accepts_host_and_port(
+    tmp_path: Path, listen: str, expected: tuple[str, int] | None
+) -> None:
+    assert load(tmp_path, f'[server]\nlisten = "{listen}"\n').server.listen == expected
+
+
+@pytest.mark.parametrize("listen", ["9464", "localhost", ":9464", "::1:9464", "host:0", "h:70000"])
+def test_a_bad_listen_value_is_a_config_error_with_its_key(tmp_path: Path, listen: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, f'[server]\nlisten = "{listen}"\n')
+    [problem] = info.value.problems
+    assert problem.startswith(f"server.listen: got {listen!r}, expected an address to listen on")
+
+
+def test_the_server_is_off_by_default_and_set_from_the_environment(tmp_path: Path) -> None:
+    assert load(tmp_path, "").server == ServerConfig()
+    config = load(tmp_path, "", {"WATCHER_SERVER__LISTEN": "127.0.0.1:9100"})
+    assert config.server.listen == ("127.0.0.1", 9100)
+    assert config.server.display_listen == "127.0.0.1:9100"
+
+
+def test_metrics_token_from_a_credentials_file(tmp_path: Path) -> None:
+    (tmp_path / "metrics-token").write_text("s3cret\n")
+    config = load(
+        tmp_path,
+        '[server]\nlisten = "[::1]:9464"\n'
+        'metrics_token_file = "${CREDENTIALS_DIRECTORY}/metrics-token"\n',
+        {"CREDENTIALS_DIRECTORY": str(tmp_path)},
+    )
+    assert config.server.metrics_token is not None
+    assert config.server.metrics_token.reveal() == "s3cret"
+    assert config.server.display_listen == "[::1]:9464"
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, '[server]\nmetrics_token_env = "UNSET_TOKEN"\n')
+    assert info.value.problems[0].startswith("server.metrics_token_env: got 'UNSET_TOKEN'")
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def _config(*names: str) -> Config:
+    return Config(webhooks=tuple(WebhookConfig(name=n, url="http://127.0.0.1/h") for n in names))
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def _event(event_type: EventType) -> Event:
+    return Event(event_id=uuid.uuid4().hex, type=event_type, model_name="m", timestamp=1)
+
+
+class _Log:
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, dict[str, Any]]] = []
+
+    def info(self, event: str, **fields: Any) -> None:
+        self.lines.append((event, fields))
+
+    warning = error = info
+
+
+def test_counters_follow_reports_and_delivery_log_lines(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "state.db") as store:
+        metrics = Metrics(_config("deploy", "slack"), store)
+        metrics.observe_cycle(CycleReport(ok=True, duration_ms=20.0))
+        metrics.observe_cycle(
+            CycleReport(
+                ok=True,
+                duration_ms=30.0,
+                events=[_event(EventType.MODEL_VERSION_CREATED)] * 2,
+            )
+        )
+        metrics.observe_cycle(CycleReport(ok=False, duration_ms=5.0, error="down"))
+        log = _Log()
+        tapped = metrics.tap(log)
+        tapped.info("delivery.succeeded", webhook="deploy", delivery_id="a")
+        tapped.warning("delivery.failed", webhook="slack", delivery_id="b")
+        tapped.error("delivery.dead", webhook="slack", delivery_id="c")
+        tapped.info("poll.finished", webhook="ignored")
+        assert [event for event, _ in log.lines] == [
+            "delivery.succeeded",
+            "delivery.failed",
+            "delivery.dead",
+            "poll.finished",
+        ]
+        m = _samples(generate_latest(metrics.registry).decode())
+    assert m[("mlflow_watcher_polls_total", (("result", "ok"),))] == 2
+    assert m[("mlflow_watcher_polls_total", (("result", "failed"),))] == 1
+    assert m[("mlflow_watcher_poll_duration_seconds_count", ())] == 3
+    assert m[("mlflow_watcher_poll_duration_seconds_sum", ())] == pytest.approx(0.055)
+    created = ("mlflow_watcher_events_detected_total", (("type", "MODEL_VERSION_CREATED"),))
+    assert m[created] == 2
+    key = "mlflow_watcher_deliveries_total"
+    assert m[(key, (("result", "delivered"), ("webhook", "deploy")))] == 1
+    assert m[(key, (("result", "retrying"), ("webhook", "slack")))] == 1
+    assert m[(key, (("result", "dead"), ("webhook", "slack")))] == 1
+    assert m[(key, (("result", "dead"), ("webhook", "deploy")))] == 0
+    # Gauges from an empty state: zeros, and no last good poll yet.
+    assert m[("mlflow_watcher_outbox_pending", (("webhook", "deploy"),))] == 0
+    assert m[("mlflow_watcher_oldest_pending_age_seconds", ())] == 0
+    assert m[("mlflow_watcher_versions_watched", ())] == 0
+    assert not any(name == "mlflow_watcher_last_successful_poll_timestamp_seconds" for name, _ in m)
+
+
+def test_gauges_read_the_state_at_scrape_time(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "state.db") as store:
+        metrics = Metrics(_config(), store)
+        store.set_meta({"models": "4", "versions": "17", "last_poll_ok_at": "2026-01-02T03:04:05Z"})
+        m = _samples(generate_latest(metrics.registry).decode())
+    assert m[("mlflow_watcher_models_watched", ())] == 4
+    assert m[("mlflow_watcher_versions_watched", ())] == 17
+    assert m[("mlflow_watcher_last_successful_poll_timestamp_seconds", ())] == parse_meta_time(
+        "2026-01-02T03:04:05Z"
+    )
+    assert parse_meta_time("2026-01-02T03:04:05Z") == 1767323045.0
+    assert parse_meta_time("garbage") is None
+
+
+def test_textfile_is_replaced_whole(tmp_path: Path) -> None:
+    target = tmp_path / "watcher.prom"
+    target.write_text("old contents\n")
+    with Store.open(tmp_path / "state.db") as store:
+        metrics = Metrics(_config("deploy"), store)
+        metrics.observe_cycle(CycleReport(ok=True, duration_ms=1.0))
+        metrics.write_textfile(target)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("watcher.prom")] == [
+        "watcher.prom"
+    ]
+    assert _samples(target.read_text())[("mlflow_watcher_polls_total", (("result", "ok"),))] == 1
+
+
+# --------------------------------------------------------------------------- health server
+
+
+def _server(
+    tmp_path: Path, ready: tuple[bool, str], token: str | None = None
+) -> tuple[HealthServer, str, Store]:
+    store = Store.open(tmp_path / "state.db")
+    metrics = Metrics(_config(), store)
+
+    def crash() -> tuple[bool, str]:
+        raise RuntimeError("boom")
+
+    server = HealthServer(
+        ServerConfig(
+            listen=("127.0.0.1", free_port()),
+            metrics_token=Secret(token, "test") if token else None,
+        ),
+        alive=crash if ready == (False, "crash") else lambda: (True, "ok"),
+        ready=lambda: ready,
+        metrics=metrics,
+    )
+    server.start()
+    host, port = server.address
+    return server, f"http://{host}:{port}", store
+
+
+def test_probes_answer_200_or_503_with_the_reason(tmp_path: Path) -> None:
+    server, base, store = _server(tmp_path, (False, "no poll has read the registry yet"))
+    try:
+        assert requests.get(f"{base}/healthz", timeout=5).status_code == 200
+        answer = requests.get(f"{base}/readyz", timeout=5)
+        assert (answer.status_code, answer.text) == (503, "no poll has read the registry yet\n")
+        assert requests.get(f"{base}/metrics", timeout=5).status_code == 200
+        assert requests.get(f"{base}/", timeout=5).status_code == 404
+    finally:
+        server.stop()
+        store.close()
+
+
+def test_a_crashing_probe_is_a_failing_probe(tmp_path: Path) -> None:
+    server, base, store = _server(tmp_path, (False, "crash"))
+    try:
+        answer = requests.get(f"{base}/healthz", timeout=5)
+        assert answer.status_code == 503
+        assert "RuntimeError: boom" in answer.text
+    finally:
+        server.stop()
+        store.close()
+
+
+def test_metrics_want_the_bearer_token_and_probes_do_not(tmp_path: Path) -> None:
+    server, base, store = _server(tmp_path, (True, "ok"), token="tok")
+    try:
+        assert requests.get(f"{base}/readyz", timeout=5).status_code == 200
+        denied = requests.get(f"{base}/metrics", timeout=5)
+        assert denied.status_code == 401
+        assert denied.headers["WWW-Authenticate"].startswith("Bearer")
+        bad = requests.get(f"{base}/metrics", headers={"Authorization": "Basic tok"}, timeout=5)
+        assert bad.status_code == 401
+        good = requests.get(f"{base}/metrics", headers={"Authorization": "Bearer tok"}, timeout=5)
+        assert good.status_code == 200
+        assert "mlflow_watcher_build_info" in good.text
+    finally:
+        server.stop()
+        store.close()
+
+
+def test_a_port_in_use_fails_the_start(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        with Store.open(tmp_path / "state.db") as store:
+            server = HealthServer(
+                ServerConfig(listen=("127.0.0.1", port)),
+                alive=lambda: (True, "ok"),
+                ready=lambda: (True, "ok"),
+                metrics=Metrics(_config(), store),
+            )
+            with pytest.raises(WatcherError, match=r"cannot listen on 127\.0\.0\.1"):
+                server.start()

@@ -1,0 +1,199 @@
+"""Prometheus metrics: counters of what the watcher did, gauges read from the state at scrape.
+
+Counters (polls, events, deliveries) are kept in this process and updated from the reports of
+each poll and from each delivery's outcome. Gauges (what is watched, the outbox, the last good
+poll) are computed from the state file when scraped, so they are right even for work done by
+an earlier process or by ``run --once``. Labels stay bounded: results, event types and webhook
+names from the config; never model names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+import time
+from calendar import timegm
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, Info, write_to_textfile
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from watcher import __version__
+from watcher.config import Config
+from watcher.model import SUPPORTED_EVENTS
+from watcher.store import DEAD, PENDING, Store
+
+if TYPE_CHECKING:
+    from watcher.pipeline import CycleReport
+
+PREFIX = "mlflow_watcher"
+POLL_RESULTS = ("ok", "failed")
+DELIVERY_RESULTS = ("delivered", "retrying", "dead")
+_DELIVERY_LOG_EVENTS = {
+    "delivery.succeeded": "delivered",
+    "delivery.failed": "retrying",
+    "delivery.dead": "dead",
+}
+# From a few milliseconds (an incremental read of a small registry) to minutes (a full scan of
+# 100k versions).
+POLL_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class Metrics:
+    """One dedicated registry (not the global one): only the watcher's own series."""
+
+    def __init__(self, config: Config, store: Store) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.polls = Counter(
+            f"{PREFIX}_polls",
+            "Polls of the registry, by result.",
+            ["result"],
+            registry=self.registry,
+        )
+        self.poll_duration = Histogram(
+            f"{PREFIX}_poll_duration_seconds",
+            "Time one poll took (read, detect, commit), failed polls included.",
+            buckets=POLL_BUCKETS,
+            registry=self.registry,
+        )
+        self.events = Counter(
+            f"{PREFIX}_events_detected",
+            "Events detected in the registry, by type.",
+            ["type"],
+            registry=self.registry,
+        )
+        self.deliveries = Counter(
+            f"{PREFIX}_deliveries",
+            "Delivery attempts by webhook and result (retrying: failed, queued to try again).",
+            ["webhook", "result"],
+            registry=self.registry,
+        )
+        build = Info(f"{PREFIX}_build", "The watcher's version.", registry=self.registry)
+        build.info({"version": __version__, "python": platform.python_version()})
+        # Every bounded label value exists from the start, so rate() and alerts see zeros.
+        for result in POLL_RESULTS:
+            self.polls.labels(result=result)
+        for event_type in SUPPORTED_EVENTS:
+            self.events.labels(type=event_type.value)
+        for webhook in config.webhooks:
+            for result in DELIVERY_RESULTS:
+                self.deliveries.labels(webhook=webhook.name, result=result)
+        self.registry.register(StateCollector(store, config))
+
+    def observe_cycle(self, report: CycleReport) -> None:
+        if getattr(report, "skipped", False):
+            return  # backing off after failures: no read was tried, so no poll to count
+        self.polls.labels(result="ok" if report.ok else "failed").inc()
+        self.poll_duration.observe(report.duration_ms / 1000)
+        for event in report.events:
+            self.events.labels(type=event.type.value).inc()
+
+    def observe_log(self, event: str, fields: dict[str, Any]) -> None:
+        """Counts deliveries from the delivery log lines, the one place that sees each
+        attempt's outcome with its webhook as it happens, in the daemon and in --once alike."""
+        result = _DELIVERY_LOG_EVENTS.get(event)
+        webhook = fields.get("webhook")
+        if result is not None and isinstance(webhook, str):
+            self.deliveries.labels(webhook=webhook, result=result).inc()
+
+    def tap(self, log: Any) -> Any:
+        """A logger that counts what passes through it, then logs it as before."""
+        return _TappedLog(log, self)
+
+    def write_textfile(self, path: Path) -> None:
+        """node-exporter's textfile format, written to a temporary file and renamed into
+        place, so the collector never reads half a file."""
+        write_to_textfile(str(path), self.registry)
+
+
+class _TappedLog:
+    def __init__(self, log: Any, metrics: Metrics) -> None:
+        self._log = log
+        self._metrics = metrics
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._log, name)
+
+    def _observe(self, event: str, fields: dict[str, Any]) -> None:
+        with contextlib.suppress(Exception):  # counting must never break delivery
+            self._metrics.observe_log(event, fields)
+
+    def debug(self, event: str, **fields: Any) -> Any:
+        self._observe(event, fields)
+        return self._log.debug(event, **fields)
+
+    def info(self, event: str, **fields: Any) -> Any:
+        self._observe(event, fields)
+        return self._log.info(event, **fields)
+
+    def warning(self, event: str, **fields: Any) -> Any:
+        self._observe(event, fields)
+        return self._log.warning(event, **fields)
+
+    def error(self, event: str, **fields: Any) -> Any:
+        self._observe(event, fields)
+        return self._log.error(event, **fields)
+
+    def exception(self, event: str, **fields: Any) -> Any:
+        self._observe(event, fields)
+        return self._log.exception(event, **fields)
+
+
+class StateCollector(Collector):
+    """Gauges from the state file, computed at each scrape with a few indexed queries."""
+
+    def __init__(self, store: Store, config: Config) -> None:
+        self._store = store
+        self._webhooks = [w.name for w in config.webhooks]
+
+    def describe(self) -> list[Metric]:
+        return []  # collected on demand only; nothing to check at registration
+
+    def collect(self) -> Iterator[Metric]:
+        meta = self._store.all_meta()
+        summary = self._store.summary()
+        now = time.time()
+        for key, help_text in (
+            ("models", "Registered models watched, as of the last good poll."),
+            ("versions", "Model versions watched, as of the last good poll."),
+        ):
+            gauge = GaugeMetricFamily(f"{PREFIX}_{key}_watched", help_text)
+            gauge.add_metric([], float(meta.get(key) or 0))
+            yield gauge
+        webhooks = sorted({*self._webhooks, *summary.counts})
+        for status, help_text in (
+            (PENDING, "Deliveries waiting in the outbox (due now or retrying later), by webhook."),
+            (DEAD, "Dead deliveries kept in the outbox until redelivered or purged, by webhook."),
+        ):
+            gauge = GaugeMetricFamily(f"{PREFIX}_outbox_{status}", help_text, labels=["webhook"])
+            for webhook in webhooks:
+                gauge.add_metric([webhook], float(summary.counts.get(webhook, {}).get(status, 0)))
+            yield gauge
+        oldest = GaugeMetricFamily(
+            f"{PREFIX}_oldest_pending_age_seconds",
+            "Age of the oldest pending delivery (0 when nothing is pending).",
+        )
+        pending_since = summary.oldest_pending
+        oldest.add_metric([], 0.0 if pending_since is None else max(0.0, now - pending_since))
+        yield oldest
+        last_ok = parse_meta_time(meta.get("last_poll_ok_at"))
+        if last_ok is not None:
+            gauge = GaugeMetricFamily(
+                f"{PREFIX}_last_successful_poll_timestamp_seconds",
+                "Unix time of the last poll that read the registry completely.",
+            )
+            gauge.add_metric([], last_ok)
+            yield gauge
+
+
+def parse_meta_time(value: str | None) -> float | None:
+    """The state's ``2025-01-31T12:00:00Z`` timestamps as Unix time (None if absent)."""
+    if not value:
+        return None
+    try:
+        return float(timegm(time.strptime(value, "%Y-%m-%dT%H:%M:%SZ")))
+    except ValueError:
+        return None
