@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint unit e2e bench clean
+.PHONY: run test lint verify-units unit e2e bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed: make PYTHON=python3.11")'
@@ -32,7 +32,12 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check watcher tests $(wildcard bench)
 	$(BIN)/mypy
 
-test: lint
+# systemd-analyze verify on every unit in systemd/ (skipped with a message where systemd is not
+# installed, except in CI, where .ci/run installs it).
+verify-units:
+	@systemd/verify
+
+test: lint verify-units
 	$(BIN)/pytest -q
 
 unit: $(STAMP)
