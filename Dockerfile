@@ -1,0 +1,40 @@
+# mlflow-registry-watcher in a container: a sidecar next to MLflow, or a Kubernetes CronJob.
+#   docker build -t mlflow-watcher .
+#   docker run -v watcher-state:/var/lib/mlflow-watcher \
+#     -e WATCHER_MLFLOW__TRACKING_URI=http://mlflow:5000 \
+#     -e WATCHER_WEBHOOKS='[{"name": "deploy", "url": "https://ci.example/hook", "secret_env": "DEPLOY_SECRET"}]' \
+#     -e DEPLOY_SECRET=... mlflow-watcher
+# Every config key can come from WATCHER_SECTION__KEY variables: no config file is needed.
+
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY watcher ./watcher
+# The same layout as the systemd install: a venv in /opt/mlflow-watcher.
+RUN python -m venv /opt/mlflow-watcher \
+ && /opt/mlflow-watcher/bin/pip install --no-cache-dir --disable-pip-version-check . \
+ && find /opt/mlflow-watcher -name '__pycache__' -prune -exec rm -rf {} +
+
+FROM python:3.11-slim
+COPY --from=build /opt/mlflow-watcher /opt/mlflow-watcher
+# A fixed non-root uid, so a volume's ownership (Kubernetes fsGroup) can be set for it.
+RUN groupadd --system --gid 10001 watcher \
+ && useradd --system --uid 10001 --gid watcher --no-create-home --shell /usr/sbin/nologin watcher \
+ && install -d -o watcher -g watcher -m 0700 /var/lib/mlflow-watcher
+ENV PATH=/opt/mlflow-watcher/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    WATCHER_STATE__PATH=/var/lib/mlflow-watcher/state.db \
+    WATCHER_SERVER__LISTEN=0.0.0.0:9464 \
+    WATCHER_LOG__FORMAT=json
+USER 10001:10001
+WORKDIR /var/lib/mlflow-watcher
+# The snapshot, outbox and delivery log. Without a persistent volume every restart records a
+# new baseline, and registry changes made while the watcher was down are never sent.
+VOLUME ["/var/lib/mlflow-watcher"]
+EXPOSE 9464
+# Ready: a poll succeeded within 3 intervals and the state is writable.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
+    CMD ["mlflow-watcher", "healthcheck"]
+ENTRYPOINT ["mlflow-watcher"]
+CMD ["run"]

@@ -1,0 +1,47 @@
+"""The shipped deployment examples stay valid: their environment-only configs load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from watcher.config import load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _watcher_containers(path: Path) -> list[dict[str, Any]]:
+    containers: list[dict[str, Any]] = []
+    for doc in yaml.safe_load_all(path.read_text()):
+        spec = doc.get("spec", {})
+        pod = spec.get("jobTemplate", {}).get("spec", spec).get("template", {}).get("spec", {})
+        containers += [c for c in pod.get("containers", []) if c["name"] == "watcher"]
+    return containers
+
+
+@pytest.mark.parametrize("example", ["sidecar.yaml", "cronjob.yaml"])
+def test_the_kubernetes_examples_configure_the_watcher_from_the_environment_alone(
+    example: str, tmp_path: Path
+) -> None:
+    [container] = _watcher_containers(ROOT / "deploy" / "kubernetes" / example)
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "webhook-secret").write_text("a-webhook-secret\n")
+    (secrets / "metrics-token").write_text("a-token\n")
+    env = {
+        e["name"]: e["value"].replace("/run/secrets/mlflow-watcher", str(secrets))
+        for e in container["env"]
+    }
+    config = load_config(None, env)
+    assert config.webhooks[0].secret is not None
+    assert config.state.path == Path("/var/lib/mlflow-watcher/state.db")
+    if example == "sidecar.yaml":
+        assert config.server.listen == ("0.0.0.0", 9464)  # noqa: S104
+        assert config.server.metrics_token is not None
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert ports["metrics"] == 9464
