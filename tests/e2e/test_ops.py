@@ -559,3 +559,41 @@ def test_status_reports_the_runs_before_it(
     assert "failed" in human.stdout
     assert "1 models, 3 versions" in human.stdout
     assert os.environ.get("E2E_SECRET", SECRET) not in human.stdout
+
+
+def test_the_listen_flag_beats_the_environment_which_beats_the_file(tmp_path: Path) -> None:
+    file_port, env_port, flag_port = free_port(), free_port(), free_port()
+    config = tmp_path / "watcher.toml"
+    config.write_text(
+        '[mlflow]\ntracking_uri = "http://127.0.0.1:9"\n'
+        f'[state]\npath = "{tmp_path / "state.db"}"\n'
+        f'[server]\nlisten = "127.0.0.1:{file_port}"\n'
+    )
+    env = watcher_env({"WATCHER_SERVER__LISTEN": f"127.0.0.1:{env_port}"})
+    args = ["run", "--listen", f"127.0.0.1:{flag_port}", "-c", str(config)]
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "watcher", *args],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+
+        def healthy() -> bool:
+            try:
+                url = f"http://127.0.0.1:{flag_port}/healthz"
+                return requests.get(url, timeout=2).status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        wait_for(healthy, 30, "/healthz on the flag's port")
+        for port in (env_port, file_port):
+            with pytest.raises(requests.ConnectionError):
+                requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+        # MLflow is unreachable: alive, but not ready.
+        assert requests.get(f"http://127.0.0.1:{flag_port}/readyz", timeout=2).status_code == 503
+        daemon.terminate()
+        assert daemon.wait(timeout=30) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait(timeout=10)
