@@ -153,7 +153,14 @@ def run(
         from watcher.deliver import Deliverer
         from watcher.pipeline import Pipeline
 
-        pipeline = Pipeline(config, store, log, emit_existing=emit_existing)
+        pipeline = Pipeline(
+            config,
+            store,
+            log,
+            emit_existing=emit_existing,
+            always_full=once,
+            progress=_progress_printer(),
+        )
         pipeline.check_registry_matches()
         from watcher.metrics import Metrics
 
@@ -177,6 +184,26 @@ def _listen(value: str | None) -> tuple[str, int] | None:
     if listen is None:
         raise click.BadParameter('expected HOST:PORT such as "127.0.0.1:9464"')
     return listen
+
+
+def _progress_printer() -> Callable[[str, int], None] | None:
+    """On a terminal, a long full read shows how far it got (models, then versions)."""
+    if not sys.stderr.isatty():
+        return None
+
+    shown = False
+
+    def show(what: str, count: int) -> None:
+        nonlocal shown
+        if what == "done":
+            if shown:
+                click.echo("", err=True)
+            shown = False
+            return
+        shown = True
+        click.echo(f"\rreading the registry: {count} {what}...", err=True, nl=False)
+
+    return show
 
 
 def _once(
@@ -216,7 +243,7 @@ def _dry_run(config: Config, log: Any, emit_existing: bool) -> int:
     from watcher.pipeline import Pipeline
 
     with _readonly_state(config.state.path) as store:
-        pipeline = Pipeline(config, store, log, emit_existing=emit_existing)
+        pipeline = Pipeline(config, store, log, emit_existing=emit_existing, always_full=True)
         report = pipeline.run_cycle(dry_run=True)
     if not report.ok:
         click.echo(f"mlflow-watcher: the registry could not be read: {report.error}", err=True)
