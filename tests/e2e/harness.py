@@ -48,9 +48,14 @@ def wait_for(
 class MlflowServer:
     """`mlflow server` with a sqlite backend, in its own process group."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(
+        self, workdir: Path, port: int | None = None, mlflow_bin: Path | None = None
+    ) -> None:
         self.workdir = workdir
         self.port = port or free_port()
+        self.mlflow_bin = mlflow_bin or BIN / "mlflow"
+        """The `mlflow` command to run: this interpreter's by default, another venv's for the
+        version matrix (tests/compat)."""
         self.db = workdir / "mlflow.db"
         self.proc: subprocess.Popen[bytes] | None = None
         workdir.mkdir(parents=True, exist_ok=True)
@@ -68,7 +73,7 @@ class MlflowServer:
         log = (self.workdir / "server.log").open("ab")
         self.proc = subprocess.Popen(
             [
-                str(BIN / "mlflow"),
+                str(self.mlflow_bin),
                 "server",
                 "--backend-store-uri",
                 self.db_uri,
