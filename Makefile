@@ -1,12 +1,12 @@
 # Two commands do everything on a fresh machine with Python 3.11+:
 #   make run    set up .venv and run the watcher on the shipped watcher.toml, with a local receiver
-#   make test   lint, type-check and run the whole test suite
+#   make test   lint, type-check and run the whole test suite (with the MLflow version matrix)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint verify-units unit e2e bench clean
+.PHONY: run test lint verify-units unit e2e compat bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed: make PYTHON=python3.11")'
@@ -44,7 +44,13 @@ unit: $(STAMP)
 	$(BIN)/pytest -q -m 'not e2e'
 
 e2e: $(STAMP)
-	$(BIN)/pytest -q -m e2e
+	$(BIN)/pytest -q -m 'e2e and not compat'
+
+# The MLflow version matrix (tests/compat): 2.9 and 2.22 servers from venvs built once under
+# .compat-venvs/ (about a minute each on a cold cache), the project's MLflow 3 server, basic
+# auth, the file store and direct databases. `make test` runs it too.
+compat: $(STAMP)
+	$(BIN)/pytest -q -m compat
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .compat-venvs
