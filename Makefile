@@ -52,5 +52,10 @@ e2e: $(STAMP)
 compat: $(STAMP)
 	$(BIN)/pytest -q -m compat
 
+# The benchmark of issue #5 (bench/README.md): 10k and 100k versions over 1,000 models against a
+# real mlflow server, a table on stdout and bench/results.json. BENCH_SIZES="2000" for a quick look.
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .compat-venvs
