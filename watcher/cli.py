@@ -143,8 +143,8 @@ def run(
     level = config.log.level
     if once and not verbose:
         level = "silent"  # cron mails whatever a job prints: a summary line on failure, no more
-    elif dry_run and not verbose and level in ("debug", "info"):
-        level = "warning"
+    elif dry_run and not verbose and level in ("debug", "info", "warning"):
+        level = "error"  # its own summary line says what went wrong
     logs.configure(level, config.log.format)
     log = logs.get_logger()
     if dry_run:

@@ -305,10 +305,13 @@ class _BaseReader:
 
     def versions_of(self, name: str) -> dict[tuple[str, str], VersionState]:
         """Every version of one model (a by-name read: about one request)."""
-        escaped = name.replace("\\", "\\\\").replace("'", "\\'")
+        # MLflow's filter takes either quote and no escapes (a backslash is literal): quote with
+        # the one the name does not contain. A name with both cannot be filtered on; its missing
+        # versions are then confirmed one by one.
+        quote = '"' if "'" in name else "'"
         versions: dict[tuple[str, str], VersionState] = {}
         fetch = lambda t: self._search_versions(  # noqa: E731
-            t, ["version_number ASC"], self.settings.page_size, f"name = '{escaped}'"
+            t, ["version_number ASC"], self.settings.page_size, f"name = {quote}{name}{quote}"
         )
         for version in _pages(fetch):
             if version.name == name and self._keep_version(version, lambda _n: True):
@@ -474,6 +477,9 @@ class ClientReader(_BaseReader):
         if scheme in ("file", ""):
             # MLflow 3 refuses the file store unless asked; pointing the watcher at one is asking.
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+            # Its file store builds a default MlflowClient() for versions that have a model_id;
+            # without this that client would create a stray ./mlflow.db.
+            os.environ.setdefault("MLFLOW_TRACKING_URI", settings.tracking_uri)
         try:
             if scheme in _DATABASE_SCHEMES:
                 import sqlalchemy  # noqa: F401 - only the full mlflow package brings it
@@ -561,6 +567,10 @@ def _check_sqlite_store(uri: str) -> None:
     MLflow's SQLAlchemy store creates a missing database and can migrate an old one; a watcher
     must never write to the registry it watches.
     """
+    scheme = urlsplit(uri).scheme.partition("+")[0]
+    if scheme in _DATABASE_SCHEMES - {"sqlite"}:
+        _check_server_database(uri)
+        return
     if not uri.startswith("sqlite:///"):
         return
     # sqlite:///mlflow.db is relative to the working directory, sqlite:////srv/m.db absolute.
@@ -580,14 +590,41 @@ def _check_sqlite_store(uri: str) -> None:
         raise RegistryError(f"{str(path)!r} is not an MLflow database: {exc}") from None
     if row is None:
         raise RegistryError(f"{str(path)!r} is not an MLflow database: no schema revision")
+    _check_revision(str(path), str(row[0]))
+
+
+def _check_revision(where: str, found: str) -> None:
     expected = _client_schema_revision()
-    if expected is not None and row[0] != expected:
+    if expected is not None and found != expected:
         raise RegistryError(
-            f"MLflow database {str(path)!r} has schema revision {row[0]}, but this watcher's "
-            "MLflow "
+            f"MLflow database {where!r} has schema revision {found}, but this watcher's MLflow "
             f"client expects {expected}; it will not migrate a database it only reads. Point "
             "tracking_uri at the MLflow server's http:// URL instead"
         )
+
+
+def _check_server_database(uri: str) -> None:
+    """PostgreSQL, MySQL, SQL Server: read the schema revision with one SELECT, nothing else."""
+    where = registry_identity(uri)
+    try:
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
+        try:
+            with engine.connect() as conn:
+                found = conn.execute(
+                    sqlalchemy.text("SELECT version_num FROM alembic_version")
+                ).scalar()
+        finally:
+            engine.dispose()
+    except Exception as exc:
+        raise RegistryError(
+            f"cannot read the schema revision of {where}: {type(exc).__name__}: "
+            f"{_first_line(str(exc))}"
+        ) from None
+    if found is None:
+        raise RegistryError(f"{where} is not an MLflow database: no schema revision")
+    _check_revision(where, str(found))
 
 
 def _client_schema_revision() -> str | None:

@@ -153,13 +153,6 @@ def test_a_file_store_is_read_without_a_write(receiver: Receiver, tmp_path: Path
     assert fingerprint(mlruns) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="watcher bug: on a file: registry MLflow 3's FileStore calls MlflowClient() with the "
-    "global tracking URI for every version that has a model_id; MLFLOW_TRACKING_URI is unset, so "
-    "the default sqlite:///mlflow.db is created (and migrated) in the working directory, with "
-    "two MLflow INFO lines on stderr of a successful `run --once`",
-)
 def test_a_file_store_leaves_no_stray_database_and_is_silent(
     receiver: Receiver, tmp_path: Path
 ) -> None:

@@ -75,3 +75,14 @@ def test_steady_polls_are_cheap_and_every_kind_of_change_still_arrives(
         assert daemon.terminate() == 0
     finally:
         daemon.ensure_stopped()
+
+
+def test_a_model_name_with_a_quote_is_read_by_name(
+    client: Any, mlflow_server: MlflowServer, model_name: str
+) -> None:
+    from watcher.registry import ReaderSettings, RestReader
+
+    name = f"o'brien-{model_name}"
+    create_versions(client, name, 2)
+    reader = RestReader(ReaderSettings(mlflow_server.url, mlflow_server.url, timeout=10))
+    assert sorted(reader.versions_of(name)) == [(name, "1"), (name, "2")]
