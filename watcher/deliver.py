@@ -353,17 +353,21 @@ class Deliverer:
         per_webhook: Counter[str],
         results: queue.Queue[tuple[DueDelivery, str]],
     ) -> None:
-        due_rows = self._store.due_deliveries(
+        heads = self._store.due_heads(
             self._clock(), ignore_schedule=ignore_schedule, exclude=attempted
         )
-        for due in due_rows:
-            lane = (due.webhook, due.event.model_name)
-            if lane in busy or not self._known(due):
+        chosen: list[str] = []
+        for head in heads:
+            lane = (head.webhook, head.model_name)
+            if lane in busy or not self._known(head.webhook):
                 continue
-            if per_webhook[due.webhook] >= self._config.delivery.workers:
+            if per_webhook[head.webhook] >= self._config.delivery.workers:
                 continue
             busy.add(lane)
-            per_webhook[due.webhook] += 1
+            per_webhook[head.webhook] += 1
+            chosen.append(head.delivery_id)
+        # Only what is sent now is decoded: a backlog on many lanes stays cheap to dispatch.
+        for due in self._store.load_due(chosen):
             if ignore_schedule:
                 attempted.add(due.delivery_id)
             threading.Thread(
@@ -389,14 +393,14 @@ class Deliverer:
     def close(self) -> None:
         self.sender.close()
 
-    def _known(self, due: DueDelivery) -> bool:
-        if self._config.webhook(due.webhook) is not None:
+    def _known(self, webhook: str) -> bool:
+        if self._config.webhook(webhook) is not None:
             return True
-        if due.webhook not in self._warned_orphans:
-            self._warned_orphans.add(due.webhook)
+        if webhook not in self._warned_orphans:
+            self._warned_orphans.add(webhook)
             self._log.warning(
                 "delivery.orphaned",
-                webhook=due.webhook,
+                webhook=webhook,
                 reason="webhook no longer configured; its pending deliveries stay queued",
             )
         return False

@@ -197,8 +197,9 @@ Progress = Callable[[str, int], None]
 _NAME_ORDER = ["name ASC"]
 _VERSION_ORDER = ["name ASC", "version_number ASC"]
 _RECENT_ORDER = ["last_updated_timestamp DESC"]
-_RECENT_FIRST_PAGE = 100
-"""Rows in the first page of a read of recent changes: a steady cycle needs no second one."""
+_RECENT_FIRST_PAGE = 25
+"""Rows in the first page of a read of recent changes: a quiet cycle needs no second one, and
+a registered model comes with its latest versions, so a page of them is not small."""
 
 
 class _BaseReader:

@@ -100,6 +100,15 @@ class NewDelivery:
 
 
 @dataclass(frozen=True)
+class Head:
+    """The oldest pending delivery of one (webhook, model) lane."""
+
+    delivery_id: str
+    webhook: str
+    model_name: str
+
+
+@dataclass(frozen=True)
 class DueDelivery:
     """The head of one (webhook, model) lane, ready for an attempt."""
 
@@ -196,7 +205,10 @@ class Store:
         try:
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
+            # In WAL mode NORMAL loses nothing on a process crash (kill -9); a power loss can
+            # undo the last transactions, snapshot and outbox together, which the next poll
+            # then detects again under the same event ids. FULL would fsync every attempt.
+            conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             store = cls(path, conn, lock_file)
             store._migrate()
@@ -355,15 +367,40 @@ class Store:
         Only the oldest pending row of a lane is ever offered, so events for one model reach one
         webhook in detection order; a later event waits while an earlier one is retried.
         """
+        heads = self.due_heads(now, ignore_schedule=ignore_schedule, exclude=exclude)
+        return self.load_due([h.delivery_id for h in heads])
+
+    def due_heads(
+        self, now: float, *, ignore_schedule: bool = False, exclude: Iterable[str] = ()
+    ) -> list[Head]:
+        """The due lane heads, without their events: cheap enough to ask after every answer
+        (a backlog on 1,000 lanes would otherwise decode 1,000 events to dispatch 4)."""
         excluded = set(exclude)
         rows = self._query(
-            "SELECT d.delivery_id, d.webhook, d.attempts, d.created_at, d.next_attempt_at,"
-            " e.data FROM deliveries d"
+            "SELECT d.delivery_id, d.webhook, d.model_name, d.next_attempt_at FROM deliveries d"
             " JOIN (SELECT MIN(id) AS id FROM deliveries WHERE status = 'pending'"
             "       GROUP BY webhook, model_name) heads ON heads.id = d.id"
-            " JOIN events e ON e.event_id = d.event_id"
             " ORDER BY d.id"
         )
+        return [
+            Head(str(r["delivery_id"]), str(r["webhook"]), str(r["model_name"]))
+            for r in rows
+            if r["delivery_id"] not in excluded
+            and (ignore_schedule or float(r["next_attempt_at"]) <= now)
+        ]
+
+    def load_due(self, delivery_ids: Sequence[str]) -> list[DueDelivery]:
+        """The given deliveries with their events, in outbox order."""
+        if not delivery_ids:
+            return []
+        marks = ",".join("?" * len(delivery_ids))
+        # Only "?" placeholders are formatted in; the ids are bound as parameters.
+        sql = (
+            "SELECT d.delivery_id, d.webhook, d.attempts, d.created_at, e.data FROM deliveries d"  # noqa: S608
+            f" JOIN events e ON e.event_id = d.event_id WHERE d.delivery_id IN ({marks})"
+            " ORDER BY d.id"
+        )
+        rows = self._query(sql, delivery_ids)
         return [
             DueDelivery(
                 delivery_id=str(r["delivery_id"]),
@@ -373,8 +410,6 @@ class Store:
                 created_at=float(r["created_at"]),
             )
             for r in rows
-            if r["delivery_id"] not in excluded
-            and (ignore_schedule or float(r["next_attempt_at"]) <= now)
         ]
 
     def record_attempt(
