@@ -23,7 +23,7 @@ from typing import Any
 
 from watcher.errors import RegistryError
 from watcher.model import ModelState, Observation, SnapshotDelta, VersionState
-from watcher.registry import Reader, confirm_missing
+from watcher.registry import Reader, confirm_missing, keep_newer, now_ms
 
 WATERMARK_OVERLAP_MS = 10_000
 """Changes are re-read this far behind the newest timestamp seen: a write whose transaction
@@ -151,7 +151,7 @@ class IncrementalReader:
         if previous is not None:
             self._confirm(reader, previous, models, versions, previous.versions.keys())
         self._latecomers(reader, models, versions)
-        return Observation(models=models, versions=versions, read_at=_now_ms())
+        return Observation(models=models, versions=versions, read_at=now_ms())
 
     def read(self, reader: Reader, previous: Observation, plan: Plan) -> Observation:
         """The cheapest complete observation the cadences allow."""
@@ -198,13 +198,13 @@ class IncrementalReader:
             since = self._version_mark - WATERMARK_OVERLAP_MS
             added: dict[str, set[Key]] = {}
             for version in reader.versions_updated_since(since, self.watches):
-                _keep_newer(versions, version)
+                keep_newer(versions, version)
                 added.setdefault(version.name, set()).add(version.key)
             moved |= self._latecomers(reader, models, versions, added.keys())
             for name in sorted(moved):
                 self._reread_model(reader, name, previous, versions, added.get(name, set()))
             plan.rescanned_models = len(moved)
-        return Observation(models=models, versions=versions, read_at=_now_ms())
+        return Observation(models=models, versions=versions, read_at=now_ms())
 
     def _latecomers(
         self,
@@ -246,7 +246,7 @@ class IncrementalReader:
                     continue
             versions.pop(key, None)
         for version in fresh.values():
-            _keep_newer(versions, version)
+            keep_newer(versions, version)
 
     def _confirm(
         self,
@@ -290,20 +290,6 @@ def _moved(before: ModelState | None, after: ModelState) -> bool:
     )
 
 
-def _keep_newer(versions: dict[Key, VersionState], version: VersionState) -> None:
-    seen = versions.get(version.key)
-    if (
-        seen is None
-        or seen.creation_timestamp != version.creation_timestamp
-        or version.last_updated_timestamp >= seen.last_updated_timestamp
-    ):
-        versions[version.key] = version
-
-
 def is_unsupported(exc: RegistryError) -> bool:
     """The server refused an incremental read (order_by or filter): fall back to full scans."""
     return exc.code == "INVALID_PARAMETER_VALUE" or exc.status in (400, 501)
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)

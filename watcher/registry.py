@@ -262,7 +262,7 @@ class _BaseReader:
         try:
             for version in _pages(fetch):
                 if self._keep_version(version, watches):
-                    _merge(versions, version)
+                    keep_newer(versions, version)
                     self._report("versions", len(versions))
         except RegistryError as exc:
             if models is None or not (exc.code == "INVALID_PARAMETER_VALUE" or exc.status == 400):
@@ -277,7 +277,7 @@ class _BaseReader:
         """A complete read: every watched model, then every watched version."""
         models = self.scan_models(watches)
         versions = self.scan_versions(watches, models)
-        return Observation(models=models, versions=versions, read_at=_now_ms())
+        return Observation(models=models, versions=versions, read_at=now_ms())
 
     def _report(self, what: str, count: int) -> None:
         if self.progress is not None and count % 1000 == 0:
@@ -316,7 +316,7 @@ class _BaseReader:
         )
         for version in _pages(fetch):
             if version.name == name and self._keep_version(version, lambda _n: True):
-                _merge(versions, version)
+                keep_newer(versions, version)
         return versions
 
     def _recent(
@@ -340,14 +340,20 @@ class _BaseReader:
             size = self.settings.page_size  # a burst of changes: read on in big pages
 
 
-def _merge(versions: dict[tuple[str, str], VersionState], version: VersionState) -> None:
-    """A duplicate (offset paging under concurrent writes) keeps the newer state."""
+def keep_newer(versions: dict[tuple[str, str], VersionState], version: VersionState) -> None:
+    """Merge one row read into a version map: a duplicate (offset paging under concurrent
+    writes, or a re-read of the same row) keeps the newer state, and a row with another
+    creation time (the model was deleted and created again) replaces the old one."""
     seen = versions.get(version.key)
-    if seen is None or version.last_updated_timestamp >= seen.last_updated_timestamp:
+    if (
+        seen is None
+        or seen.creation_timestamp != version.creation_timestamp
+        or version.last_updated_timestamp >= seen.last_updated_timestamp
+    ):
         versions[version.key] = version
 
 
-def _now_ms() -> int:
+def now_ms() -> int:
     return int(time.time() * 1000)
 
 

@@ -425,7 +425,7 @@ class Harness:
         self.store = self._stack.enter_context(Store.open(self.root / "state.db"))
         clock = SimpleNamespace(monotonic=lambda: self.mono, time=time.time)
         self._stack.enter_context(mock.patch.object(incremental, "time", clock))
-        self._stack.enter_context(mock.patch.object(incremental, "_now_ms", self.fake.tick))
+        self._stack.enter_context(mock.patch.object(incremental, "now_ms", self.fake.tick))
         self.pipeline = Pipeline(
             self.config, self.store, self.log, reader_factory=lambda _settings: self.fake
         )
