@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import sys
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -71,8 +72,20 @@ NO_STAGE = "None"
 """MLflow's name for 'no stage' (it is the string "None", not null)."""
 
 
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
 def _frozen(mapping: Mapping[str, str] | None) -> Mapping[str, str]:
-    return MappingProxyType(dict(sorted((mapping or {}).items())))
+    if not mapping:
+        return _EMPTY  # most versions have no tags: one shared empty mapping, not 100k
+    return MappingProxyType({sys.intern(k): v for k, v in sorted(mapping.items())})
+
+
+def _interned(obj: object, *names: str) -> None:
+    """Intern the strings that repeat across 100k rows (model names, stages, users): a
+    snapshot of a large registry then holds one copy of each instead of one per row."""
+    for name in names:
+        object.__setattr__(obj, name, sys.intern(getattr(obj, name)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +106,7 @@ class VersionState:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tags", _frozen(self.tags))
+        _interned(self, "name", "current_stage", "status", "user_id")
 
     @property
     def key(self) -> tuple[str, str]:
@@ -146,6 +160,7 @@ class ModelState:
     def __post_init__(self) -> None:
         object.__setattr__(self, "tags", _frozen(self.tags))
         object.__setattr__(self, "aliases", _frozen(self.aliases))
+        _interned(self, "name", "user_id")
 
     def to_dict(self) -> dict[str, Any]:
         return {

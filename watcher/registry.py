@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from watcher.errors import RegistryError
@@ -33,6 +33,11 @@ from watcher.model import NO_STAGE, ModelState, Observation, VersionState
 
 PROMPT_TAG = "mlflow.prompt.is_prompt"
 """MLflow 3 stores prompts as registered models with this tag; they are not models to watch."""
+
+
+def is_prompt(model: ModelState) -> bool:
+    return model.tags.get(PROMPT_TAG, "").lower() == "true"
+
 
 _MODELS_PAGE_MAX = 1000
 _DATABASE_SCHEMES = frozenset({"sqlite", "postgresql", "mysql", "mssql"})
@@ -60,10 +65,15 @@ class Reader(Protocol):
 
     def read(self, watches: Callable[[str], bool]) -> Observation: ...
 
-    def scan_models(self, watches: Callable[[str], bool]) -> dict[str, ModelState]: ...
+    def scan_models(
+        self, watches: Callable[[str], bool], reuse: Mapping[str, ModelState] | None = None
+    ) -> dict[str, ModelState]: ...
 
     def scan_versions(
-        self, watches: Callable[[str], bool], models: Iterable[str] | None = None
+        self,
+        watches: Callable[[str], bool],
+        models: Iterable[str] | None = None,
+        reuse: Mapping[tuple[str, str], VersionState] | None = None,
     ) -> dict[tuple[str, str], VersionState]: ...
 
     def models_updated_since(
@@ -226,7 +236,7 @@ class _BaseReader:
     # Filters -----------------------------------------------------------------------------
 
     def _keep_model(self, model: ModelState, watches: Callable[[str], bool]) -> bool:
-        if model.tags.get(PROMPT_TAG, "").lower() == "true":
+        if is_prompt(model):
             self._prompts.add(model.name)
             return False
         return watches(model.name)
@@ -238,31 +248,41 @@ class _BaseReader:
 
     # Full scans --------------------------------------------------------------------------
 
-    def scan_models(self, watches: Callable[[str], bool]) -> dict[str, ModelState]:
-        """Every watched registered model (with its aliases), ordered by name."""
+    def scan_models(
+        self, watches: Callable[[str], bool], reuse: Mapping[str, ModelState] | None = None
+    ) -> dict[str, ModelState]:
+        """Every watched registered model (with its aliases), ordered by name.
+
+        A row equal to the one ``reuse`` (the snapshot) holds is replaced by it as it is read,
+        so a scan of an unchanged registry holds no second copy of it.
+        """
         models: dict[str, ModelState] = {}
         page_size = min(self.settings.page_size, _MODELS_PAGE_MAX)
         for model in _pages(lambda t: self._search_models(t, _NAME_ORDER, page_size)):
             if self._keep_model(model, watches):
-                models[model.name] = model
+                models[model.name] = _same(reuse, model.name, model)
                 self._report("models", len(models))
         return models
 
     def scan_versions(
-        self, watches: Callable[[str], bool], models: Iterable[str] | None = None
+        self,
+        watches: Callable[[str], bool],
+        models: Iterable[str] | None = None,
+        reuse: Mapping[tuple[str, str], VersionState] | None = None,
     ) -> dict[tuple[str, str], VersionState]:
         """Every watched version, ordered by name and number (immune to updates and inserts
         between pages; a delete can still hide a row, which the caller confirms).
 
         A registry that refuses an unfiltered version search (Unity Catalog wants a name) is
-        read model by model instead, given the models' names.
+        read model by model instead, given the models' names. Rows equal to those in ``reuse``
+        are replaced by them, as for scan_models.
         """
         versions: dict[tuple[str, str], VersionState] = {}
         fetch = lambda t: self._search_versions(t, _VERSION_ORDER, self.settings.page_size, "")  # noqa: E731
         try:
             for version in _pages(fetch):
                 if self._keep_version(version, watches):
-                    keep_newer(versions, version)
+                    keep_newer(versions, _same(reuse, version.key, version))
                     self._report("versions", len(versions))
         except RegistryError as exc:
             if models is None or not (exc.code == "INVALID_PARAMETER_VALUE" or exc.status == 400):
@@ -351,6 +371,18 @@ def keep_newer(versions: dict[tuple[str, str], VersionState], version: VersionSt
         or version.last_updated_timestamp >= seen.last_updated_timestamp
     ):
         versions[version.key] = version
+
+
+_T = TypeVar("_T")
+
+
+def _same(reuse: Mapping[Any, _T] | None, key: Any, fresh: _T) -> _T:
+    """The snapshot's own object when the row read equals it (the fresh one is dropped)."""
+    if reuse is not None:
+        known = reuse.get(key)
+        if known is not None and known == fresh:
+            return known
+    return fresh
 
 
 def now_ms() -> int:

@@ -291,9 +291,10 @@ class Store:
             for r in self._query("SELECT name, data FROM snapshot_models")
         }
         versions: dict[tuple[str, str], VersionState] = {}
-        for row in self._query("SELECT data FROM snapshot_versions"):
-            version = VersionState.from_dict(json.loads(row["data"]))
-            versions[version.key] = version
+        with self._mutex:  # row by row: 100k rows of JSON are never all in memory at once
+            for (data,) in self._conn.execute("SELECT data FROM snapshot_versions"):
+                version = VersionState.from_dict(json.loads(data))
+                versions[version.key] = version
         read_at = int(self.get_meta("snapshot_read_at") or 0)
         return Observation(models=models, versions=versions, read_at=read_at)
 
