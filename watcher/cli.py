@@ -159,6 +159,7 @@ def run(
             log,
             emit_existing=emit_existing,
             always_full=once,
+            background_scans=not once,
             progress=_progress_printer(),
         )
         pipeline.check_registry_matches()

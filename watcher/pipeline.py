@@ -10,7 +10,7 @@ from typing import Any
 from watcher.config import Config
 from watcher.detect import Policy, detect, snapshot_delta
 from watcher.errors import RegistryError, StoreError
-from watcher.incremental import IncrementalReader, Plan, is_unsupported
+from watcher.incremental import IncrementalReader, Plan, Runner, is_unsupported, thread_runner
 from watcher.model import Event, Observation, make_delivery_id
 from watcher.registry import (
     Progress,
@@ -65,6 +65,8 @@ class Pipeline:
         reader_factory: Callable[[ReaderSettings], Reader] = open_reader,
         progress: Progress | None = None,
         always_full: bool = False,
+        background_scans: bool = False,
+        scan_runner: Runner = thread_runner,
     ) -> None:
         self.config = config
         self.store = store
@@ -77,6 +79,8 @@ class Pipeline:
         self.always_full = always_full
         """run --once and --dry-run: every cycle reads everything (cron runs are rare, and must
         not miss a tag change waiting for a cadence)."""
+        # The daemon: slow full scans run on a thread with a reader of their own, so a poll
+        # never waits for one (a stage transition is not held up by a 13 s scan of 100k).
         self._snapshot: Observation | None = None
         self._snapshot_loaded = False
         watch = config.watch
@@ -87,6 +91,10 @@ class Pipeline:
             watch.full_scan_interval,
             watch.max_duty,
             log,
+            scan_reader=(lambda: reader_factory(reader_settings(config)))
+            if background_scans
+            else None,
+            runner=scan_runner if background_scans else None,
         )
         self._cadences: dict[str, float] = {}
         self._failures = FailureStreak(config.watch.interval)

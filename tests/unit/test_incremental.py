@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -291,7 +291,9 @@ class FakeRegistry:
         versions = self.scan_versions(watches, models)
         return Observation(models=models, versions=versions, read_at=self.tick())
 
-    def scan_models(self, watches: Watches) -> dict[str, ModelState]:
+    def scan_models(
+        self, watches: Watches, reuse: Mapping[str, ModelState] | None = None
+    ) -> dict[str, ModelState]:
         self._check("scan_models")
         rows = sorted(self.models.values(), key=lambda m: m.name)
         pages = self._pages(len(rows))
@@ -305,7 +307,10 @@ class FakeRegistry:
         return found
 
     def scan_versions(
-        self, watches: Watches, models: Iterable[str] | None = None
+        self,
+        watches: Watches,
+        models: Iterable[str] | None = None,
+        reuse: Mapping[Key, VersionState] | None = None,
     ) -> dict[Key, VersionState]:
         self._check("scan_versions")
         rows = sorted(self.versions.values(), key=lambda v: (v.name, int(v.version)))
@@ -405,12 +410,36 @@ def watch_config(
     )
 
 
+class ManualRunner:
+    """Background scans, run when the test says (between polls, or with writes during)."""
+
+    def __init__(self) -> None:
+        self.pending: list[Callable[[], None]] = []
+
+    def __call__(self, job: Callable[[], None]) -> None:
+        self.pending.append(job)
+
+    def run(self) -> None:
+        jobs, self.pending = self.pending, []
+        for job in jobs:
+            job()
+
+
 class Harness:
     """The real Pipeline on a real Store, reading the fake; a fake monotonic clock that moves
     one poll interval per cycle decides which scans are due."""
 
-    def __init__(self, root: Path, fake: FakeRegistry, watch: WatchConfig | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        fake: FakeRegistry,
+        watch: WatchConfig | None = None,
+        *,
+        background: bool = False,
+    ) -> None:
         self.root = root
+        self.background = background
+        self.runner = ManualRunner()
         self.fake = fake
         self.config = Config(
             mlflow=MlflowConfig(tracking_uri="http://mlflow.test:5000"),
@@ -427,7 +456,12 @@ class Harness:
         self._stack.enter_context(mock.patch.object(incremental, "time", clock))
         self._stack.enter_context(mock.patch.object(incremental, "now_ms", self.fake.tick))
         self.pipeline = Pipeline(
-            self.config, self.store, self.log, reader_factory=lambda _settings: self.fake
+            self.config,
+            self.store,
+            self.log,
+            reader_factory=lambda _settings: self.fake,
+            background_scans=self.background,
+            scan_runner=self.runner,
         )
         return self
 
@@ -1137,3 +1171,225 @@ def test_incremental_observation_tracks_the_registry(
         for _ in range(2):
             quiet = h.cycle()
             assert quiet.events == [], quiet.kind
+
+
+# --------------------------------------------------------------------------- 3. background scans
+
+TAG_DELETED = EventType.MODEL_VERSION_TAG_DELETED
+SCAN_SECONDS = 10.0
+"""What the fake's scans take in the background tests: over a quarter of the 30 s poll, so
+every scan after the baseline runs in the background."""
+MERGED = "incremental+models(background)+versions(background)"
+
+
+def slow_scans(h: Harness) -> None:
+    h.fake.after_request = lambda kind: h.advance(SCAN_SECONDS) if kind.startswith("scan") else None
+
+
+@pytest.fixture
+def bg(tmp_path: Path, fake: FakeRegistry) -> Iterator[Harness]:
+    with Harness(tmp_path, fake, background=True) as h:
+        slow_scans(h)
+        baseline = h.cycle()
+        assert baseline.kind == "full"  # the first read is always in the poll
+        yield h
+
+
+def test_a_slow_scan_runs_beside_the_polls(bg: Harness) -> None:
+    bg.fake.set_tag("fraud", "1", "team", "x")  # only a versions scan can see it
+    started = bg.cycle(scan_versions=True)
+    assert (started.kind, started.events) == ("incremental", [])
+    assert bg.fake.calls == ["models_updated_since", "versions_updated_since"]
+    assert len(bg.runner.pending) == 1
+
+    # The scan is out; a transition is not held up by it.
+    bg.fake.transition("churn", "1", "Staging")
+    during = bg.cycle()
+    assert during.kind == "incremental"
+    assert types(during.events) == [(STAGE, "churn", "1"), (TO_STAGING, "churn", "1")]
+    assert bg.runner.pending, "no second scan starts while one is out"
+
+    bg.runner.run()
+    merged = bg.cycle()
+    assert merged.kind == MERGED
+    assert types(merged.events) == [(TAG_SET, "fraud", "1")]
+    assert merged.requests == 2, "merging costs no request when the scan lacks nothing"
+    assert bg.log.named("scan.merged")
+    bg.assert_exact()
+    after = bg.cycle()
+    assert (after.kind, after.events) == ("incremental", [])
+    assert bg.runner.pending == [], "the cadence restarts from the merged scan"
+
+
+def test_a_scan_read_before_a_change_does_not_undo_it(bg: Harness) -> None:
+    bg.cycle(scan_models=True, scan_versions=True)
+    bg.runner.run()  # the scan reads the registry as it is now...
+    bg.fake.transition("fraud", "1", "Production")  # ...and these land after it
+    bg.fake.set_tag("fraud", "1", "team", "y")
+    bg.fake.delete_version("fraud", "3")
+    bg.fake.create_model("late")
+    merged = bg.cycle()
+    assert merged.kind == MERGED
+    assert sorted(types(merged.events)) == sorted(
+        [
+            (M_CREATED, "late", None),
+            (STAGE, "fraud", "1"),
+            (TO_PRODUCTION, "fraud", "1"),
+            (TAG_SET, "fraud", "1"),
+            (V_DELETED, "fraud", "3"),
+        ]
+    )
+    bg.assert_exact()
+    assert bg.cycle().events == []
+
+
+def test_writes_during_a_scan_are_each_reported_once(bg: Harness) -> None:
+    def during(kind: str) -> None:
+        bg.advance(SCAN_SECONDS)
+        if kind == "scan_models":  # between the models scan and the versions scan
+            bg.fake.delete_model("churn")
+            bg.fake.set_alias("fraud", "champion", "2")
+            bg.fake.set_tag("fraud", "2", "team", "z")
+
+    bg.cycle(scan_versions=True)
+    bg.fake.after_request = during
+    bg.runner.run()
+    slow_scans(bg)
+    merged = bg.cycle()
+    # The versions scan saw churn gone and the tag; the models scan saw neither change.
+    assert sorted(types(merged.events)) == sorted(
+        [(M_DELETED, "churn", None), (TAG_SET, "fraud", "2")]
+    )
+    bg.cycle(scan_models=True)
+    bg.runner.run()
+    assert types(bg.cycle().events) == [(ALIAS_CREATED, "fraud", "2")]
+    bg.assert_exact()
+
+
+def test_a_background_scan_that_drops_a_live_version_deletes_nothing(bg: Harness) -> None:
+    bg.cycle(scan_versions=True)
+    bg.fake.hide_versions_once = {("fraud", "2")}
+    bg.runner.run()
+    merged = bg.cycle()
+    assert merged.kind == MERGED
+    assert merged.events == []
+    assert "get_version" in bg.fake.calls
+    bg.assert_exact()
+
+
+def test_a_full_read_in_the_poll_drops_a_scan_that_is_out(bg: Harness) -> None:
+    bg.cycle(scan_versions=True)
+    bg.fake.set_tag("fraud", "1", "team", "old")
+    full = bg.pipeline.run_cycle(full=True)
+    assert full.kind == "full"
+    assert types(full.events) == [(TAG_SET, "fraud", "1")]
+    bg.fake.delete_tag("fraud", "1", "team")
+    bg.runner.run()  # reads "team" gone; the full read in the poll is what counts now
+    report = bg.cycle()
+    assert report.kind == "incremental"
+    assert report.events == []
+
+
+def test_a_failed_background_scan_is_logged_and_tried_again(bg: Harness) -> None:
+    bg.fake.failures["scan_versions"] = RegistryError("MLflow answered 503")
+    bg.fake.set_tag("fraud", "1", "team", "x")
+    bg.cycle(scan_versions=True)
+    bg.runner.run()
+    report = bg.cycle()
+    assert report.ok
+    assert report.kind == "incremental"
+    [(level, _, fields)] = bg.log.named("scan.failed")
+    assert level == "warning"
+    assert "503" in fields["error"]
+    del bg.fake.failures["scan_versions"]
+    bg.cycle()
+    assert len(bg.runner.pending) == 1, "the scan is still due: the next poll starts it again"
+    bg.runner.run()
+    assert types(bg.cycle().events) == [(TAG_SET, "fraud", "1")]
+
+
+def test_a_fast_scan_stays_in_the_poll(tmp_path: Path, fake: FakeRegistry) -> None:
+    with Harness(tmp_path, fake, background=True) as h:
+        h.cycle()
+        report = h.cycle(scan_versions=True)
+        assert report.kind == "incremental+versions"
+        assert h.runner.pending == []
+
+
+Round = tuple[list[Op], list[Op], list[Op], bool, bool]
+
+
+def writes_between(h: Harness, writes: list[Op]) -> Callable[[str], None]:
+    """A slow scan during which the writes land, after its models and before its versions."""
+
+    def after_request(kind: str) -> None:
+        h.advance(SCAN_SECONDS)
+        if kind == "scan_models":
+            while writes:
+                apply(h.fake, writes.pop(0))
+
+    return after_request
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    initial=ops,
+    rounds=st.lists(st.tuples(ops, ops, ops, st.booleans(), st.booleans()), min_size=1, max_size=5),
+    step=st.sampled_from([1, 1000, 3 * WATERMARK_OVERLAP_MS]),
+    mlflow3=st.booleans(),
+)
+def test_background_scans_merge_into_an_observation_that_tracks_the_registry(
+    initial: list[Op], rounds: list[Round], step: int, mlflow3: bool
+) -> None:
+    """Writes land before a scan starts, between its models and versions pages, and after it
+    finished but before the merge; polls run in between. Whatever the order, the events chain,
+    no deletion is false, nothing is reported twice, and a last quiet scan is exact."""
+    fake = FakeRegistry(step=step, mlflow3=mlflow3)
+    fake.create_model("a")
+    fake.create_version("a")
+    fake.create_prompt("p")
+    fake.create_version("p")
+    for op in initial:
+        apply(fake, op)
+    with (
+        tempfile.TemporaryDirectory(dir=SCRATCH) as root,
+        Harness(Path(root), fake, background=True) as h,
+    ):
+        slow_scans(h)
+        h.cycle()
+        observed = h.observed
+        chain = {_identity(v): v.current_stage for v in observed.versions.values()}
+        seen_ids: set[str] = set()
+
+        def step_cycle(**due: bool) -> None:
+            nonlocal observed
+            previous = observed
+            report = h.cycle(**due)
+            observed = h.observed
+            models, versions = fake.truth(h.watches)
+            event(f"read {report.kind}")
+            check_against_truth(observed, models, versions, report.kind)
+            check_events(report.events, chain, previous, models, versions, seen_ids)
+            assert chain == {_identity(v): v.current_stage for v in observed.versions.values()}
+
+        for before, during, after, scan_models, scan_versions in rounds:
+            for op in before:
+                apply(fake, op)
+            step_cycle(scan_models=scan_models, scan_versions=scan_versions)
+            if h.runner.pending:
+                fake.after_request = writes_between(h, list(during))
+                h.runner.run()
+                slow_scans(h)
+            else:
+                for op in during:
+                    apply(fake, op)
+            for op in after:
+                apply(fake, op)
+            step_cycle()
+        # A scan with nothing written around it, merged: exact; then nothing more to say.
+        step_cycle(scan_models=True, scan_versions=True)
+        h.runner.run()
+        step_cycle()
+        h.assert_exact()
+        step_cycle()
+        assert h.runner.pending == []
