@@ -180,7 +180,13 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                if len(body) < length:
+                    # The sender died between its headers and its body (kill -9): no request
+                    # arrived whole, as any HTTP framework would see it.
+                    self.close_connection = True
+                    return
                 behaviour = receiver.choose(self.path) if receiver.choose else receiver.behaviour
                 answered = 0 if behaviour.reset else behaviour.status
                 with receiver._lock:
