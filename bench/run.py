@@ -423,11 +423,12 @@ events = {json.dumps([e.value for e in EventType])}
         polls = daemon.logged("poll.finished")
         failed = daemon.logged("poll.failed")
         cadences = daemon.logged("poll.cadence")
-        kinds: dict[str, int] = {}
+        poll_kinds: dict[str, int] = {}
         for poll in polls:
-            kinds[str(poll.get("read"))] = kinds.get(str(poll.get("read")), 0) + 1
+            poll_kinds[str(poll.get("read"))] = poll_kinds.get(str(poll.get("read")), 0) + 1
         latencies = [c.arrived - c.t0 for c in transitions if c.arrived is not None]
-        during_scans = _during_scans(polls, transitions)
+        spans = _scan_spans(polls, daemon.logged("scan.merged"))
+        during_scans = _during_scans(spans, transitions)
         per_type: dict[str, float | None] = {}
         for c in changes:
             value = None if c.arrived is None else round(c.arrived - c.t0, 2)
@@ -446,7 +447,7 @@ events = {json.dumps([e.value for e in EventType])}
             "all_delivered": all(c.arrived is not None for c in changes),
             "undelivered": sorted({c.label for c in changes if c.arrived is None}),
             "deliveries_received": len(receiver.deliveries()),
-            "polls": kinds,
+            "polls": poll_kinds,
             "polls_failed": len(failed),
             "slowest_poll_ms": max((p.get("duration_ms", 0) for p in polls), default=0),
             "transitions_during_scans": len(during_scans),
@@ -456,6 +457,7 @@ events = {json.dumps([e.value for e in EventType])}
                 for p in polls
                 if p.get("read") != "incremental"
             ],
+            "scans_ms": [[kind, round((end - start) * 1000)] for kind, start, end in spans],
             "cadences": {
                 k: v for k, v in (cadences[-1] if cadences else {}).items() if k.endswith("_s")
             },
@@ -484,19 +486,36 @@ def _transition(client: Any, name: str, index: int, changes: list[Expected]) -> 
     return Expected("stage transition", "MODEL_VERSION_TRANSITIONED_STAGE", match, t0)
 
 
-def _during_scans(polls: list[dict[str, Any]], transitions: list[Expected]) -> list[float]:
-    """Latencies of the transitions made while a poll that included a full scan was running."""
+Span = tuple[str, float, float]
+"""A full scan: its kind, and when it started and ended (time.monotonic())."""
+
+
+def _scan_spans(polls: list[dict[str, Any]], scans: list[dict[str, Any]]) -> list[Span]:
+    """When each full scan ran, in time.monotonic(): a poll that scanned in its own time, or
+    a background scan (from its scan.merged line: merged waited_ms after it finished)."""
     to_monotonic = time.monotonic() - time.time()
-    spans = []
+    spans: list[Span] = []
     for poll in polls:
-        if poll.get("read") == "incremental" or "timestamp" not in poll:
+        read = str(poll.get("read"))
+        if read == "incremental" or "(background)" in read or "timestamp" not in poll:
             continue
         end = datetime.datetime.fromisoformat(poll["timestamp"]).timestamp() + to_monotonic
-        spans.append((end - float(poll.get("duration_ms", 0)) / 1000, end))
+        spans.append((read, end - float(poll.get("duration_ms", 0)) / 1000, end))
+    for scan in scans:
+        if "timestamp" not in scan:
+            continue
+        merged = datetime.datetime.fromisoformat(scan["timestamp"]).timestamp() + to_monotonic
+        end = merged - float(scan.get("waited_ms", 0)) / 1000
+        spans.append((f"{scan.get('kinds')} (background)", end - scan["duration_ms"] / 1000, end))
+    return sorted(spans, key=lambda span: span[1])
+
+
+def _during_scans(spans: list[Span], transitions: list[Expected]) -> list[float]:
+    """Latencies of the transitions made while a full scan was running."""
     return [
         round(c.arrived - c.t0, 3)
         for c in transitions
-        if c.arrived is not None and any(start <= c.t0 <= end for start, end in spans)
+        if c.arrived is not None and any(start <= c.t0 <= end for _, start, end in spans)
     ]
 
 
@@ -788,15 +807,31 @@ def table(r: dict[str, Any]) -> str:
             ok[v["latency_p99_s"]],
         ),
         (
-            "  transitions made during a poll with a full scan: n, max latency",
+            "  transitions made while a full scan ran: n, max latency",
             f"{c['transitions_during_scans']}, "
             + (f"{max(c['latencies_during_scans_s'])} s" if c["latencies_during_scans_s"] else "-"),
             "",
             "",
         ),
         (
-            "  polls with a full scan (after the baseline): kind, duration",
+            "  full scans after the baseline: kind, duration",
+            scan_summary(
+                c["scans_ms"][1:]
+                if c["scans_ms"][:1] and c["scans_ms"][0][0] == "full"
+                else c["scans_ms"]
+            ),
+            "",
+            "",
+        ),
+        (
+            "  polls with or merging a scan: kind, duration",
             scan_summary(c["scan_polls_ms"][1:]),
+            "",
+            "",
+        ),
+        (
+            "  slowest poll",
+            f"{c['slowest_poll_ms'] / 1000:.2f} s",
             "",
             "",
         ),
