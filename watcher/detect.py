@@ -21,7 +21,7 @@ Rules that are choices, not facts (the README's event table repeats them):
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,20 +76,29 @@ class Policy:
     """When the baseline was read (epoch ms): what was created well before it is adopted."""
 
 
-def detect(previous: Observation | None, current: Observation, policy: Policy) -> list[Event]:
+def detect(
+    previous: Observation | None,
+    current: Observation,
+    policy: Policy,
+    changed_versions: Collection[tuple[str, str]] | None = None,
+) -> list[Event]:
     """Every change between two complete reads, in a stable, meaningful order.
 
     ``previous`` is None before the first cycle: then the observation becomes the baseline and
     nothing is emitted, unless the policy asks to emit what already exists.
+    ``changed_versions``, when the read knows it, holds the only version keys whose rows may
+    differ between the two (every other key holds the very same object, or is in neither).
     """
     if previous is None:
         if not policy.emit_existing:
             return []
         cutoff: int | None = None
         previous = EMPTY
+        changed_versions = None
     else:
         cutoff = policy.baseline_ms - CREATION_SKEW_MS
-    events = list(_Detector(previous, current, policy.registry, cutoff).run())
+    detector = _Detector(previous, current, policy.registry, cutoff, changed_versions)
+    events = list(detector.run())
     events.sort(
         key=lambda e: (e.timestamp, e.model_name, _version_order(e.model_version), _RANK[e.type])
     )
@@ -109,6 +118,7 @@ class _Detector:
     registry: str
     cutoff: int | None
     """Objects created before this (epoch ms) are adopted when first seen; None: nothing is."""
+    changed_versions: Collection[tuple[str, str]] | None = None
     _gone_models: set[str] = field(default_factory=set)
     _adopted_models: set[str] = field(default_factory=set)
     _adopted_versions: set[tuple[str, str]] = field(default_factory=set)
@@ -206,7 +216,8 @@ class _Detector:
 
     def _versions(self) -> Iterator[Event]:
         previous_versions = self.previous.versions
-        for key, version in self.current.versions.items():
+        current_versions = self.current.versions
+        for key, version in _items(current_versions, self.changed_versions):
             before = previous_versions.get(key)
             if before is version:
                 continue  # untouched since the snapshot: the common case, kept cheap
@@ -219,8 +230,7 @@ class _Detector:
             else:
                 yield from _stage_events(self, before.current_stage, version)
                 yield from self._tag_events(before.tags, version)
-        current_versions = self.current.versions
-        for key, before in previous_versions.items():
+        for key, before in _items(previous_versions, self.changed_versions):
             after = current_versions.get(key)
             if after is before or (
                 after is not None and after.creation_timestamp == before.creation_timestamp
@@ -363,8 +373,15 @@ def _stage_events(detector: _Detector, from_stage: str, after: VersionState) -> 
         )
 
 
-def snapshot_delta(previous: Observation | None, current: Observation) -> SnapshotDelta:
-    """The rows to write and delete so the stored snapshot equals ``current``."""
+def snapshot_delta(
+    previous: Observation | None,
+    current: Observation,
+    changed_versions: Collection[tuple[str, str]] | None = None,
+) -> SnapshotDelta:
+    """The rows to write and delete so the stored snapshot equals ``current``.
+
+    ``changed_versions``, when the read knows it, holds the only version keys that may differ.
+    """
     before = previous or EMPTY
     return SnapshotDelta(
         upsert_models=tuple(
@@ -372,10 +389,26 @@ def snapshot_delta(previous: Observation | None, current: Observation) -> Snapsh
         ),
         delete_models=tuple(name for name in before.models if name not in current.models),
         upsert_versions=tuple(
-            v for key, v in current.versions.items() if _differs(before.versions.get(key), v)
+            v
+            for key, v in _items(current.versions, changed_versions)
+            if _differs(before.versions.get(key), v)
         ),
-        delete_versions=tuple(key for key in before.versions if key not in current.versions),
+        delete_versions=tuple(
+            key
+            for key, _ in _items(before.versions, changed_versions)
+            if key not in current.versions
+        ),
     )
+
+
+def _items(
+    versions: Mapping[tuple[str, str], VersionState],
+    only: Collection[tuple[str, str]] | None,
+) -> Iterable[tuple[tuple[str, str], VersionState]]:
+    """All the versions, or only those of the given keys that are there (sorted: stable)."""
+    if only is None:
+        return versions.items()
+    return [(key, versions[key]) for key in sorted(only) if key in versions]
 
 
 def _differs(before: object, after: object) -> bool:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +60,39 @@ Runner = Callable[[Callable[[], None]], None]
 
 def thread_runner(job: Callable[[], None]) -> None:
     threading.Thread(target=job, name="registry-scan", daemon=True).start()
+
+
+class TrackedVersions(dict[Key, VersionState]):
+    """A copy of the snapshot's versions that records every key written or removed since.
+
+    Whatever a read did not touch is the snapshot's own object, so detection and the snapshot
+    delta compare only these keys: a quiet poll of 100k versions does not walk all of them.
+    """
+
+    def __init__(self, base: Mapping[Key, VersionState]) -> None:
+        super().__init__(base)
+        self.touched: set[Key] = set()
+
+    def __setitem__(self, key: Key, value: VersionState) -> None:
+        self.touched.add(key)
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: Key) -> None:
+        self.touched.add(key)
+        super().__delitem__(key)
+
+    def pop(self, key: Key, default: Any = None) -> Any:
+        self.touched.add(key)
+        return super().pop(key, default)
+
+    def update(self, other: Mapping[Key, VersionState]) -> None:  # type: ignore[override]
+        for key, value in other.items():
+            self[key] = value
+
+    def _untracked(self, *_args: Any, **_kwargs: Any) -> Any:
+        raise TypeError("TrackedVersions: use item assignment, del, pop or update")
+
+    setdefault = popitem = clear = __ior__ = _untracked
 
 
 @dataclass
@@ -114,6 +147,8 @@ class Plan:
     rescanned_models: int = 0
     background: ScanJob | None = None
     """The background scan this read merged."""
+    changed_versions: set[Key] | None = None
+    """The only version keys that may differ from the snapshot (None: any may)."""
 
 
 class IncrementalReader:
@@ -215,10 +250,11 @@ class IncrementalReader:
         """Everything, confirming whatever seems to have gone."""
         self._drop_job()  # this read is fresher than anything a background scan could bring
         started = time.monotonic()
-        reuse = previous if previous is not None else None
-        models = reader.scan_models(self.watches, reuse.models if reuse else None)
+        models = reader.scan_models(self.watches, previous.models if previous else None)
         scanned_models = time.monotonic()
-        versions = reader.scan_versions(self.watches, models, reuse.versions if reuse else None)
+        versions = reader.scan_versions(
+            self.watches, models, previous.versions if previous else None
+        )
         finished = time.monotonic()
         self.models.done(finished, scanned_models - started)
         self.full.done(finished, finished - scanned_models)
@@ -252,7 +288,7 @@ class IncrementalReader:
             return self.read_full(reader, previous)
         plan.kinds.append("incremental")
         models = dict(previous.models)
-        versions = dict(previous.versions)
+        versions: dict[Key, VersionState] = TrackedVersions(previous.versions)
         moved: set[str] = set()
 
         if models_due:
@@ -297,6 +333,8 @@ class IncrementalReader:
             for name in sorted(moved):
                 self._reread_model(reader, name, previous, versions, added.get(name, set()))
             plan.rescanned_models = len(moved)
+        if isinstance(versions, TrackedVersions):  # not replaced by a scan in the poll
+            plan.changed_versions = versions.touched
         if later:
             self._start(later, previous)
         return Observation(models=models, versions=versions, read_at=now_ms())

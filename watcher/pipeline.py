@@ -83,6 +83,8 @@ class Pipeline:
         # never waits for one (a stage transition is not held up by a 13 s scan of 100k).
         self._snapshot: Observation | None = None
         self._snapshot_loaded = False
+        self._baseline_ms: int | None = None
+        """When the baseline was read (state meta baseline_read_at), read once."""
         watch = config.watch
         self.incremental = IncrementalReader(
             watch.watches,
@@ -189,8 +191,10 @@ class Pipeline:
         if failed_before:
             self.log.info("poll.recovered", failed_polls=failed_before)
         previous = self._previous()
-        baseline_ms = int(self.store.get_meta("baseline_read_at") or 0)
-        events = detect(previous, current, replace(self.policy, baseline_ms=baseline_ms))
+        if self._baseline_ms is None:
+            self._baseline_ms = int(self.store.get_meta("baseline_read_at") or 0)
+        policy = replace(self.policy, baseline_ms=self._baseline_ms)
+        events = detect(previous, current, policy, plan.changed_versions)
         report = CycleReport(
             ok=True,
             duration_ms=0.0,
@@ -224,12 +228,14 @@ class Pipeline:
         if previous is None:
             meta["baseline_at"] = _now_iso()
             meta["baseline_read_at"] = str(current.read_at)
-        delta = snapshot_delta(previous, current)
+        delta = snapshot_delta(previous, current, plan.changed_versions)
         report.duration_ms = _ms(started)
         meta["last_poll_duration_ms"] = str(round(report.duration_ms))
         report.queued = self.store.commit_cycle(delta, events, deliveries, meta)
         self.incremental.committed(previous, current, delta)
         self._snapshot = current
+        if previous is None:
+            self._baseline_ms = current.read_at
         if previous is None:
             self.log.info(
                 "poll.baseline",

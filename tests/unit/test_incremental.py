@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 from watcher import incremental
 from watcher.config import Config, MlflowConfig, WatchConfig
+from watcher.detect import detect
 from watcher.errors import RegistryError
 from watcher.incremental import (
     FULL_SCAN_SHARE,
@@ -35,6 +36,7 @@ from watcher.incremental import (
     WATERMARK_OVERLAP_MS,
     Cadence,
     IncrementalReader,
+    TrackedVersions,
 )
 from watcher.model import NO_STAGE, Event, EventType, ModelState, Observation, VersionState
 from watcher.pipeline import CycleReport, Pipeline
@@ -1071,6 +1073,16 @@ def check_against_truth(
             assert _without_tags(observed.versions[k]) == _without_tags(versions[k])
 
 
+def assert_same_as_a_full_comparison(
+    h: Harness, previous: Observation, observed: Observation, report: CycleReport
+) -> None:
+    """The cycle compared only the keys its read touched; comparing every row of the two
+    snapshots (as stored: no object is shared) finds the very same events."""
+    baseline_ms = int(h.store.get_meta("baseline_read_at") or 0)
+    policy = replace(h.pipeline.policy, baseline_ms=baseline_ms)
+    assert detect(previous, observed, policy) == report.events
+
+
 def check_events(
     events: list[Event],
     chain: dict[Identity, str],
@@ -1163,6 +1175,7 @@ def test_incremental_observation_tracks_the_registry(
                 event(kind)
             check_against_truth(observed, models, versions, report.kind)
             check_events(report.events, chain, previous, models, versions, seen_ids)
+            assert_same_as_a_full_comparison(h, previous, observed, report)
             # The events tell the whole story of the snapshot: no transition lost.
             assert chain == {_identity(v): v.current_stage for v in observed.versions.values()}
         # Both scans, then quiet cycles: exact, and the overlap's re-reads find nothing new.
@@ -1370,6 +1383,7 @@ def test_background_scans_merge_into_an_observation_that_tracks_the_registry(
             event(f"read {report.kind}")
             check_against_truth(observed, models, versions, report.kind)
             check_events(report.events, chain, previous, models, versions, seen_ids)
+            assert_same_as_a_full_comparison(h, previous, observed, report)
             assert chain == {_identity(v): v.current_stage for v in observed.versions.values()}
 
         for before, during, after, scan_models, scan_versions in rounds:
@@ -1393,3 +1407,20 @@ def test_background_scans_merge_into_an_observation_that_tracks_the_registry(
         h.assert_exact()
         step_cycle()
         assert h.runner.pending == []
+
+
+def test_tracked_versions_record_every_write_and_refuse_untracked_ones() -> None:
+    base = {("m", str(n)): VersionState("m", str(n), n, n) for n in range(1, 5)}
+    tracked = TrackedVersions(base)
+    assert tracked == base
+    assert tracked.touched == set()
+    tracked[("m", "1")] = VersionState("m", "1", 1, 9)
+    del tracked[("m", "2")]
+    tracked.pop(("m", "3"), None)
+    tracked.pop(("m", "7"), None)
+    tracked.update({("n", "1"): VersionState("n", "1", 1, 1)})
+    assert tracked.touched == {("m", "1"), ("m", "2"), ("m", "3"), ("m", "7"), ("n", "1")}
+    assert set(tracked) == {("m", "1"), ("m", "4"), ("n", "1")}
+    for untracked in (tracked.setdefault, tracked.popitem, tracked.clear):
+        with pytest.raises(TypeError):
+            untracked()
