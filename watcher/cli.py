@@ -637,6 +637,13 @@ def _status(config: Config, store: Store, now: float) -> dict[str, Any]:
         },
         "models": number("models"),
         "versions": number("versions"),
+        "scans": {
+            scan: {
+                "every_s": _float(meta.get(f"{scan}_scan_every_s")),
+                "took_s": _float(meta.get(f"{scan}_scan_took_s")),
+            }
+            for scan in ("models", "versions")
+        },
         "baseline_at": meta.get("baseline_at"),
         "deliveries": by_webhook,
         "pending": summary.total(PENDING),
@@ -649,6 +656,13 @@ def _status(config: Config, store: Store, now: float) -> dict[str, Any]:
             },
         },
     }
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except ValueError:
+        return None
 
 
 def _seconds_since(at: float | None, now: float) -> int | None:
@@ -676,6 +690,14 @@ def _status_lines(status: dict[str, Any]) -> list[str]:
             f"tracking:       {status['models']} models, {status['versions']} versions "
             f"(baseline {status['baseline_at'] or '-'})"
         )
+    scans = [
+        f"{scan} every {_age(round(s['every_s']))}"
+        + (f" (last took {s['took_s']:.1f} s)" if s["took_s"] is not None else "")
+        for scan, s in status["scans"].items()
+        if s["every_s"] is not None
+    ]
+    if scans:
+        lines.append("full scans:     " + ", ".join(scans))
     oldest = status["oldest_pending"]
     lines.append(
         f"deliveries:     {status['pending']} pending, {status['dead']} dead"

@@ -244,6 +244,16 @@ class IncrementalReader:
             "full_scan_interval_s": round(self.full.interval(self.poll_interval, self.max_duty), 3),
         }
 
+    def scan_meta(self) -> dict[str, str]:
+        """The chosen cadences and the last scans' lengths, for `status` and /metrics."""
+        cadences = self.cadences()
+        return {
+            "models_scan_every_s": str(cadences["models_interval_s"]),
+            "versions_scan_every_s": str(cadences["full_scan_interval_s"]),
+            "models_scan_took_s": str(round(self.models.last_seconds, 3)),
+            "versions_scan_took_s": str(round(self.full.last_seconds, 3)),
+        }
+
     # ----------------------------------------------------------------- reads
 
     def read_full(self, reader: Reader, previous: Observation | None) -> Observation:

@@ -179,6 +179,19 @@ class StateCollector(Collector):
         pending_since = summary.oldest_pending
         oldest.add_metric([], 0.0 if pending_since is None else max(0.0, now - pending_since))
         yield oldest
+        for name, unit, help_text in (
+            ("every", "interval", "Time between full scans, as configured or chosen by auto."),
+            ("took", "duration", "How long the last full scan took."),
+        ):
+            values = [(scan, meta.get(f"{scan}_scan_{name}_s")) for scan in ("models", "versions")]
+            if any(value for _, value in values):
+                gauge = GaugeMetricFamily(
+                    f"{PREFIX}_scan_{unit}_seconds", help_text, labels=["scan"]
+                )
+                for scan, value in values:
+                    if value:
+                        gauge.add_metric([scan], float(value))
+                yield gauge
         last_ok = parse_meta_time(meta.get("last_poll_ok_at"))
         if last_ok is not None:
             gauge = GaugeMetricFamily(

@@ -225,6 +225,8 @@ class Pipeline:
             "models": str(report.models),
             "versions": str(report.versions),
         }
+        if not self.always_full:  # a daemon's cadences; --once reads everything every time
+            meta.update(self.incremental.scan_meta())
         if previous is None:
             meta["baseline_at"] = _now_iso()
             meta["baseline_read_at"] = str(current.read_at)

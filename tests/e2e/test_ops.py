@@ -319,6 +319,13 @@ def test_health_readiness_and_metrics_follow_what_happened(
         status = run_watcher("status", "--json", "-c", str(config), env=env)
         assert status.returncode == 0, status.stderr
         assert json.loads(status.stdout)["deliveries"]["deploy"]["pending"] == 1
+        # The cadences the daemon chose (auto: a tiny registry is scanned every poll).
+        scans = json.loads(status.stdout)["scans"]
+        assert scans["versions"]["every_s"] == 1.0
+        assert scans["versions"]["took_s"] is not None
+        human = run_watcher("status", "-c", str(config), env=env).stdout
+        assert "full scans:     models every 1s" in human
+        assert sample(m, "mlflow_watcher_scan_interval_seconds", scan="versions") == 1.0
 
         # MLflow down: ready while the last good poll is recent, 503 after 3 intervals.
         proxy.stop()

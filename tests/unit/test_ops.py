@@ -219,7 +219,18 @@ def test_gauges_read_the_state_at_scrape_time(tmp_path: Path) -> None:
     with Store.open(tmp_path / "state.db") as store:
         metrics = Metrics(_config(), store)
         store.set_meta({"models": "4", "versions": "17", "last_poll_ok_at": "2026-01-02T03:04:05Z"})
+        store.set_meta(
+            {
+                "models_scan_every_s": "33.5",
+                "versions_scan_every_s": "214.0",
+                "models_scan_took_s": "1.0",
+                "versions_scan_took_s": "12.8",
+            }
+        )
         m = _samples(generate_latest(metrics.registry).decode())
+    assert m[("mlflow_watcher_scan_interval_seconds", (("scan", "models"),))] == 33.5
+    assert m[("mlflow_watcher_scan_interval_seconds", (("scan", "versions"),))] == 214.0
+    assert m[("mlflow_watcher_scan_duration_seconds", (("scan", "versions"),))] == 12.8
     assert m[("mlflow_watcher_models_watched", ())] == 4
     assert m[("mlflow_watcher_versions_watched", ())] == 17
     assert m[("mlflow_watcher_last_successful_poll_timestamp_seconds", ())] == parse_meta_time(
