@@ -86,3 +86,85 @@ def test_a_model_name_with_a_quote_is_read_by_name(
     create_versions(client, name, 2)
     reader = RestReader(ReaderSettings(mlflow_server.url, mlflow_server.url, timeout=10))
     assert sorted(reader.versions_of(name)) == [(name, "1"), (name, "2")]
+
+
+def test_a_registry_too_big_to_scan_in_a_poll_is_scanned_beside_the_polls(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    """5,000 versions seeded into a server of its own: the version scan (about half a second
+    here) takes more than a quarter of the 1 s interval, so the daemon runs it in the
+    background. A tag only a scan can see, and transitions made while scans run, each arrive
+    once; every poll stays short."""
+    from bench.seed import create_schema, model_name, seed
+
+    server = MlflowServer(tmp_path / "mlflow")
+    create_schema(server.db)
+    seed(server.db, 5000, 100)
+    server.start(timeout=180)
+    try:
+        client = server.client()
+        config = write_config(
+            tmp_path / "watcher.toml",
+            tracking_uri=server.url,
+            webhook_url=receiver.url,
+            state=tmp_path / "state.db",
+            interval="1s",
+        )
+        config.write_text(
+            config.read_text().replace(
+                'events = ["MODEL_VERSION_TRANSITIONED_STAGE"]\n',
+                'events = ["MODEL_VERSION_TRANSITIONED_STAGE", "MODEL_VERSION_TAG_SET"]\n',
+            )
+        )
+        daemon = Daemon(config)
+        daemon.start()
+        try:
+            daemon.wait_logged("poll.baseline", timeout=120)
+            client.set_model_version_tag(model_name(3), "1", "e2e-reviewed", "yes")
+            moved = []
+            for index in range(10, 22):  # one transition a second for 12 s: across scans
+                name = model_name(index)
+                stage = (
+                    "Staging"
+                    if client.get_model_version(name, "1").current_stage != "Staging"
+                    else "Production"
+                )
+                client.transition_model_version_stage(name, "1", stage)
+                moved.append((name, stage))
+                time.sleep(1.0)
+
+            def arrived() -> list[dict[str, Any]]:
+                return [d.json for d in receiver.deliveries()]
+
+            wait_for(
+                lambda: (
+                    any(b["event"] == "MODEL_VERSION_TAG_SET" for b in arrived())
+                    and len([b for b in arrived() if b["event"] != "MODEL_VERSION_TAG_SET"])
+                    >= len(moved)
+                ),
+                90,
+                "the tag and every transition",
+            )
+            merged = daemon.logged("scan.merged")
+            assert merged, "no background scan was merged"
+            assert any("versions" in str(m["kinds"]) for m in merged)
+            tags = [b for b in arrived() if b["event"] == "MODEL_VERSION_TAG_SET"]
+            assert [(t["model_name"], t["tag_key"], t["tag_value"]) for t in tags] == [
+                (model_name(3), "e2e-reviewed", "yes")
+            ]
+            stages = sorted(
+                (b["model_name"], b["to_stage"])
+                for b in arrived()
+                if b["event"] == "MODEL_VERSION_TRANSITIONED_STAGE"
+            )
+            assert stages == sorted(moved), "each transition once, none missed"
+            polls = daemon.logged("poll.finished")[1:]
+            assert any("(background)" in p["read"] for p in polls)
+            # Polls never ran a version scan themselves after the baseline.
+            assert not any(
+                "versions" in p["read"] and "(background)" not in p["read"] for p in polls
+            )
+        finally:
+            daemon.terminate()
+    finally:
+        server.stop()
