@@ -1122,6 +1122,18 @@ def check_events(
                 del chain[gone]
 
 
+def starting_registry(initial: list[Op], step: int, mlflow3: bool) -> FakeRegistry:
+    """A model with a version, a prompt with one (never watched), then the generated writes."""
+    fake = FakeRegistry(step=step, mlflow3=mlflow3)
+    fake.create_model("a")
+    fake.create_version("a")
+    fake.create_prompt("p")
+    fake.create_version("p")
+    for op in initial:
+        apply(fake, op)
+    return fake
+
+
 @settings(max_examples=150, deadline=None)
 @given(
     initial=ops,
@@ -1139,13 +1151,7 @@ def test_incremental_observation_tracks_the_registry(
     step: int,
     mlflow3: bool,
 ) -> None:
-    fake = FakeRegistry(step=step, mlflow3=mlflow3)
-    fake.create_model("a")
-    fake.create_version("a")
-    fake.create_prompt("p")
-    fake.create_version("p")
-    for op in initial:
-        apply(fake, op)
+    fake = starting_registry(initial, step, mlflow3)
     watch = watch_config(models_every * POLL, full_every * POLL)
     with tempfile.TemporaryDirectory(dir=SCRATCH) as root, Harness(Path(root), fake, watch) as h:
         h.cycle()
@@ -1357,13 +1363,7 @@ def test_background_scans_merge_into_an_observation_that_tracks_the_registry(
     """Writes land before a scan starts, between its models and versions pages, and after it
     finished but before the merge; polls run in between. Whatever the order, the events chain,
     no deletion is false, nothing is reported twice, and a last quiet scan is exact."""
-    fake = FakeRegistry(step=step, mlflow3=mlflow3)
-    fake.create_model("a")
-    fake.create_version("a")
-    fake.create_prompt("p")
-    fake.create_version("p")
-    for op in initial:
-        apply(fake, op)
+    fake = starting_registry(initial, step, mlflow3)
     with (
         tempfile.TemporaryDirectory(dir=SCRATCH) as root,
         Harness(Path(root), fake, background=True) as h,
