@@ -54,8 +54,10 @@ def config_option(fn: F) -> F:
     )(fn)
 
 
-def _load(config_path: str | None) -> Config:
-    return load_config(resolve_config_path(config_path, os.environ), os.environ)
+def _load(config_path: str | None, *, credentials: bool = True) -> Config:
+    """The config; ``credentials=False`` for commands that send nothing (see load_config)."""
+    path = resolve_config_path(config_path, os.environ)
+    return load_config(path, os.environ, credentials=credentials)
 
 
 def _fail(message: str, code: int) -> None:
@@ -499,7 +501,7 @@ def deliveries(
     AGE counts from when a delivery was queued (or queued again by redeliver); ATTEMPTS counts
     every attempt in the log; LAST is the last answer's status or error.
     """
-    config = _load(config_path)
+    config = _load(config_path, credentials=False)
     now = time.time()
     with _state(config) as store:
         rows = store.list_deliveries(
@@ -560,7 +562,7 @@ def redeliver(
             + ", ".join(short),
             EXIT_USAGE,
         )
-    config = _load(config_path)
+    config = _load(config_path, credentials=False)
     with _state(config) as store:
         count = store.redeliver(
             list(ids) or None,
@@ -595,7 +597,7 @@ def purge(config_path: str | None, dead: bool, older_than: float) -> None:
             "usage error: purge deletes dead deliveries only; say so with --dead",
             EXIT_USAGE,
         )
-    config = _load(config_path)
+    config = _load(config_path, credentials=False)
     with _state(config) as store:
         count = store.purge(dead=True, older_than=older_than, now=time.time())
     click.echo(f"purged {count} dead deliveries")
@@ -726,7 +728,7 @@ def status(config_path: str | None, as_json: bool) -> None:
     Safe beside a running daemon: the state is read without taking its lock. DELIVERED counts
     rows kept for delivery.retention.
     """
-    config = _load(config_path)
+    config = _load(config_path, credentials=False)
     with _state(config) as store:
         report = _status(config, store, time.time())
     if as_json:
@@ -758,7 +760,7 @@ def healthcheck(config_path: str | None, url: str | None, live: bool, timeout: f
     import urllib.request
 
     if url is None:
-        config = _load(config_path)
+        config = _load(config_path, credentials=False)
         if config.server.listen is None:
             _fail(
                 "usage error: no [server] listen configured (WATCHER_SERVER__LISTEN); "

@@ -615,11 +615,19 @@ _WEBHOOK_KEYS: dict[str, _Key] = {
 
 
 class _Problems:
-    def __init__(self) -> None:
+    def __init__(self, credentials: bool = True) -> None:
         self.items: list[str] = []
+        self.credentials = credentials
+        """False for commands that only read the state: a secret (or a ${VAR} of a URL or a
+        header) that cannot be had is then no problem, since nothing is sent."""
 
     def add(self, path: str, value: object, expected: str) -> None:
         self.items.append(f"{path}: got {_show(value)}, expected {expected}")
+
+    def credential(self, path: str, value: object, expected: str) -> None:
+        """A secret, or what it comes from, is missing: a problem only when one is needed."""
+        if self.credentials:
+            self.add(path, value, expected)
 
     def note(self, path: str, message: str) -> None:
         self.items.append(f"{path}: {message}")
@@ -643,8 +651,15 @@ def resolve_config_path(explicit: str | None, env: Mapping[str, str]) -> Path | 
     return default if default.exists() else None
 
 
-def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
-    """Read, override from the environment, validate. Raises ConfigError with every problem."""
+def load_config(
+    path: Path | None, env: Mapping[str, str] | None = None, *, credentials: bool = True
+) -> Config:
+    """Read, override from the environment, validate. Raises ConfigError with every problem.
+
+    ``credentials=False`` is for the commands that read the state file and send nothing
+    (status, healthcheck, deliveries...): they work where the daemon's secrets are not set,
+    such as an operator's shell beside a systemd service; the webhooks' secrets are then None.
+    """
     env = os.environ if env is None else env
     raw: dict[str, Any] = {}
     source = "embedded defaults"
@@ -661,7 +676,7 @@ def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Conf
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError([f"config file {str(path)!r} is not valid TOML: {exc}"]) from None
         source = str(path)
-    problems = _Problems()
+    problems = _Problems(credentials)
     _apply_env_overrides(raw, env, problems)
     base_dir = path.parent if path is not None else Path()
     config = _build(raw, env, problems, source, base_dir)
@@ -818,7 +833,7 @@ def _build_webhook(
     # A gitlab or jenkins secret is the trigger token in the body: nothing to sign with.
     default_signature = "mlflow" if secret is not None and fmt not in TOKEN_FORMATS else "none"
     signature = values.get("signature", default_signature)
-    if signature != "none" and secret is None:
+    if signature != "none" and secret is None and not _has_secret_source(values):
         problems.add(f"{path}.signature", signature, "secret_env or secret_file to sign with")
     if secret is not None and signature != "none":
         expected = check_secret(signature, secret.reveal())
@@ -868,6 +883,8 @@ def _build_webhook(
     ca_bundle = values.get("ca_bundle")
     if ca_bundle is not None and not Path(ca_bundle).is_file():
         problems.add(f"{path}.ca_bundle", ca_bundle, "a readable CA bundle file")
+    if url is None and url_is_secret and not problems.credentials:
+        url = values["url"]  # unexpanded: nothing is sent to it, and it is never shown
     if "name" not in values or url is None:
         return None
     webhook = WebhookConfig(
@@ -942,9 +959,14 @@ def _template_source(
     return str(inline)
 
 
+def _has_secret_source(values: Mapping[str, Any]) -> bool:
+    """A secret is configured (its own problem is reported if it cannot be read)."""
+    return bool(values.get("secret_env") or values.get("secret_file"))
+
+
 def _env_secret(var: str, env: Mapping[str, str], path: str, problems: _Problems) -> Secret | None:
     if not env.get(var):
-        problems.add(path, var, "the name of a set, non-empty environment variable")
+        problems.credential(path, var, "the name of a set, non-empty environment variable")
         return None
     return Secret(env[var], f"env:{var}")
 
@@ -966,11 +988,11 @@ def _read_secret(
         try:
             text = Path(expanded).read_text(encoding="utf-8")
         except OSError as exc:
-            problems.add(f"{path}.{kind}_file", file, f"a readable file ({exc.strerror})")
+            problems.credential(f"{path}.{kind}_file", file, f"a readable file ({exc.strerror})")
             return None
         text = text.removesuffix("\n").removesuffix("\r")
         if not text:
-            problems.add(f"{path}.{kind}_file", file, "a file holding a non-empty secret")
+            problems.credential(f"{path}.{kind}_file", file, "a file holding a non-empty secret")
             return None
         return Secret(text, f"file:{expanded}")
     return None
@@ -979,7 +1001,9 @@ def _read_secret(
 def _expand_env(text: str, env: Mapping[str, str], path: str, problems: _Problems) -> str | None:
     missing = [m for m in _ENV_REF.findall(text) if m not in env]
     if missing:
-        problems.add(path, text, f"set environment variables (missing: {', '.join(missing)})")
+        problems.credential(
+            path, text, f"set environment variables (missing: {', '.join(missing)})"
+        )
         return None
     return _ENV_REF.sub(lambda m: env[m.group(1)], text)
 

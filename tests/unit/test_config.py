@@ -395,6 +395,27 @@ def test_secret_env_and_secret_file_together_are_rejected(tmp_path: Path) -> Non
     assert SECRET_VALUE not in problem
 
 
+def test_commands_that_send_nothing_load_without_the_secrets(tmp_path: Path) -> None:
+    """status, healthcheck, deliveries...: an operator's shell beside a systemd service has
+    neither the secret's variable nor read access to its credential file."""
+    text = (
+        '[[webhooks]]\nname = "slack"\nurl = "${SLACK_URL}"\nsecret_env = "SLACK_SECRET"\n'
+        'signature = "standard"\nheaders = { Authorization = "Bearer ${TOKEN}" }\n'
+        f'[[webhooks]]\nname = "ci"\nurl = "http://ci.example/hook"\n'
+        f'secret_file = "{tmp_path / "unreadable.secret"}"\n'
+    )
+    assert len(problems(tmp_path, text)) == 4  # the daemon refuses to start without them
+    config = load_config(write(tmp_path, text), {}, credentials=False)
+    assert [w.name for w in config.webhooks] == ["slack", "ci"]
+    assert all(w.secret is None for w in config.webhooks)
+    # Everything else is still checked.
+    bad = text.replace('name = "ci"', 'name = "ci"\ntimeout = "soon"')
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, bad), {}, credentials=False)
+    [problem] = info.value.problems
+    assert problem.startswith("webhooks[1].timeout: got 'soon'")
+
+
 def test_mlflow_signature_without_a_secret_is_rejected(tmp_path: Path) -> None:
     problem = only_problem(tmp_path, f'{HOOK}signature = "mlflow"\n')
     assert problem.startswith("webhooks[0].signature: got 'mlflow'")
