@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import MlflowServer, Receiver
+from tests.e2e.harness import MlflowServer, Receiver, write_config
 
 # MLflow warns that stages are deprecated on every transition; the watcher exists for them.
 warnings.filterwarnings("ignore", category=FutureWarning)
@@ -51,6 +51,30 @@ def create_versions(client: Any, name: str, count: int) -> None:
     client.create_registered_model(name)
     for i in range(1, count + 1):
         client.create_model_version(name, f"s3://bucket/models/{name}/{i}")
+
+
+def watch_model(
+    client: Any,
+    server: MlflowServer,
+    receiver: Receiver,
+    name: str,
+    tmp_path: Path,
+    *,
+    versions: int,
+    **config: str,
+) -> tuple[Path, Path]:
+    """A model with versions, and a config watching only it: (config file, state file)."""
+    create_versions(client, name, versions)
+    state = tmp_path / "state.db"
+    path = write_config(
+        tmp_path / "watcher.toml",
+        tracking_uri=server.url,
+        webhook_url=receiver.url,
+        state=state,
+        models=name,
+        **config,
+    )
+    return path, state
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote_plus
 
-from tests.e2e.conftest import create_versions
+from tests.e2e.conftest import watch_model
 from tests.e2e.harness import (
     SECRET,
     Delivery,
@@ -21,7 +21,6 @@ from tests.e2e.harness import (
     Receiver,
     run_watcher,
     watcher_env,
-    write_config,
 )
 
 TOKEN = "tok-3a9f/with+specials=="
@@ -257,14 +256,7 @@ def test_from_log_without_a_state_file_says_so(receiver: Receiver, tmp_path: Pat
 def test_from_log_resends_a_real_recorded_event(
     client: Any, mlflow_server: MlflowServer, receiver: Receiver, model_name: str, tmp_path: Path
 ) -> None:
-    create_versions(client, model_name, 1)
-    config = write_config(
-        tmp_path / "watcher.toml",
-        tracking_uri=mlflow_server.url,
-        webhook_url=receiver.url,
-        state=tmp_path / "state.db",
-        models=model_name,
-    )
+    config, _ = watch_model(client, mlflow_server, receiver, model_name, tmp_path, versions=1)
     baseline = watcher("run", "--once", config=config)
     assert baseline.returncode == 0, baseline.stderr
     assert receiver.deliveries() == []

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.conftest import create_versions
+from tests.e2e.conftest import create_versions, watch_model
 from tests.e2e.harness import (
     SECRET,
     Daemon,
@@ -100,15 +100,7 @@ def test_baseline_then_one_signed_delivery_per_promotion(
 def test_receiver_outage_keeps_the_event_queued_with_one_delivery_id(
     client: Any, mlflow_server: MlflowServer, receiver: Receiver, model_name: str, tmp_path: Path
 ) -> None:
-    create_versions(client, model_name, 1)
-    state = tmp_path / "state.db"
-    config = write_config(
-        tmp_path / "watcher.toml",
-        tracking_uri=mlflow_server.url,
-        webhook_url=receiver.url,
-        state=state,
-        models=model_name,
-    )
+    config, state = watch_model(client, mlflow_server, receiver, model_name, tmp_path, versions=1)
     assert run_watcher("run", "--once", "-c", str(config)).returncode == 0
 
     receiver.stop()  # connection refused
@@ -154,15 +146,8 @@ def stage_events_detected(state: Path) -> int:
 def test_daemon_delivers_promotions_and_survives_kill_9(
     client: Any, mlflow_server: MlflowServer, receiver: Receiver, model_name: str, tmp_path: Path
 ) -> None:
-    create_versions(client, model_name, 1)
-    state = tmp_path / "state.db"
-    config = write_config(
-        tmp_path / "watcher.toml",
-        tracking_uri=mlflow_server.url,
-        webhook_url=receiver.url,
-        state=state,
-        models=model_name,
-        interval="1s",
+    config, state = watch_model(
+        client, mlflow_server, receiver, model_name, tmp_path, versions=1, interval="1s"
     )
     daemon = Daemon(config)
     daemon.start()
@@ -263,15 +248,7 @@ def test_daemon_survives_mlflow_outage_and_catches_up(
 def test_dry_run_prints_events_and_changes_nothing(
     client: Any, mlflow_server: MlflowServer, receiver: Receiver, model_name: str, tmp_path: Path
 ) -> None:
-    create_versions(client, model_name, 1)
-    state = tmp_path / "state.db"
-    config = write_config(
-        tmp_path / "watcher.toml",
-        tracking_uri=mlflow_server.url,
-        webhook_url=receiver.url,
-        state=state,
-        models=model_name,
-    )
+    config, state = watch_model(client, mlflow_server, receiver, model_name, tmp_path, versions=1)
     assert run_watcher("run", "--once", "-c", str(config)).returncode == 0
     client.transition_model_version_stage(model_name, "1", "Staging")
     before = state.read_bytes()

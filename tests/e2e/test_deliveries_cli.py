@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.conftest import create_versions
+from tests.e2e.conftest import watch_model
 from tests.e2e.harness import (
     Daemon,
     MlflowServer,
@@ -18,7 +18,6 @@ from tests.e2e.harness import (
     iter_lines,
     run_watcher,
     wait_for,
-    write_config,
 )
 
 STAGE_EVENT = "MODEL_VERSION_TRANSITIONED_STAGE"
@@ -45,15 +44,7 @@ def attempt_codes(state: Path, delivery_id: str) -> list[int | None]:
 def test_dead_delivery_is_listed_redelivered_under_its_id_and_purged(
     client: Any, mlflow_server: MlflowServer, receiver: Receiver, model_name: str, tmp_path: Path
 ) -> None:
-    create_versions(client, model_name, 2)
-    state = tmp_path / "state.db"
-    config = write_config(
-        tmp_path / "watcher.toml",
-        tracking_uri=mlflow_server.url,
-        webhook_url=receiver.url,
-        state=state,
-        models=model_name,
-    )
+    config, state = watch_model(client, mlflow_server, receiver, model_name, tmp_path, versions=2)
     missing = watcher(config, "deliveries")
     assert missing.returncode == 1
     assert missing.stderr.count("\n") == 1, missing.stderr
@@ -149,14 +140,7 @@ def test_dead_delivery_is_listed_redelivered_under_its_id_and_purged(
 def test_usage_errors_are_one_line_with_exit_2_and_unknown_ids_exit_1(
     client: Any, mlflow_server: MlflowServer, receiver: Receiver, model_name: str, tmp_path: Path
 ) -> None:
-    create_versions(client, model_name, 1)
-    config = write_config(
-        tmp_path / "watcher.toml",
-        tracking_uri=mlflow_server.url,
-        webhook_url=receiver.url,
-        state=tmp_path / "state.db",
-        models=model_name,
-    )
+    config, _ = watch_model(client, mlflow_server, receiver, model_name, tmp_path, versions=1)
     assert watcher(config, "run", "--once").returncode == 0
 
     for args, expected in [
@@ -185,14 +169,7 @@ def test_usage_errors_are_one_line_with_exit_2_and_unknown_ids_exit_1(
 def test_commands_work_beside_a_running_daemon_that_sends_the_redelivery(
     client: Any, mlflow_server: MlflowServer, receiver: Receiver, model_name: str, tmp_path: Path
 ) -> None:
-    create_versions(client, model_name, 1)
-    config = write_config(
-        tmp_path / "watcher.toml",
-        tracking_uri=mlflow_server.url,
-        webhook_url=receiver.url,
-        state=tmp_path / "state.db",
-        models=model_name,
-    )
+    config, _ = watch_model(client, mlflow_server, receiver, model_name, tmp_path, versions=1)
     daemon = Daemon(config)
     daemon.start()
     try:

@@ -28,7 +28,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import create_versions
+from tests.e2e.conftest import create_versions, watch_model
 from tests.e2e.harness import (
     SECRET,
     Daemon,
@@ -169,14 +169,7 @@ def peak_rss_kib(pid: int) -> int:
 def test_notify_protocol_on_a_real_socket(
     client: Any, mlflow_server: MlflowServer, receiver: Receiver, model_name: str, tmp_path: Path
 ) -> None:
-    create_versions(client, model_name, 1)
-    config = write_config(
-        tmp_path / "watcher.toml",
-        tracking_uri=mlflow_server.url,
-        webhook_url=receiver.url,
-        state=tmp_path / "state.db",
-        models=model_name,
-    )
+    config, _ = watch_model(client, mlflow_server, receiver, model_name, tmp_path, versions=1)
     notify = NotifySocket(tmp_path / "notify.sock")
     env = watcher_env({"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "4000000"})
     daemon = Daemon(config, env=env)
@@ -465,15 +458,8 @@ retry = {{ max_attempts = 5 }}
 def test_overlapping_once_runs_deliver_once(
     client: Any, mlflow_server: MlflowServer, receiver: Receiver, model_name: str, tmp_path: Path
 ) -> None:
-    create_versions(client, model_name, 1)
-    state = tmp_path / "state.db"
-    config = write_config(
-        tmp_path / "watcher.toml",
-        tracking_uri=mlflow_server.url,
-        webhook_url=receiver.url,
-        state=state,
-        models=model_name,
-        webhook_timeout="10s",
+    config, _ = watch_model(
+        client, mlflow_server, receiver, model_name, tmp_path, versions=1, webhook_timeout="10s"
     )
     assert run_watcher("run", "--once", "-c", str(config)).returncode == 0
     client.transition_model_version_stage(model_name, "1", "Staging")
