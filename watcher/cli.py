@@ -607,7 +607,7 @@ def purge(config_path: str | None, dead: bool, older_than: float) -> None:
 
 
 def _status(config: Config, store: Store, now: float) -> dict[str, Any]:
-    from watcher.metrics import parse_meta_time
+    from watcher.metrics import parse_meta_float, parse_meta_time
 
     meta = store.all_meta()
     summary = store.summary()
@@ -641,8 +641,8 @@ def _status(config: Config, store: Store, now: float) -> dict[str, Any]:
         "versions": number("versions"),
         "scans": {
             scan: {
-                "every_s": _float(meta.get(f"{scan}_scan_every_s")),
-                "took_s": _float(meta.get(f"{scan}_scan_took_s")),
+                "every_s": parse_meta_float(meta.get(f"{scan}_scan_every_s")),
+                "took_s": parse_meta_float(meta.get(f"{scan}_scan_took_s")),
             }
             for scan in ("models", "versions")
         },
@@ -658,13 +658,6 @@ def _status(config: Config, store: Store, now: float) -> dict[str, Any]:
             },
         },
     }
-
-
-def _float(value: str | None) -> float | None:
-    try:
-        return None if value is None else float(value)
-    except ValueError:
-        return None
 
 
 def _seconds_since(at: float | None, now: float) -> int | None:

@@ -145,8 +145,6 @@ class Plan:
     """"full" (everything), or "incremental" plus any of "models", "versions" scans (run in
     the poll, or in the background and merged by it)."""
     rescanned_models: int = 0
-    background: ScanJob | None = None
-    """The background scan this read merged."""
     changed_versions: set[Key] | None = None
     """The only version keys that may differ from the snapshot (None: any may)."""
 
@@ -214,8 +212,8 @@ class IncrementalReader:
         Only on commit: a cycle whose commit failed must read the same changes again (and
         merge the same background scan again).
         """
-        job = self._job
-        if job is not None and job.finished.is_set() and self._merged is job:
+        job = self._merged
+        if job is not None and job is self._job:  # the merged background scan is committed
             self._job = None
             self._forget_reads()
             if "models" in job.kinds:
@@ -300,6 +298,7 @@ class IncrementalReader:
         models = dict(previous.models)
         versions: dict[Key, VersionState] = TrackedVersions(previous.versions)
         moved: set[str] = set()
+        added: dict[str, set[Key]] = {}
 
         if models_due:
             plan.kinds.append("models")
@@ -310,8 +309,7 @@ class IncrementalReader:
             found, _ = confirm_missing(reader, gone, [])
             scanned.update(found)
             for name in previous.models.keys() - scanned.keys():
-                for key in self._keys_by_model.get(name, ()):  # its versions went with it
-                    versions.pop(key, None)
+                self._drop_versions_of(name, versions, added)  # its versions went with it
             moved = {n for n, m in scanned.items() if _moved(previous.models.get(n), m)}
             models = scanned
         else:
@@ -322,7 +320,6 @@ class IncrementalReader:
                     moved.add(model.name)
                 models[model.name] = model
 
-        added: dict[str, set[Key]] = {}
         if full_due:
             plan.kinds.append("versions")
             started = time.monotonic()
@@ -384,9 +381,8 @@ class IncrementalReader:
                 job.models = reader.scan_models(self.watches, job.reuse.models)
                 job.seconds["models"] = time.monotonic() - started
             if "versions" in job.kinds:
-                started = time.monotonic()
-                names = job.models if job.models is not None else job.reuse.models
-                job.versions = reader.scan_versions(self.watches, names, job.reuse.versions)
+                started = time.monotonic()  # after the models: _start puts both in the job
+                job.versions = reader.scan_versions(self.watches, job.models, job.reuse.versions)
                 job.seconds["versions"] = time.monotonic() - started
         except BaseException as exc:  # handed to the poll thread, which logs it
             job.error = exc
@@ -444,7 +440,6 @@ class IncrementalReader:
             return
         self._failed_jobs = 0
         self._merged = job
-        plan.background = job
         fresh = job.seq
 
         if job.models is not None:

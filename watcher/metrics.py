@@ -183,14 +183,17 @@ class StateCollector(Collector):
             ("every", "interval", "Time between full scans, as configured or chosen by auto."),
             ("took", "duration", "How long the last full scan took."),
         ):
-            values = [(scan, meta.get(f"{scan}_scan_{name}_s")) for scan in ("models", "versions")]
-            if any(value for _, value in values):
+            known = {
+                scan: seconds
+                for scan in ("models", "versions")
+                if (seconds := parse_meta_float(meta.get(f"{scan}_scan_{name}_s"))) is not None
+            }
+            if known:
                 gauge = GaugeMetricFamily(
                     f"{PREFIX}_scan_{unit}_seconds", help_text, labels=["scan"]
                 )
-                for scan, value in values:
-                    if value:
-                        gauge.add_metric([scan], float(value))
+                for scan, seconds in known.items():
+                    gauge.add_metric([scan], seconds)
                 yield gauge
         last_ok = parse_meta_time(meta.get("last_poll_ok_at"))
         if last_ok is not None:
@@ -200,6 +203,14 @@ class StateCollector(Collector):
             )
             gauge.add_metric([], last_ok)
             yield gauge
+
+
+def parse_meta_float(value: str | None) -> float | None:
+    """A number the state keeps as text (None if absent or not a number)."""
+    try:
+        return None if value is None else float(value)
+    except ValueError:
+        return None
 
 
 def parse_meta_time(value: str | None) -> float | None:

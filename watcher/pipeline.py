@@ -79,13 +79,13 @@ class Pipeline:
         self.always_full = always_full
         """run --once and --dry-run: every cycle reads everything (cron runs are rare, and must
         not miss a tag change waiting for a cadence)."""
-        # The daemon: slow full scans run on a thread with a reader of their own, so a poll
-        # never waits for one (a stage transition is not held up by a 13 s scan of 100k).
         self._snapshot: Observation | None = None
         self._snapshot_loaded = False
         self._baseline_ms: int | None = None
         """When the baseline was read (state meta baseline_read_at), read once."""
         watch = config.watch
+        # background_scans (the daemon): slow full scans run on a thread with a reader of their
+        # own, so a poll never waits for one (a transition is not held up by a 13 s scan).
         self.incremental = IncrementalReader(
             watch.watches,
             watch.interval,
@@ -238,7 +238,6 @@ class Pipeline:
         self._snapshot = current
         if previous is None:
             self._baseline_ms = current.read_at
-        if previous is None:
             self.log.info(
                 "poll.baseline",
                 models=report.models,
