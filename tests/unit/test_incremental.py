@@ -770,14 +770,8 @@ def test_prompts_and_unwatched_models_never_appear(harness: Harness) -> None:
     assert {n for n, _ in harness.observed.versions} == {"fraud", "churn"}
 
 
-@pytest.mark.parametrize(
-    ("scan_models", "scan_versions"),
-    [(False, False), (True, False)],
-    ids=["steady", "models-scan"],
-)
-def test_a_model_created_between_the_reads_is_fetched_not_seen_version_first(
-    harness: Harness, scan_models: bool, scan_versions: bool
-) -> None:
+def create_a_model_after_the_models_are_read(harness: Harness, scan_models: bool) -> None:
+    """Model "late" and its first version appear just after the cycle's first read of models."""
     first_read = "scan_models" if scan_models else "models_updated_since"
 
     def race(kind: str) -> None:
@@ -787,6 +781,17 @@ def test_a_model_created_between_the_reads_is_fetched_not_seen_version_first(
             harness.fake.create_version("late")
 
     harness.fake.after_request = race
+
+
+@pytest.mark.parametrize(
+    ("scan_models", "scan_versions"),
+    [(False, False), (True, False)],
+    ids=["steady", "models-scan"],
+)
+def test_a_model_created_between_the_reads_is_fetched_not_seen_version_first(
+    harness: Harness, scan_models: bool, scan_versions: bool
+) -> None:
+    create_a_model_after_the_models_are_read(harness, scan_models)
     report = harness.cycle(scan_models=scan_models, scan_versions=scan_versions)
     assert types(report.events) == [(M_CREATED, "late", None), (V_CREATED, "late", "1")]
     assert "get_model" in harness.fake.calls
@@ -801,15 +806,7 @@ def test_a_model_created_between_the_reads_is_fetched_not_seen_version_first(
 def test_a_model_created_during_a_scan_is_not_seen_version_first(
     harness: Harness, scan_models: bool, scan_versions: bool
 ) -> None:
-    first_read = "scan_models" if scan_models else "models_updated_since"
-
-    def race(kind: str) -> None:
-        if kind == first_read:
-            harness.fake.after_request = None
-            harness.fake.create_model("late")
-            harness.fake.create_version("late")
-
-    harness.fake.after_request = race
+    create_a_model_after_the_models_are_read(harness, scan_models)
     report = harness.cycle(scan_models=scan_models, scan_versions=scan_versions)
     assert types(report.events) == [(M_CREATED, "late", None), (V_CREATED, "late", "1")]
 
