@@ -89,8 +89,8 @@ class Pipeline:
         self.incremental = IncrementalReader(
             watch.watches,
             watch.interval,
-            watch.models_interval,
-            watch.full_scan_interval,
+            watch.models_scan_interval,
+            watch.versions_scan_interval,
             watch.max_duty,
             log,
             scan_reader=(lambda: reader_factory(reader_settings(config)))

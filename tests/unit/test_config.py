@@ -65,7 +65,7 @@ def test_no_file_gives_the_embedded_defaults() -> None:
     assert config.watch.interval == 30.0
     assert config.watch.models == ("*",)
     assert config.webhooks == ()
-    assert config.delivery.max_attempts == 30
+    assert config.delivery.retry.max_attempts == 30
 
 
 def test_empty_file_gives_the_defaults_with_the_file_as_source(tmp_path: Path) -> None:

@@ -406,8 +406,8 @@ def watch_config(
     return WatchConfig(
         interval=POLL,
         exclude_models=("skip*",),
-        models_interval=models_interval,
-        full_scan_interval=full_scan_interval,
+        models_scan_interval=models_interval,
+        versions_scan_interval=full_scan_interval,
         max_duty=max_duty,
     )
 

@@ -55,8 +55,7 @@ from jinja2 import TemplateSyntaxError as _JinjaSyntaxError
 from jinja2.sandbox import SandboxedEnvironment
 
 from watcher.model import NO_STAGE, STAGE_EVENTS, Event, EventType, make_event_id
-
-FORMATS = ("watcher", "databricks", "mlflow", "github", "gitlab", "jenkins", "slack", "template")
+from watcher.payloads.formats import FORMATS
 
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
