@@ -545,6 +545,80 @@ def test_env_vars_that_are_not_overrides_are_ignored(tmp_path: Path, name: str) 
     assert config.watch == WatchConfig()
 
 
+# --------------------------------------------------------------------------- old key names
+
+RENAMED = [
+    ("models_interval", "models_scan_interval"),
+    ("full_scan_interval", "versions_scan_interval"),
+]
+
+
+def load_warned(tmp_path: Path, text: str, env: Mapping[str, str]) -> tuple[Config, list[str]]:
+    warned: list[str] = []
+    return load_config(write(tmp_path, text), env, warn=warned.append), warned
+
+
+@pytest.mark.parametrize(("old", "new"), RENAMED)
+def test_an_old_scan_key_still_works_with_one_warning(tmp_path: Path, old: str, new: str) -> None:
+    config, warned = load_warned(tmp_path, f'[watch]\n{old} = "90s"\n', {})
+    assert getattr(config.watch, new) == 90.0
+    assert warned == [f"[watch] {old} is deprecated; use {new}"]
+
+
+@pytest.mark.parametrize(("old", "new"), RENAMED)
+def test_an_old_scan_key_from_the_environment_works_with_one_warning(
+    tmp_path: Path, old: str, new: str
+) -> None:
+    env = {f"WATCHER_WATCH__{old.upper()}": "auto"}
+    config, warned = load_warned(tmp_path, f'[watch]\n{new} = "90s"\n', env)
+    assert getattr(config.watch, new) is None  # the environment wins over the file
+    assert warned == [
+        f"WATCHER_WATCH__{old.upper()} is deprecated; use WATCHER_WATCH__{new.upper()}"
+    ]
+
+
+@pytest.mark.parametrize(("old", "new"), RENAMED)
+def test_the_new_scan_key_gives_no_warning(tmp_path: Path, old: str, new: str) -> None:
+    config, warned = load_warned(tmp_path, f'[watch]\n{new} = "90s"\n', {})
+    assert getattr(config.watch, new) == 90.0
+    assert warned == []
+
+
+@pytest.mark.parametrize(("old", "new"), RENAMED)
+def test_an_old_and_a_new_scan_key_together_are_an_error(
+    tmp_path: Path, old: str, new: str
+) -> None:
+    problem = only_problem(tmp_path, f'[watch]\n{old} = "1m"\n{new} = "2m"\n')
+    assert problem == f"watch.{old}: and watch.{new} are the same key; set only {new}"
+
+
+@pytest.mark.parametrize(("old", "new"), RENAMED)
+def test_both_names_in_the_environment_are_an_error(tmp_path: Path, old: str, new: str) -> None:
+    env = {f"WATCHER_WATCH__{old.upper()}": "1m", f"WATCHER_WATCH__{new.upper()}": "2m"}
+    problem = only_problem(tmp_path, "", env)
+    assert f"WATCHER_WATCH__{old.upper()}" in problem
+    assert f"WATCHER_WATCH__{new.upper()}" in problem
+
+
+def test_the_old_name_warns_on_stderr_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    load(tmp_path, '[watch]\nfull_scan_interval = "5m"\n')
+    assert capsys.readouterr().err == (
+        "mlflow-watcher: warning: [watch] full_scan_interval is deprecated; "
+        "use versions_scan_interval\n"
+    )
+
+
+def test_the_effective_config_shows_the_new_scan_names(tmp_path: Path) -> None:
+    config, _ = load_warned(tmp_path, '[watch]\nmodels_interval = "1m"\n', {})
+    watch = effective_config(config)["watch"]
+    assert watch["models_scan_interval"] == "1m"
+    assert watch["versions_scan_interval"] == "auto"
+    assert "models_interval" not in watch
+    assert "full_scan_interval" not in watch
+
+
 # --------------------------------------------------------------------------- display
 
 
