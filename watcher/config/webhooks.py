@@ -24,6 +24,7 @@ from watcher.config.parsers import (
 )
 from watcher.config.types import DeliveryConfig, RetryPolicy, Secret, WebhookConfig, redact_uri
 from watcher.payloads.formats import TOKEN_FORMATS
+from watcher.payloads.template import TemplateError, compile_template, validate_template
 from watcher.signing import check_secret
 
 
@@ -190,9 +191,6 @@ class _Builder:
 
 def check_template(webhook: WebhookConfig, source: str, path: str, problems: Problems) -> None:
     """Compile the template and render it against an example of every subscribed event."""
-    # Imported here: jinja is only loaded for a config that has a template.
-    from watcher.payloads import TemplateError, compile_template, validate_template
-
     try:
         compiled = compile_template(source)
     except TemplateError as exc:
