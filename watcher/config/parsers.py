@@ -93,12 +93,21 @@ def parse_globs(value: object) -> tuple[str, ...]:
     return globs
 
 
-def parse_optional_globs(value: object) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise Invalid('a list of glob patterns such as ["fraud-*"]')
-    return tuple(value)
+def strings_parser(expected: str) -> Callable[[object], tuple[str, ...]]:
+    """A list of non-empty strings (one string alone is a list of one)."""
+
+    def parse(value: object) -> tuple[str, ...]:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise Invalid(expected)
+        return tuple(value)
+
+    return parse
+
+
+parse_optional_globs = strings_parser('a list of glob patterns such as ["fraud-*"]')
+parse_str_list = strings_parser("a list of non-empty strings")
 
 
 def int_parser(minimum: int, maximum: int) -> Callable[[object], int]:
@@ -195,14 +204,6 @@ def parse_stages(value: object) -> frozenset[str]:
     ):
         raise Invalid("a list of stages from " + ", ".join(f'"{s}"' for s in STAGES))
     return frozenset(v.lower() for v in value)
-
-
-def parse_str_list(value: object) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise Invalid("a list of non-empty strings")
-    return tuple(value)
 
 
 def parse_headers(value: object) -> dict[str, str]:
