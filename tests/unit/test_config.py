@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import tomllib
 from collections.abc import Mapping
@@ -14,6 +15,8 @@ import pytest
 from watcher.config import (
     DEFAULT_TRACKING_URI,
     Config,
+    DeliveryConfig,
+    RetryPolicy,
     Secret,
     WatchConfig,
     WebhookConfig,
@@ -22,6 +25,7 @@ from watcher.config import (
     redact_uri,
     to_toml,
 )
+from watcher.config.keys import RETRY_KEYS, SECTIONS, WEBHOOK_KEYS, Key
 from watcher.errors import ConfigError
 from watcher.model import ALL_EVENTS, SUPPORTED_EVENTS, EventType
 from watcher.payloads import example_event
@@ -1283,3 +1287,37 @@ def test_a_bad_config_is_one_problem_naming_its_key(
     tmp_path: Path, text: str, start: str, mentions: tuple[str, ...], env: dict[str, str] | None
 ) -> None:
     only_problem_about(tmp_path, text, start, *mentions, env=env)
+
+
+# --------------------------------------------------------------------------- the key tables
+
+
+@pytest.mark.parametrize(
+    ("keys", "owner"),
+    [
+        *(
+            (SECTIONS[name], type(getattr(Config(), name)))
+            for name in SECTIONS
+            if name != "delivery"
+        ),
+        ({k: v for k, v in SECTIONS["delivery"].items() if k not in RETRY_KEYS}, DeliveryConfig),
+        (RETRY_KEYS, RetryPolicy),
+        (WEBHOOK_KEYS, WebhookConfig),
+    ],
+)
+def test_every_key_that_fills_a_field_names_one(keys: Mapping[str, Key], owner: type) -> None:
+    """A key's type and default are its field's: a key without a field would have neither."""
+    fields = {f.name for f in dataclasses.fields(owner)}
+    plain = {name for name, key in keys.items() if key.parse is not None and not key.builds}
+    shown = {name for name, key in keys.items() if key.show is not None and not key.shown_from}
+    assert plain <= fields
+    assert shown <= fields
+
+
+def test_every_section_field_is_read_and_shown() -> None:
+    """A new field without a key would be neither settable nor shown by check-config."""
+    for name, keys in SECTIONS.items():
+        section = getattr(Config(), name)
+        fields = {f.name for f in dataclasses.fields(section)} - {"retry"}
+        assert fields <= set(keys), name
+        assert set(effective_config(Config())[name]) <= set(keys), name
