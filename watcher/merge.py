@@ -102,8 +102,9 @@ class Draft:
     plan: Plan
     log: Any
     seq: int = 0
-    """This read's number, recorded in ``sightings`` (None: no background scan is out)."""
+    """This read's number, as ``sightings`` record it."""
     sightings: Sightings | None = None
+    """Where this read records what it saw (None: no background scan is out)."""
     models: dict[str, ModelState] = field(init=False)
     versions: dict[Key, VersionState] = field(init=False)
     moved: set[str] = field(default_factory=set)
@@ -111,7 +112,9 @@ class Draft:
     added: dict[str, set[Key]] = field(default_factory=dict)
     """Version keys this read brought that the snapshot's index lacks, by model."""
     confirmed: set[str] = field(default_factory=set)
+    """Models a direct read found in this read: not asked for again."""
     gone: set[str] = field(default_factory=set)
+    """Models a get found gone in this read: their versions went with them."""
 
     def __post_init__(self) -> None:
         self.models = dict(self.previous.models)
