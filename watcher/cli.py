@@ -599,7 +599,7 @@ def purge(config_path: str | None, dead: bool, older_than: float) -> None:
         )
     config = _load(config_path, credentials=False)
     with _state(config) as store:
-        count = store.purge(dead=True, older_than=older_than, now=time.time())
+        count = store.purge(older_than=older_than, now=time.time())
     click.echo(f"purged {count} dead deliveries")
 
 
