@@ -168,8 +168,8 @@ def run(
         from watcher.metrics import Metrics
 
         metrics = Metrics(config, store)
-        # Delivery outcomes are counted from the delivery log lines as they pass.
-        deliverer = Deliverer(store, config, metrics.tap(log))
+        # Metrics counts each delivery outcome the deliverer reports.
+        deliverer = Deliverer(store, config, log, observer=metrics)
         if once:
             sys.exit(_once(pipeline, deliverer, stopping, metrics, textfile))
         from watcher.service import Service

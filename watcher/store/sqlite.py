@@ -86,6 +86,7 @@ class SqliteDatabase:
             self._conn.execute("COMMIT")
 
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        """Rows by column name, read under the mutex: the connection is shared by threads."""
         with self._mutex:
             cursor = self._conn.execute(sql, tuple(params))
             cursor.row_factory = sqlite3.Row
