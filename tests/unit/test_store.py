@@ -9,18 +9,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.store_helpers import attempts, deliveries, due_deliveries, oldest_pending
+from tests.store_helpers import (
+    attempts,
+    deliveries,
+    deliveries_for,
+    due_deliveries,
+    event,
+    oldest_pending,
+    queue,
+)
 from watcher.detect import snapshot_delta
 from watcher.errors import LockError, StoreError
 from watcher.model import (
-    Event,
-    EventType,
     ModelState,
     Observation,
-    SnapshotDelta,
     VersionState,
-    make_delivery_id,
-    make_event_id,
 )
 from watcher.store import (
     DEAD,
@@ -28,7 +31,6 @@ from watcher.store import (
     PENDING,
     SCHEMA_VERSION,
     Attempt,
-    NewDelivery,
     Store,
 )
 
@@ -44,32 +46,6 @@ def db_path(tmp_path: Path) -> Path:
 def store(db_path: Path) -> Iterator[Store]:
     with Store.open(db_path) as opened:
         yield opened
-
-
-def event(model: str, version: str, to_stage: str = "Production", ts: int = 1_000) -> Event:
-    kind = EventType.MODEL_VERSION_TRANSITIONED_STAGE
-    return Event(
-        event_id=make_event_id("reg", kind, model, version, 1, "None", to_stage, ts),
-        type=kind,
-        model_name=model,
-        timestamp=ts,
-        model_version=version,
-        version_creation_timestamp=1,
-        from_stage="None",
-        to_stage=to_stage,
-    )
-
-
-def deliveries_for(events: list[Event], *webhooks: str) -> list[NewDelivery]:
-    return [
-        NewDelivery(make_delivery_id(e.event_id, w), e.event_id, w, e.model_name)
-        for w in webhooks
-        for e in events
-    ]
-
-
-def queue(store: Store, events: list[Event], deliveries: list[NewDelivery]) -> int:
-    return store.commit_cycle(SnapshotDelta(), events, deliveries, {}, now=NOW)
 
 
 def sample_observation() -> Observation:

@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.store_helpers import attempts, due_deliveries
-from tests.unit.test_store import deliveries_for, event, queue
+from tests.store_helpers import attempts, deliveries_for, due_deliveries, event, queue
 from watcher.errors import StoreError
 from watcher.model import Event, SnapshotDelta
 from watcher.store import (
