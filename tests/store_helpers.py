@@ -72,18 +72,9 @@ def oldest_pending(store: Store) -> float | None:
 def attempts(store: Store, delivery_id: str) -> list[Attempt]:
     """Every logged attempt of one delivery, oldest first."""
     with contextlib.closing(sqlite3.connect(store.path)) as conn:
-        conn.row_factory = sqlite3.Row
         rows = conn.execute(
-            "SELECT * FROM attempts WHERE delivery_id = ? ORDER BY id", (delivery_id,)
+            "SELECT delivery_id, attempted_at, status_code, error, latency_ms, response"
+            " FROM attempts WHERE delivery_id = ? ORDER BY id",
+            (delivery_id,),
         ).fetchall()
-    return [
-        Attempt(
-            delivery_id=str(r["delivery_id"]),
-            attempted_at=float(r["attempted_at"]),
-            status_code=r["status_code"],
-            error=r["error"],
-            latency_ms=float(r["latency_ms"]),
-            response=r["response"],
-        )
-        for r in rows
-    ]
+    return [Attempt(*row) for row in rows]
