@@ -115,7 +115,7 @@ class Deliverer:
         self._observer = observer
         self._drain_lock = threading.Lock()
         self._warned_orphans: set[str] = set()
-        self.sender: DeliverySender = sender or Sender()
+        self.sender: DeliverySender = sender if sender is not None else Sender()
 
     def drain(
         self,
