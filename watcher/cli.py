@@ -168,8 +168,8 @@ def run(
         from watcher.metrics import Metrics
 
         metrics = Metrics(config, store)
-        # Delivery outcomes are counted from the delivery log lines as they pass.
-        deliverer = Deliverer(store, config, metrics.tap(log))
+        # Metrics counts each delivery outcome the deliverer reports.
+        deliverer = Deliverer(store, config, log, observer=metrics)
         if once:
             sys.exit(_once(pipeline, deliverer, stopping, metrics, textfile))
         from watcher.service import Service
@@ -599,7 +599,7 @@ def purge(config_path: str | None, dead: bool, older_than: float) -> None:
         )
     config = _load(config_path, credentials=False)
     with _state(config) as store:
-        count = store.purge(dead=True, older_than=older_than, now=time.time())
+        count = store.purge(older_than=older_than, now=time.time())
     click.echo(f"purged {count} dead deliveries")
 
 

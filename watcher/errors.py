@@ -41,9 +41,3 @@ class LockError(StoreError):
     """Another watcher holds the state lock."""
 
     exit_code = 4
-
-
-class DeliveryError(WatcherError):
-    """A webhook could not be delivered."""
-
-    exit_code = 3

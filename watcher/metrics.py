@@ -9,13 +9,12 @@ names from the config; never model names.
 
 from __future__ import annotations
 
-import contextlib
 import platform
 import time
 from calendar import timegm
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, Info, write_to_textfile
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -23,6 +22,7 @@ from prometheus_client.registry import Collector
 
 from watcher import __version__
 from watcher.config import Config
+from watcher.deliver import Outcome
 from watcher.model import SUPPORTED_EVENTS
 from watcher.store import DEAD, PENDING, Store
 
@@ -31,12 +31,7 @@ if TYPE_CHECKING:
 
 PREFIX = "mlflow_watcher"
 POLL_RESULTS = ("ok", "failed")
-DELIVERY_RESULTS = ("delivered", "retrying", "dead")
-_DELIVERY_LOG_EVENTS = {
-    "delivery.succeeded": "delivered",
-    "delivery.failed": "retrying",
-    "delivery.dead": "dead",
-}
+DELIVERY_RESULTS = tuple(outcome.value for outcome in Outcome)
 # From a few milliseconds (an incremental read of a small registry) to minutes (a full scan of
 # 100k versions).
 POLL_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -91,55 +86,15 @@ class Metrics:
         for event in report.events:
             self.events.labels(type=event.type.value).inc()
 
-    def observe_log(self, event: str, fields: dict[str, Any]) -> None:
-        """Counts deliveries from the delivery log lines, the one place that sees each
-        attempt's outcome with its webhook as it happens, in the daemon and in --once alike."""
-        result = _DELIVERY_LOG_EVENTS.get(event)
-        webhook = fields.get("webhook")
-        if result is not None and isinstance(webhook, str):
-            self.deliveries.labels(webhook=webhook, result=result).inc()
-
-    def tap(self, log: Any) -> Any:
-        """A logger that counts what passes through it, then logs it as before."""
-        return _TappedLog(log, self)
+    def observe_delivery(self, webhook: str, outcome: Outcome) -> None:
+        """Counts one attempt's outcome as the deliverer records it, in the daemon and in
+        ``--once`` alike (the Deliverer's ``observer``)."""
+        self.deliveries.labels(webhook=webhook, result=outcome.value).inc()
 
     def write_textfile(self, path: Path) -> None:
         """node-exporter's textfile format, written to a temporary file and renamed into
         place, so the collector never reads half a file."""
         write_to_textfile(str(path), self.registry)
-
-
-class _TappedLog:
-    def __init__(self, log: Any, metrics: Metrics) -> None:
-        self._log = log
-        self._metrics = metrics
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._log, name)
-
-    def _observe(self, event: str, fields: dict[str, Any]) -> None:
-        with contextlib.suppress(Exception):  # counting must never break delivery
-            self._metrics.observe_log(event, fields)
-
-    def debug(self, event: str, **fields: Any) -> Any:
-        self._observe(event, fields)
-        return self._log.debug(event, **fields)
-
-    def info(self, event: str, **fields: Any) -> Any:
-        self._observe(event, fields)
-        return self._log.info(event, **fields)
-
-    def warning(self, event: str, **fields: Any) -> Any:
-        self._observe(event, fields)
-        return self._log.warning(event, **fields)
-
-    def error(self, event: str, **fields: Any) -> Any:
-        self._observe(event, fields)
-        return self._log.error(event, **fields)
-
-    def exception(self, event: str, **fields: Any) -> Any:
-        self._observe(event, fields)
-        return self._log.exception(event, **fields)
 
 
 class StateCollector(Collector):

@@ -229,10 +229,11 @@ events = ["{STAGE_EVENT}"]
         try:
             daemon.wait_logged("poll.baseline")
             for stage in ("Staging", "Production"):
+                # Counted before the changes: a poll may deliver some while the rest are made.
+                wanted = len(fast.deliveries()) + len(models)
                 changed = time.monotonic()
                 for name in models:
                     client.transition_model_version_stage(name, "1", stage)
-                wanted = len(fast.deliveries()) + len(models)
                 fast.wait_for_count(wanted, timeout=20)
                 lag = max(d.at for d in fast.deliveries()) - changed
                 # One poll interval plus the read; the slow endpoint adds nothing.

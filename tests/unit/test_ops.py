@@ -7,7 +7,6 @@ import os
 import socket
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
@@ -15,6 +14,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from watcher.config import Config, Secret, ServerConfig, WebhookConfig, load_config
+from watcher.deliver import Outcome
 from watcher.errors import ConfigError, WatcherError
 from watcher.health import HealthServer
 from watcher.metrics import Metrics, parse_meta_time
@@ -162,17 +162,7 @@ def _event(event_type: EventType) -> Event:
     return Event(event_id=uuid.uuid4().hex, type=event_type, model_name="m", timestamp=1)
 
 
-class _Log:
-    def __init__(self) -> None:
-        self.lines: list[tuple[str, dict[str, Any]]] = []
-
-    def info(self, event: str, **fields: Any) -> None:
-        self.lines.append((event, fields))
-
-    warning = error = info
-
-
-def test_counters_follow_reports_and_delivery_log_lines(tmp_path: Path) -> None:
+def test_counters_follow_reports_and_delivery_outcomes(tmp_path: Path) -> None:
     with Store.open(tmp_path / "state.db") as store:
         metrics = Metrics(_config("deploy", "slack"), store)
         metrics.observe_cycle(CycleReport(ok=True, duration_ms=20.0))
@@ -184,18 +174,9 @@ def test_counters_follow_reports_and_delivery_log_lines(tmp_path: Path) -> None:
             )
         )
         metrics.observe_cycle(CycleReport(ok=False, duration_ms=5.0, error="down"))
-        log = _Log()
-        tapped = metrics.tap(log)
-        tapped.info("delivery.succeeded", webhook="deploy", delivery_id="a")
-        tapped.warning("delivery.failed", webhook="slack", delivery_id="b")
-        tapped.error("delivery.dead", webhook="slack", delivery_id="c")
-        tapped.info("poll.finished", webhook="ignored")
-        assert [event for event, _ in log.lines] == [
-            "delivery.succeeded",
-            "delivery.failed",
-            "delivery.dead",
-            "poll.finished",
-        ]
+        metrics.observe_delivery("deploy", Outcome.DELIVERED)
+        metrics.observe_delivery("slack", Outcome.RETRYING)
+        metrics.observe_delivery("slack", Outcome.DEAD)
         m = _samples(generate_latest(metrics.registry).decode())
     assert m[("mlflow_watcher_polls_total", (("result", "ok"),))] == 2
     assert m[("mlflow_watcher_polls_total", (("result", "failed"),))] == 1
