@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -150,18 +151,18 @@ def test_shipped_config_is_valid() -> None:
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="a dry run builds its own pipeline and skips the check")
 def test_a_dry_run_refuses_another_registrys_state_like_run(
     client: Any, mlflow_server: MlflowServer, receiver: Receiver, model_name: str, tmp_path: Path
 ) -> None:
     config, state = watch_model(client, mlflow_server, receiver, model_name, tmp_path, versions=1)
     assert run_watcher("run", "--once", "-c", str(config)).returncode == 0
-    with sqlite3.connect(state) as conn:  # the state file of a watcher of another registry
+    with closing(sqlite3.connect(state)) as conn:  # the state of another registry's watcher
         conn.execute("UPDATE meta SET value = 'http://other.example:5000' WHERE key = 'registry'")
+        conn.commit()
     client.create_model_version(model_name, f"s3://bucket/models/{model_name}/2")
-    before = state.read_bytes()
 
     real = run_watcher("run", "--once", "-c", str(config))
+    before = state.read_bytes()
     dry = run_watcher("run", "--dry-run", "-c", str(config))
     assert real.returncode == 1, real.stderr
     assert "holds the snapshot of registry http://other.example:5000" in real.stderr

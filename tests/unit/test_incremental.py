@@ -39,7 +39,7 @@ from watcher.incremental import (
     TrackedVersions,
 )
 from watcher.model import NO_STAGE, Event, EventType, ModelState, Observation, VersionState
-from watcher.pipeline import CycleReport, Pipeline
+from watcher.pipeline import CycleReport, Pipeline, PipelineOptions
 from watcher.registry import PROMPT_TAG, ReadStats
 from watcher.store import Store
 
@@ -461,9 +461,8 @@ class Harness:
             self.config,
             self.store,
             self.log,
+            PipelineOptions(scan_runner=self.runner if self.background else None),
             reader_factory=lambda _settings: self.fake,
-            background_scans=self.background,
-            scan_runner=self.runner,
         )
         return self
 
