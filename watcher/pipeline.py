@@ -138,6 +138,7 @@ class Pipeline:
 
     @property
     def reader(self) -> Reader:
+        """The poll's reader, opened on first use: building a pipeline connects to nothing."""
         if self._reader is None:
             self._reader = self._reader_factory(reader_settings(self.config))
             self._reader.progress = self._progress

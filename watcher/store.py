@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from watcher import state_meta as sm
 from watcher.errors import LockError, StoreError
 from watcher.model import (
     Event,
@@ -283,7 +284,7 @@ class Store:
 
     def load_snapshot(self) -> Observation | None:
         """The last complete snapshot, or None before the first (baseline) cycle."""
-        baseline = self.get_meta("baseline_at")
+        baseline = self.get_meta(sm.BASELINE_AT.name)
         if baseline is None:
             return None
         models = {
@@ -295,7 +296,7 @@ class Store:
             for (data,) in self._conn.execute("SELECT data FROM snapshot_versions"):
                 version = VersionState.from_dict(json.loads(data))
                 versions[version.key] = version
-        read_at = int(self.get_meta("snapshot_read_at") or 0)
+        read_at = int(self.get_meta(sm.SNAPSHOT_READ_AT.name) or 0)
         return Observation(models=models, versions=versions, read_at=read_at)
 
     def commit_cycle(
