@@ -62,12 +62,11 @@ PRUNE_EVERY = 3600.0
 """Seconds between prunes of delivered rows older than delivery.retention."""
 
 
-def prune(pipeline: Pipeline) -> int:
+def prune(pipeline: Pipeline) -> None:
     """Delivered rows past retention go; dead ones stay until someone purges them."""
     pruned = pipeline.store.prune_delivered(pipeline.config.delivery.retention, time.time())
     if pruned:
         pipeline.log.info("state.pruned", delivered=pruned)
-    return pruned
 
 
 class Service:
