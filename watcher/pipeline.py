@@ -121,7 +121,9 @@ class Pipeline:
             watch.full_scan_interval,
             watch.max_duty,
             log,
-            scan_reader=(lambda: reader_factory(reader_settings(config))) if runner else None,
+            scan_reader=(lambda: reader_factory(reader_settings(config)))
+            if runner is not None
+            else None,
             runner=runner,
         )
         self._cadences: dict[str, float] = {}

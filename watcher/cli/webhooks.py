@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 import click
 
 from watcher.cli.common import EXIT_STATUSES, F, config_option, fail, load
-from watcher.config import TOKEN_FORMATS, Config, effective_config, to_toml
+from watcher.config import TOKEN_FORMATS, Config, WebhookConfig, effective_config, to_toml
 from watcher.errors import ExitCode
+from watcher.model import Event
 from watcher.store import Store
 
 
@@ -34,7 +34,9 @@ def _event_option(fn: F) -> F:
     )(fn)
 
 
-def _pick_event(config: Config, name: str, event_name: str | None, from_log: bool) -> Any:
+def _pick_event(
+    config: Config, name: str, event_name: str | None, from_log: bool
+) -> tuple[WebhookConfig, Event]:
     """Webhook NAME and the event to show it: a recorded one (--from-log) or an example."""
     from watcher.config import event_by_name
     from watcher.payloads import example_event
