@@ -21,7 +21,7 @@ from typing import Any
 
 import requests
 
-from watcher.config import TOKEN_FORMATS, Config, DeliveryConfig, RetryPolicy, WebhookConfig
+from watcher.config import TOKEN_FORMATS, Config, RetryPolicy, WebhookConfig
 from watcher.model import Event
 from watcher.payloads import FormatOptions, TemplateError, compile_template, render
 from watcher.signing import sign
@@ -114,7 +114,7 @@ def is_dead_at_once(result: Result, dead_on: frozenset[int] | None) -> bool:
 
 
 def backoff_delay(
-    policy: RetryPolicy | DeliveryConfig,
+    policy: RetryPolicy,
     attempts: int,
     retry_after: float | None,
     rng: random.Random,

@@ -178,7 +178,7 @@ def test_daemon_reads_incrementally_and_misses_nothing(
     )
     config.write_text(
         config.read_text().replace(
-            "[watch]\n", '[watch]\nmodels_interval = "2s"\nfull_scan_interval = "2s"\n'
+            "[watch]\n", '[watch]\nmodels_scan_interval = "2s"\nversions_scan_interval = "2s"\n'
         )
     )
     daemon = Daemon(config, watcher_env(registry.env))
