@@ -2,9 +2,10 @@
 is read back.
 
 The state keeps small facts beside the snapshot and the outbox (the last poll, what is tracked,
-the scan cadences) as text in a key/value table. Writers (the pipeline, the service) and
-readers (`status`, the /metrics gauges) both go through the keys here, so a key cannot be
-spelt or parsed two ways. A value that does not parse reads as None, as an absent one does.
+the scan cadences) as text in a key/value table. Writers (the pipeline, the incremental reader,
+the service, the store) and readers (`status`, the /metrics gauges, the store) all go through
+the keys here, so a key cannot be spelt or parsed two ways. A value that does not parse reads
+as None, as an absent one does.
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ LAST_POLL_ERROR = _text("last_poll_error")
 LAST_POLL_DURATION_MS = _count("last_poll_duration_ms")
 POLL_OK, POLL_FAILED = "ok", "failed"
 
-# The daemon's scan cadences (the incremental reader writes these names in scan_meta()).
+# The daemon's scan cadences, written by IncrementalReader.scan_meta().
 SCANS = ("models", "versions")
 SCAN_EVERY = {scan: _seconds(f"{scan}_scan_every_s") for scan in SCANS}
 """Time between scans, as configured or chosen by auto."""
