@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import platform
 import time
-from calendar import timegm
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +20,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from watcher import __version__
+from watcher import state_meta as sm
 from watcher.config import Config
 from watcher.deliver import Outcome
 from watcher.model import SUPPORTED_EVENTS
@@ -108,15 +108,16 @@ class StateCollector(Collector):
         return []  # collected on demand only; nothing to check at registration
 
     def collect(self) -> Iterator[Metric]:
+        """The gauges, from the state meta (watcher.state_meta) and the outbox counts."""
         meta = self._store.all_meta()
         summary = self._store.summary()
         now = time.time()
         for key, help_text in (
-            ("models", "Registered models watched, as of the last good poll."),
-            ("versions", "Model versions watched, as of the last good poll."),
+            (sm.MODELS, "Registered models watched, as of the last good poll."),
+            (sm.VERSIONS, "Model versions watched, as of the last good poll."),
         ):
-            gauge = GaugeMetricFamily(f"{PREFIX}_{key}_watched", help_text)
-            gauge.add_metric([], float(meta.get(key) or 0))
+            gauge = GaugeMetricFamily(f"{PREFIX}_{key.name}_watched", help_text)
+            gauge.add_metric([], float(key.get(meta) or 0))
             yield gauge
         webhooks = sorted({*self._webhooks, *summary.counts})
         for status, help_text in (
@@ -134,23 +135,8 @@ class StateCollector(Collector):
         pending_since = summary.oldest_pending
         oldest.add_metric([], 0.0 if pending_since is None else max(0.0, now - pending_since))
         yield oldest
-        for name, unit, help_text in (
-            ("every", "interval", "Time between full scans, as configured or chosen by auto."),
-            ("took", "duration", "How long the last full scan took."),
-        ):
-            known = {
-                scan: seconds
-                for scan in ("models", "versions")
-                if (seconds := parse_meta_float(meta.get(f"{scan}_scan_{name}_s"))) is not None
-            }
-            if known:
-                gauge = GaugeMetricFamily(
-                    f"{PREFIX}_scan_{unit}_seconds", help_text, labels=["scan"]
-                )
-                for scan, seconds in known.items():
-                    gauge.add_metric([scan], seconds)
-                yield gauge
-        last_ok = parse_meta_time(meta.get("last_poll_ok_at"))
+        yield from _scan_gauges(meta)
+        last_ok = sm.LAST_POLL_OK_AT.get(meta)
         if last_ok is not None:
             gauge = GaugeMetricFamily(
                 f"{PREFIX}_last_successful_poll_timestamp_seconds",
@@ -160,19 +146,17 @@ class StateCollector(Collector):
             yield gauge
 
 
-def parse_meta_float(value: str | None) -> float | None:
-    """A number the state keeps as text (None if absent or not a number)."""
-    try:
-        return None if value is None else float(value)
-    except ValueError:
-        return None
-
-
-def parse_meta_time(value: str | None) -> float | None:
-    """The state's ``2025-01-31T12:00:00Z`` timestamps as Unix time (None if absent)."""
-    if not value:
-        return None
-    try:
-        return float(timegm(time.strptime(value, "%Y-%m-%dT%H:%M:%SZ")))
-    except ValueError:
-        return None
+def _scan_gauges(meta: dict[str, str]) -> Iterator[Metric]:
+    """The scan cadences and lengths, for the scans that have run (a --once run has none)."""
+    for keys, unit, help_text in (
+        (sm.SCAN_EVERY, "interval", "Time between full scans, as configured or chosen by auto."),
+        (sm.SCAN_TOOK, "duration", "How long the last full scan took."),
+    ):
+        known = {
+            scan: seconds for scan, key in keys.items() if (seconds := key.get(meta)) is not None
+        }
+        if known:
+            gauge = GaugeMetricFamily(f"{PREFIX}_scan_{unit}_seconds", help_text, labels=["scan"])
+            for scan, seconds in known.items():
+                gauge.add_metric([scan], seconds)
+            yield gauge

@@ -38,7 +38,7 @@ from watcher.incremental import (
 )
 from watcher.merge import Draft, Plan
 from watcher.model import NO_STAGE, Event, EventType, ModelState, Observation, VersionState
-from watcher.pipeline import CycleReport, Pipeline
+from watcher.pipeline import CycleReport, Pipeline, PipelineOptions
 from watcher.scan import PROMPT_TAG, RECENT_ORDER, ReaderSettings, ScanReader
 from watcher.store import Store
 
@@ -421,9 +421,8 @@ class Harness:
             self.config,
             self.store,
             self.log,
+            PipelineOptions(scan_runner=self.runner if self.background else None),
             reader_factory=lambda _settings: self.fake,
-            background_scans=self.background,
-            scan_runner=self.runner,
         )
         # The same reader, on the test's clocks: monotonic time moves when the test says, and
         # observations are stamped by the registry's logical clock.

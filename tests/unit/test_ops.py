@@ -17,10 +17,11 @@ from watcher.config import Config, Secret, ServerConfig, WebhookConfig, load_con
 from watcher.deliver import Outcome
 from watcher.errors import ConfigError, WatcherError
 from watcher.health import HealthServer
-from watcher.metrics import Metrics, parse_meta_time
+from watcher.metrics import Metrics
 from watcher.model import Event, EventType
 from watcher.notify import Notifier
 from watcher.pipeline import CycleReport
+from watcher.state_meta import parse_time
 from watcher.store import Store
 
 
@@ -214,11 +215,11 @@ def test_gauges_read_the_state_at_scrape_time(tmp_path: Path) -> None:
     assert m[("mlflow_watcher_scan_duration_seconds", (("scan", "versions"),))] == 12.8
     assert m[("mlflow_watcher_models_watched", ())] == 4
     assert m[("mlflow_watcher_versions_watched", ())] == 17
-    assert m[("mlflow_watcher_last_successful_poll_timestamp_seconds", ())] == parse_meta_time(
+    assert m[("mlflow_watcher_last_successful_poll_timestamp_seconds", ())] == parse_time(
         "2026-01-02T03:04:05Z"
     )
-    assert parse_meta_time("2026-01-02T03:04:05Z") == 1767323045.0
-    assert parse_meta_time("garbage") is None
+    assert parse_time("2026-01-02T03:04:05Z") == 1767323045.0
+    assert parse_time("garbage") is None
 
 
 def test_textfile_is_replaced_whole(tmp_path: Path) -> None:

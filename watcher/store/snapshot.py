@@ -11,6 +11,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 
+from watcher import state_meta as sm
 from watcher.model import Event, ModelState, Observation, SnapshotDelta, VersionState
 from watcher.store.rows import NewDelivery
 from watcher.store.sqlite import SqliteDatabase, dumps, set_meta
@@ -21,7 +22,7 @@ class SnapshotQueries(SqliteDatabase):
 
     def load_snapshot(self) -> Observation | None:
         """The last complete snapshot, or None before the first (baseline) cycle."""
-        baseline = self.get_meta("baseline_at")
+        baseline = self.get_meta(sm.BASELINE_AT.name)
         if baseline is None:
             return None
         models = {
@@ -33,7 +34,7 @@ class SnapshotQueries(SqliteDatabase):
             for (data,) in self._conn.execute("SELECT data FROM snapshot_versions"):
                 version = VersionState.from_dict(json.loads(data))
                 versions[version.key] = version
-        read_at = int(self.get_meta("snapshot_read_at") or 0)
+        read_at = int(self.get_meta(sm.SNAPSHOT_READ_AT.name) or 0)
         return Observation(models=models, versions=versions, read_at=read_at)
 
     def commit_cycle(
