@@ -19,6 +19,7 @@ seems to have disappeared is confirmed with a direct get before anyone believes 
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import time
@@ -282,6 +283,7 @@ class _BaseReader:
         are replaced by them, as for scan_models.
         """
         versions: dict[tuple[str, str], VersionState] = {}
+        watches = functools.cache(watches)  # a few model names over 100k rows: match each once
         fetch = lambda t: self._search_versions(t, _VERSION_ORDER, self.settings.page_size, "")  # noqa: E731
         try:
             for version in _pages(fetch):
