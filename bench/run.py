@@ -109,6 +109,34 @@ def config_for(url: str, state: Path, hook: str, *, fixed_cadences: bool) -> Con
     )
 
 
+def watcher_toml(
+    path: Path, url: str, state: Path, hook: str, *, watch: str = "", webhook: str = ""
+) -> Path:
+    """A config file as a user writes one for `mlflow-watcher run`: JSON logs, one webhook."""
+    path.write_text(
+        f"""
+[mlflow]
+tracking_uri = "{url}"
+
+[watch]
+{watch}
+
+[state]
+path = "{state}"
+
+[log]
+format = "json"
+
+[[webhooks]]
+name = "bench"
+url = "{hook}"
+secret_env = "E2E_SECRET"
+{webhook}
+"""
+    )
+    return path
+
+
 def timed_cycle(pipeline: Pipeline, *, full: bool = False) -> tuple[float, CycleReport]:
     started = time.monotonic()
     report = pipeline.run_cycle(full=full)
@@ -356,24 +384,8 @@ def whole_command(server: MlflowServer, workdir: Path, receiver_url: str) -> dic
     interpreter start-up, imports, loading the snapshot, reading the responses, comparing,
     committing, exiting. Each run's CPU time (user + system) is reported beside it: on a busy
     machine the wall time of the own part grows with the load, the CPU time much less."""
-    config = workdir / "once.toml"
-    config.write_text(
-        f"""
-[mlflow]
-tracking_uri = "{server.url}"
-timeout = 120
-
-[state]
-path = "{workdir / "once-state.db"}"
-
-[log]
-format = "json"
-
-[[webhooks]]
-name = "bench"
-url = "{receiver_url}"
-secret_env = "E2E_SECRET"
-"""
+    config = watcher_toml(
+        workdir / "once.toml", server.url, workdir / "once-state.db", receiver_url
     )
     script = BIN / "mlflow-watcher"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "watcher"]
@@ -439,28 +451,14 @@ def daemon_run(server: MlflowServer, workdir: Path, rng: random.Random) -> dict[
     """(c) and (e): the real daemon, changes made over REST, deliveries timed at arrival."""
     receiver = Receiver()
     receiver.start()
-    config = workdir / "daemon.toml"
-    config.write_text(
-        f"""
-[mlflow]
-tracking_uri = "{server.url}"
-
-[watch]
-interval = "{INTERVAL:g}s"
-
-[state]
-path = "{workdir / "daemon-state.db"}"
-
-[log]
-format = "json"
-
-[[webhooks]]
-name = "bench"
-url = "{receiver.url}"
-secret_env = "E2E_SECRET"
-# Every event by name: "*" leaves out the stage-specific transition events.
-events = {json.dumps([e.value for e in EventType])}
-"""
+    config = watcher_toml(
+        workdir / "daemon.toml",
+        server.url,
+        workdir / "daemon-state.db",
+        receiver.url,
+        watch=f'interval = "{INTERVAL:g}s"',
+        # Every event by name: "*" leaves out the stage-specific transition events.
+        webhook=f"events = {json.dumps([e.value for e in EventType])}",
     )
     daemon = Daemon(config, watcher_env())
     client = server.client()
