@@ -105,8 +105,14 @@ class VersionState:
     tags: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "tags", _frozen(self.tags))
-        _interned(self, "name", "current_stage", "status", "user_id")
+        # Spelled out rather than through _interned: 200k versions are built by each full run
+        # (the snapshot loaded, the registry read), and the loop by name cost twice as much.
+        setattr_, intern = object.__setattr__, sys.intern
+        setattr_(self, "tags", _frozen(self.tags))
+        setattr_(self, "name", intern(self.name))
+        setattr_(self, "current_stage", intern(self.current_stage))
+        setattr_(self, "status", intern(self.status))
+        setattr_(self, "user_id", intern(self.user_id))
 
     @property
     def key(self) -> tuple[str, str]:

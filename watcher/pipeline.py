@@ -297,6 +297,7 @@ class Pipeline:
             duration_ms=round(report.duration_ms),
             read=report.kind,
             requests=report.requests,
+            mlflow_ms=round(report.mlflow_ms),
             models=report.models,
             versions=report.versions,
             events=len(report.events),

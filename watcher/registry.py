@@ -20,6 +20,8 @@ docs/architecture.md ("How the registry is read") follows a read through these m
 
 from __future__ import annotations
 
+import functools
+import gc
 import os
 import sqlite3
 import time
@@ -68,6 +70,19 @@ def _bound_client_retries(timeout: float) -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, round(timeout))))
+
+
+@functools.cache
+def _settle_imports() -> None:
+    """Once MLflow is imported, move what is alive to the collector's permanent generation.
+
+    Importing MLflow leaves a large heap that lives as long as the process (its modules,
+    pydantic models, pandas); every full collection while 100k versions are loaded and read
+    walked all of it again: a sixth of a `run --once`'s CPU time at 100k. Objects frozen are
+    still freed by reference counting; only a cycle among them would outlive its use. Once
+    per process: later readers (the daemon's background scans) import nothing new.
+    """
+    gc.freeze()
 
 
 def open_reader(settings: ReaderSettings) -> Reader:
@@ -162,6 +177,7 @@ class RestReader(ScanReader):
         from mlflow.utils.credentials import get_default_host_creds
         from mlflow.utils.rest_utils import http_request
 
+        _settle_imports()
         self._creds = get_default_host_creds(settings.registry_uri)
         self._http_request = http_request
         self._where = registry_identity(settings.registry_uri)
@@ -275,6 +291,7 @@ class ClientReader(ScanReader):
                 "pip install 'mlflow-registry-watcher[sqlite]', or point tracking_uri at the "
                 "MLflow server's http:// URL"
             ) from None
+        _settle_imports()
         _check_sqlite_store(settings.registry_uri)
         try:
             self._client = MlflowClient(

@@ -21,6 +21,7 @@ Facts that shape the algorithms (measured on MLflow 2.9 to 3.x):
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -194,6 +195,7 @@ class ScanReader:
         """
         versions: dict[Key, VersionState] = {}
         size = self.settings.page_size
+        watches = functools.cache(watches)  # a few model names over 100k rows: match each once
         try:
             for page in pages(lambda t: self._search_versions(t, VERSION_ORDER, size, "")):
                 for version in page:
