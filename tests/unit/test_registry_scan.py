@@ -3,6 +3,8 @@ against real servers in tests/e2e)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from watcher.errors import RegistryError
@@ -38,7 +40,7 @@ class FakeReader(_BaseReader):
         self.calls: list[tuple[str, tuple[str, ...], str]] = []
 
     @staticmethod
-    def _page(rows: list, token: str | None, size: int) -> tuple[list, str | None]:
+    def _page(rows: list[Any], token: str | None, size: int) -> tuple[list[Any], str | None]:
         start = int(token or 0)
         end = start + size
         return rows[start:end], (str(end) if end < len(rows) else None)
@@ -76,7 +78,7 @@ def test_full_read_pages_through_everything_and_merges_duplicates() -> None:
 
 def test_prompts_are_not_models_to_watch() -> None:
     reader = FakeReader(
-        [model("a"), model("p", **{PROMPT_TAG: "true"})], [version("a", "1"), version("p", "1")]
+        [model("a"), model("p", 1, **{PROMPT_TAG: "true"})], [version("a", "1"), version("p", "1")]
     )
     observation = reader.read(lambda _name: True)
     assert list(observation.models) == ["a"]
