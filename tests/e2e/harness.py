@@ -192,6 +192,9 @@ class ReceiverBehaviour:
     headers: dict[str, str] = field(default_factory=dict)
     reset: bool = False
     """Close the connection without an answer."""
+    hold: threading.Event | None = None
+    """Answer only once this is set (or after a minute): the sender waits as long as a test
+    wants, whatever the machine's load."""
 
 
 class Receiver(LocalService):
@@ -231,6 +234,8 @@ class Receiver(LocalService):
                     )
                 if behaviour.delay:
                     time.sleep(behaviour.delay)
+                if behaviour.hold is not None:
+                    behaviour.hold.wait(timeout=60)
                 if behaviour.reset:
                     self.close_connection = True
                     return
@@ -446,6 +451,14 @@ class Daemon:
             assert self.proc is not None
             self.proc.kill()
             self.proc.wait(timeout=10)
+
+
+def blocked_on_a_lock(pid: int) -> bool:
+    """Whether process `pid` waits for a file lock (the kernel lists it in /proc/locks)."""
+    return any(
+        "->" in line and str(pid) in line.split()
+        for line in Path("/proc/locks").read_text().splitlines()
+    )
 
 
 def iter_lines(text: str) -> Iterator[dict[str, Any]]:

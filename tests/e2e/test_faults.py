@@ -31,6 +31,7 @@ from tests.e2e.harness import (
     MlflowServer,
     Receiver,
     ReceiverBehaviour,
+    blocked_on_a_lock,
     hooks_config,
     run_watcher,
     wait_for,
@@ -100,14 +101,6 @@ def assert_every_event_arrived_in_order(state: Path, receiver: Receiver, models:
         chain = [e for e in events if e["model_name"] == name]
         for before, after in itertools.pairwise(chain):
             assert after["from_stage"] == before["to_stage"], name
-
-
-def blocked_on_a_lock(pid: int) -> bool:
-    """Whether process `pid` waits for a file lock (the kernel lists it in /proc/locks)."""
-    return any(
-        "->" in line and str(pid) in line.split()
-        for line in Path("/proc/locks").read_text().splitlines()
-    )
 
 
 def make_transitions(client: Any, models: list[str], rounds: int, rng: random.Random) -> None:

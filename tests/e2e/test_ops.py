@@ -38,6 +38,7 @@ from tests.e2e.harness import (
     MlflowServer,
     Receiver,
     ReceiverBehaviour,
+    blocked_on_a_lock,
     free_port,
     run_watcher,
     wait_for,
@@ -466,10 +467,11 @@ retry = {{ max_attempts = 5 }}
 def test_overlapping_once_runs_deliver_once(
     client: Any, receiver: Receiver, model_name: str, tmp_path: Path, watch: Watch
 ) -> None:
-    config, _ = watch(webhook_timeout="10s")
+    config, _ = watch(webhook_timeout="90s")
     assert run_watcher("run", "--once", "-c", str(config)).returncode == 0
     client.transition_model_version_stage(model_name, "1", "Staging")
-    receiver.behaviour = ReceiverBehaviour(delay=3.0)  # the first run holds the lock meanwhile
+    release = threading.Event()
+    receiver.behaviour = ReceiverBehaviour(hold=release)  # the first run holds the lock meanwhile
 
     def once(*extra: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
@@ -481,15 +483,19 @@ def test_overlapping_once_runs_deliver_once(
         )
 
     first = once()
-    receiver.wait_for_count(1)  # the first run is delivering, with the lock held
-    second = once()
-    waiting = once("--wait-for-lock")
-    second_out, second_err = second.communicate(timeout=30)
-    assert first.poll() is None, "the second run did not wait for the first"
-    assert second.returncode == 4
-    [line] = second_err.strip().splitlines()
-    assert line.startswith("mlflow-watcher: error: another watcher (pid")
-    assert second_out == ""
+    try:
+        receiver.wait_for_count(1, timeout=60)  # the first run is delivering, with the lock held
+        second = once()
+        waiting = once("--wait-for-lock")
+        second_out, second_err = second.communicate(timeout=60)
+        assert first.poll() is None, "the second run did not wait for the first"
+        assert second.returncode == 4
+        [line] = second_err.strip().splitlines()
+        assert line.startswith("mlflow-watcher: error: another watcher (pid")
+        assert second_out == ""
+        wait_for(lambda: blocked_on_a_lock(waiting.pid), 60, "--wait-for-lock to block")
+    finally:
+        release.set()
     assert first.wait(timeout=30) == 0, first.communicate()[1]
     assert waiting.wait(timeout=60) == 0, waiting.communicate()[1]
     receiver.behaviour = ReceiverBehaviour()
