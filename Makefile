@@ -32,10 +32,12 @@ run: $(STAMP) .watcher/dev-secret
 	receiver=$$!; trap 'kill $$receiver 2>/dev/null' EXIT INT TERM; \
 	sleep 0.5; $(BIN)/mlflow-watcher run --config watcher.toml
 
+# Style, types, and the module boundaries (the import contracts in pyproject.toml).
 lint: $(STAMP)
 	$(BIN)/ruff check watcher tests $(wildcard bench)
 	$(BIN)/ruff format --check watcher tests $(wildcard bench)
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-logo
 
 # systemd-analyze verify on every unit in systemd/ (skipped with a message where systemd is not
 # installed, except in CI, where .ci/run installs it).

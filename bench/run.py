@@ -529,8 +529,8 @@ def _patience(daemon: Daemon) -> float:
     logged = daemon.logged("poll.cadence")
     cadences = logged[-1] if logged else {}
     return 60.0 + 2 * (
-        float(cadences.get("models_interval_s", 60))
-        + float(cadences.get("full_scan_interval_s", 60))
+        float(cadences.get("models_scan_every_s", 60))
+        + float(cadences.get("versions_scan_every_s", 60))
     )
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from watcher.config import Config
 from watcher.detect import Policy, detect, snapshot_delta
 from watcher.errors import RegistryError, StoreError
-from watcher.incremental import IncrementalReader, Plan, Runner, is_unsupported, thread_runner
+from watcher.incremental import IncrementalReader, Plan, Runner, thread_runner
 from watcher.model import Event, Observation, make_delivery_id
 from watcher.registry import (
     Progress,
@@ -124,34 +124,12 @@ class Pipeline:
         return self._snapshot
 
     def read(self, *, full: bool = False, plan: Plan | None = None) -> Observation:
-        """A complete, confirmed observation, or RegistryError.
-
-        ``full`` reads everything (cron runs are rare: they must not wait for a cadence);
-        otherwise the cheapest read the cadences allow.
-        """
+        """A complete, confirmed observation, or RegistryError: everything when ``full`` (or
+        always_full), otherwise the cheapest read the cadences allow (the reader decides)."""
         plan = plan if plan is not None else Plan()
-        reader = self.reader
-        previous = self._previous()
-        if previous is None or full or self.always_full or not self.incremental.supported:
-            plan.kinds.append("full")
-            try:
-                return self.incremental.read_full(reader, previous)
-            finally:
-                if self._progress is not None:
-                    self._progress("done", 0)
-        try:
-            return self.incremental.read(reader, previous, plan)
-        except RegistryError as exc:
-            if not is_unsupported(exc):
-                raise
-            self.incremental.supported = False
-            self.log.warning(
-                "poll.incremental_unsupported",
-                error=str(exc),
-                note="this MLflow refuses the incremental reads; every poll is a full scan now",
-            )
-            plan.kinds[:] = ["full"]
-            return self.incremental.read_full(reader, previous)
+        return self.incremental.observe(
+            self.reader, self._previous(), plan, everything=full or self.always_full
+        )
 
     def run_cycle(self, *, dry_run: bool = False, full: bool = False) -> CycleReport:
         started = time.monotonic()

@@ -1,20 +1,21 @@
 """Reading the registry: the only module that imports mlflow.
 
-A reader returns a complete :class:`Observation` or raises :class:`RegistryError`; a read that
-fails part-way is thrown away whole, so nothing is ever diffed against a partial read.
+A reader returns complete reads or raises :class:`RegistryError`; a read that fails part-way is
+thrown away whole, so nothing is ever diffed against a partial read.
 
-Two readers share one algorithm:
+Two readers share one algorithm (:class:`watcher.scan.ScanReader`: paging, prompt filter,
+newest-first reads, and the facts about MLflow that shape them); each supplies only the four
+primitives, a page of each search and a get of each kind:
 
 - :class:`RestReader` for ``http(s)://`` tracking servers. It calls the REST endpoints through
   MLflow's own host-credential plumbing (so ``MLFLOW_TRACKING_USERNAME``/``PASSWORD``/``TOKEN``,
   TLS settings and auth plugins keep working) but without the MLflow 3 client's prompt filter on
   ``search_registered_models``, which makes an MLflow 2.9 server return no models at all.
 - :class:`ClientReader` for everything else the client understands (``sqlite:///``, ``file:``,
-  ``databricks``...), through ``MlflowClient``.
+  ``databricks``...), through ``MlflowClient``. It refuses to create or migrate a database it
+  should only read.
 
-Facts that shape both (see DESIGN.md section 3): paging is by offset and unsafe under concurrent
-writes, so full scans order by name and version and merge duplicates; a version or model that
-seems to have disappeared is confirmed with a direct get before anyone believes it.
+docs/architecture.md ("How the registry is read") follows a read through these modules.
 """
 
 from __future__ import annotations
@@ -22,28 +23,36 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from watcher.errors import RegistryError
-from watcher.model import NO_STAGE, ModelState, Observation, VersionState
+from watcher.model import NO_STAGE, ModelState, VersionState
+from watcher.scan import (
+    PROMPT_TAG,
+    Progress,
+    Reader,
+    ReaderSettings,
+    ReadStats,
+    ScanReader,
+    is_prompt,
+)
 
-PROMPT_TAG = "mlflow.prompt.is_prompt"
-"""MLflow 3 stores prompts as registered models with this tag; they are not models to watch."""
+__all__ = [
+    "PROMPT_TAG",
+    "ClientReader",
+    "Progress",
+    "ReadStats",
+    "Reader",
+    "ReaderSettings",
+    "RestReader",
+    "is_prompt",
+    "open_reader",
+    "registry_identity",
+]
 
-
-def is_prompt(model: ModelState) -> bool:
-    return model.tags.get(PROMPT_TAG, "").lower() == "true"
-
-
-_MODELS_PAGE_MAX = 100
-"""Registered models per search request, whatever page_size says. Each one comes with its latest
-versions, which MLflow 2.x computes slowly: at 100k versions a page of 1,000 models took 8.2 s on
-MLflow 2.22 (0.67 s for 100), against 1.04 s (1.13 s in ten pages of 100) on MLflow 3.17. No
-single request then holds a server worker for long."""
 _DATABASE_SCHEMES = frozenset({"sqlite", "postgresql", "mysql", "mssql"})
 _SEARCH_MODELS = "/api/2.0/mlflow/registered-models/search"
 _SEARCH_VERSIONS = "/api/2.0/mlflow/model-versions/search"
@@ -59,48 +68,6 @@ def _bound_client_retries(timeout: float) -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, round(timeout))))
-
-
-class Reader(Protocol):
-    """What the pipeline needs from a registry."""
-
-    stats: ReadStats
-    progress: Progress | None
-
-    def read(self, watches: Callable[[str], bool]) -> Observation: ...
-
-    def scan_models(
-        self, watches: Callable[[str], bool], reuse: Mapping[str, ModelState] | None = None
-    ) -> dict[str, ModelState]: ...
-
-    def scan_versions(
-        self,
-        watches: Callable[[str], bool],
-        models: Iterable[str] | None = None,
-        reuse: Mapping[tuple[str, str], VersionState] | None = None,
-    ) -> dict[tuple[str, str], VersionState]: ...
-
-    def models_updated_since(
-        self, since_ms: int, watches: Callable[[str], bool]
-    ) -> list[ModelState]: ...
-
-    def versions_updated_since(
-        self, since_ms: int, watches: Callable[[str], bool]
-    ) -> list[VersionState]: ...
-
-    def versions_of(self, name: str) -> dict[tuple[str, str], VersionState]: ...
-
-    def get_model(self, name: str) -> ModelState | None: ...
-
-    def get_version(self, name: str, version: str) -> VersionState | None: ...
-
-
-@dataclass(frozen=True)
-class ReaderSettings:
-    tracking_uri: str
-    registry_uri: str
-    timeout: float = 30.0
-    page_size: int = 1000
 
 
 def open_reader(settings: ReaderSettings) -> Reader:
@@ -183,235 +150,10 @@ def _model_from_entity(rm: Any) -> ModelState:
     )
 
 
-# --------------------------------------------------------------------------- the shared scan
-
-
-@dataclass
-class ReadStats:
-    """What reading has cost so far: requests, bytes received, seconds waiting for MLflow."""
-
-    requests: int = 0
-    bytes: int = 0
-    seconds: float = 0.0
-
-    def since(self, earlier: ReadStats) -> ReadStats:
-        return ReadStats(
-            self.requests - earlier.requests,
-            self.bytes - earlier.bytes,
-            self.seconds - earlier.seconds,
-        )
-
-    def copy(self) -> ReadStats:
-        return ReadStats(self.requests, self.bytes, self.seconds)
-
-
-Progress = Callable[[str, int], None]
-"""Called after each page of a full scan with what is read ("models"/"versions") and the count."""
-
-_NAME_ORDER = ["name ASC"]
-_VERSION_ORDER = ["name ASC", "version_number ASC"]
-_RECENT_ORDER = ["last_updated_timestamp DESC"]
-_RECENT_FIRST_PAGE = 25
-"""Rows in the first page of a read of recent changes: a quiet cycle needs no second one, and
-a registered model comes with its latest versions, so a page of them is not small."""
-
-
-class _BaseReader:
-    """The read algorithms; subclasses supply paged searches and single gets."""
-
-    def __init__(self, settings: ReaderSettings) -> None:
-        self.settings = settings
-        self.stats = ReadStats()
-        self.progress: Progress | None = None
-        self._prompts: set[str] = set()
-
-    # Primitives --------------------------------------------------------------------------
-
-    def _search_models(
-        self, page_token: str | None, order_by: list[str], page_size: int
-    ) -> tuple[list[ModelState], str | None]:
-        raise NotImplementedError
-
-    def _search_versions(
-        self, page_token: str | None, order_by: list[str], page_size: int, filter_string: str
-    ) -> tuple[list[VersionState], str | None]:
-        raise NotImplementedError
-
-    # Filters -----------------------------------------------------------------------------
-
-    def _keep_model(self, model: ModelState, watches: Callable[[str], bool]) -> bool:
-        if is_prompt(model):
-            self._prompts.add(model.name)
-            return False
-        return watches(model.name)
-
-    def _keep_version(self, version: VersionState, watches: Callable[[str], bool]) -> bool:
-        if version.name in self._prompts or version.tags.get(PROMPT_TAG, "").lower() == "true":
-            return False
-        return watches(version.name)
-
-    # Full scans --------------------------------------------------------------------------
-
-    def scan_models(
-        self, watches: Callable[[str], bool], reuse: Mapping[str, ModelState] | None = None
-    ) -> dict[str, ModelState]:
-        """Every watched registered model (with its aliases), ordered by name.
-
-        A row equal to the one ``reuse`` (the snapshot) holds is replaced by it as it is read,
-        so a scan of an unchanged registry holds no second copy of it.
-        """
-        models: dict[str, ModelState] = {}
-        page_size = min(self.settings.page_size, _MODELS_PAGE_MAX)
-        for model in _pages(lambda t: self._search_models(t, _NAME_ORDER, page_size)):
-            if self._keep_model(model, watches):
-                models[model.name] = _same(reuse, model.name, model)
-                self._report("models", len(models))
-        return models
-
-    def scan_versions(
-        self,
-        watches: Callable[[str], bool],
-        models: Iterable[str] | None = None,
-        reuse: Mapping[tuple[str, str], VersionState] | None = None,
-    ) -> dict[tuple[str, str], VersionState]:
-        """Every watched version, ordered by name and number (immune to updates and inserts
-        between pages; a delete can still hide a row, which the caller confirms).
-
-        A registry that refuses an unfiltered version search (Unity Catalog wants a name) is
-        read model by model instead, given the models' names. Rows equal to those in ``reuse``
-        are replaced by them, as for scan_models.
-        """
-        versions: dict[tuple[str, str], VersionState] = {}
-        fetch = lambda t: self._search_versions(t, _VERSION_ORDER, self.settings.page_size, "")  # noqa: E731
-        try:
-            for version in _pages(fetch):
-                if self._keep_version(version, watches):
-                    keep_newer(versions, _same(reuse, version.key, version))
-                    self._report("versions", len(versions))
-        except RegistryError as exc:
-            if models is None or not (exc.code == "INVALID_PARAMETER_VALUE" or exc.status == 400):
-                raise
-            versions = {}
-            for name in models:
-                versions.update(self.versions_of(name))
-                self._report("versions", len(versions))
-        return versions
-
-    def read(self, watches: Callable[[str], bool]) -> Observation:
-        """A complete read: every watched model, then every watched version."""
-        models = self.scan_models(watches)
-        versions = self.scan_versions(watches, models)
-        return Observation(models=models, versions=versions, read_at=now_ms())
-
-    def _report(self, what: str, count: int) -> None:
-        if self.progress is not None and count % 1000 == 0:
-            self.progress(what, count)
-
-    # Incremental reads -------------------------------------------------------------------
-
-    def models_updated_since(
-        self, since_ms: int, watches: Callable[[str], bool]
-    ) -> list[ModelState]:
-        """Models whose last_updated_timestamp is at or after since_ms, newest first."""
-        found = self._recent(
-            lambda t, size: self._search_models(t, _RECENT_ORDER, min(size, _MODELS_PAGE_MAX)),
-            since_ms,
-        )
-        return [m for m in found if self._keep_model(m, watches)]
-
-    def versions_updated_since(
-        self, since_ms: int, watches: Callable[[str], bool]
-    ) -> list[VersionState]:
-        """Versions whose last_updated_timestamp is at or after since_ms, newest first."""
-        found = self._recent(
-            lambda t, size: self._search_versions(t, _RECENT_ORDER, size, ""), since_ms
-        )
-        return [v for v in found if self._keep_version(v, watches)]
-
-    def versions_of(self, name: str) -> dict[tuple[str, str], VersionState]:
-        """Every version of one model (a by-name read: about one request)."""
-        # MLflow's filter takes either quote and no escapes (a backslash is literal): quote with
-        # the one the name does not contain. A name with both cannot be filtered on; its missing
-        # versions are then confirmed one by one.
-        quote = '"' if "'" in name else "'"
-        versions: dict[tuple[str, str], VersionState] = {}
-        fetch = lambda t: self._search_versions(  # noqa: E731
-            t, ["version_number ASC"], self.settings.page_size, f"name = {quote}{name}{quote}"
-        )
-        for version in _pages(fetch):
-            if version.name == name and self._keep_version(version, lambda _n: True):
-                keep_newer(versions, version)
-        return versions
-
-    def _recent(
-        self,
-        fetch: Callable[[str | None, int], tuple[list[Any], str | None]],
-        since_ms: int,
-    ) -> list[Any]:
-        """Page through newest-first results until past since_ms (ties merged by the caller)."""
-        items: list[Any] = []
-        token: str | None = None
-        size = _RECENT_FIRST_PAGE
-        seen_tokens: set[str] = set()
-        while True:
-            page, token = fetch(token, size)
-            items.extend(x for x in page if x.last_updated_timestamp >= since_ms)
-            if not token or not page or page[-1].last_updated_timestamp < since_ms:
-                return items
-            if token in seen_tokens:
-                raise RegistryError("MLflow returned the same page token twice")
-            seen_tokens.add(token)
-            size = self.settings.page_size  # a burst of changes: read on in big pages
-
-
-def keep_newer(versions: dict[tuple[str, str], VersionState], version: VersionState) -> None:
-    """Merge one row read into a version map: a duplicate (offset paging under concurrent
-    writes, or a re-read of the same row) keeps the newer state, and a row with another
-    creation time (the model was deleted and created again) replaces the old one."""
-    seen = versions.get(version.key)
-    if (
-        seen is None
-        or seen.creation_timestamp != version.creation_timestamp
-        or version.last_updated_timestamp >= seen.last_updated_timestamp
-    ):
-        versions[version.key] = version
-
-
-_T = TypeVar("_T")
-
-
-def _same(reuse: Mapping[Any, _T] | None, key: Any, fresh: _T) -> _T:
-    """The snapshot's own object when the row read equals it (the fresh one is dropped)."""
-    if reuse is not None:
-        known = reuse.get(key)
-        if known is not None and known == fresh:
-            return known
-    return fresh
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _pages(
-    fetch: Callable[[str | None], tuple[list[Any], str | None]],
-) -> Iterator[Any]:
-    token: str | None = None
-    seen_tokens: set[str] = set()
-    while True:
-        items, token = fetch(token)
-        yield from items
-        if not token:
-            return
-        if token in seen_tokens:
-            raise RegistryError("MLflow returned the same page token twice; the read is abandoned")
-        seen_tokens.add(token)
-
-
 # --------------------------------------------------------------------------- REST
 
 
-class RestReader(_BaseReader):
+class RestReader(ScanReader):
     """Reads a tracking server's REST API with MLflow's own credentials plumbing."""
 
     def __init__(self, settings: ReaderSettings) -> None:
@@ -509,7 +251,7 @@ def _first_line(text: str) -> str:
 # --------------------------------------------------------------------------- MlflowClient
 
 
-class ClientReader(_BaseReader):
+class ClientReader(ScanReader):
     """Reads through MlflowClient: local stores (sqlite, file) and URIs that need plugins."""
 
     def __init__(self, settings: ReaderSettings) -> None:
@@ -679,31 +421,3 @@ def _client_schema_revision() -> str | None:
         return str(_get_latest_schema_revision())
     except Exception:
         return None
-
-
-def confirm_missing(
-    reader: Reader,
-    missing_models: Iterable[str],
-    missing_versions: Iterable[tuple[str, str]],
-) -> tuple[dict[str, ModelState], dict[tuple[str, str], VersionState]]:
-    """Ask the registry directly about what a scan no longer shows.
-
-    Offset paging can drop a live row while another is deleted; an old server can answer a
-    search with nothing. Only what a direct get also cannot find is really gone.
-    """
-    models: dict[str, ModelState] = {}
-    gone_models: set[str] = set()
-    for name in missing_models:
-        model = reader.get_model(name)
-        if model is None:
-            gone_models.add(name)
-        else:
-            models[name] = model
-    versions: dict[tuple[str, str], VersionState] = {}
-    for name, version in missing_versions:
-        if name in gone_models:
-            continue
-        found = reader.get_version(name, version)
-        if found is not None:
-            versions[found.key] = found
-    return models, versions

@@ -68,7 +68,9 @@ def test_steady_polls_are_cheap_and_every_kind_of_change_still_arrives(
         # Tags wait for the full version scan and aliases for the models scan: allow for both.
         wait_for(lambda: wanted <= arrived(), 30, "every change, at its cadence")
         kinds = {line["read"] for line in daemon.logged("poll.finished")}
-        assert "incremental+models" in kinds, kinds  # the models scan ran on its own cadence
+        # The models scan ran on its own cadence: in the poll, or beside the polls when the
+        # last one took over a quarter of the interval (a loaded machine, 125 ms here).
+        assert kinds & {"incremental+models", "incremental+models(background)"}, kinds
         # Every delivery once: no overlap re-read emitted anything twice.
         ids = [d.json["event_id"] for d in receiver.deliveries()]
         assert len(ids) == len(set(ids))

@@ -44,7 +44,7 @@ from tests.e2e.harness import (
     wait_for,
     watcher_env,
 )
-from watcher.incremental import FULL_SCAN_SHARE, MODELS_SCAN_SHARE
+from watcher.incremental import MODELS_SCAN_SHARE, VERSIONS_SCAN_SHARE
 
 STAGE = STAGE_EVENT
 
@@ -164,7 +164,7 @@ def assert_auto_cadence(scan: str, every: float, took: float) -> None:
     """auto's rule: a full scan runs every poll (1 s here), or less often once it costs more
     than its share of max_duty (0.1 by default) of the time between two scans. (Its length
     is a measurement: on a loaded machine a tiny registry's scan can take 100 ms.)"""
-    share = {"models": MODELS_SCAN_SHARE, "versions": FULL_SCAN_SHARE}[scan]
+    share = {"models": MODELS_SCAN_SHARE, "versions": VERSIONS_SCAN_SHARE}[scan]
     assert every >= 1.0, scan
     # took is shown rounded to the millisecond.
     assert every == pytest.approx(max(1.0, took / (0.1 * share)), abs=0.02), scan

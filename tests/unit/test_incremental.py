@@ -1,6 +1,7 @@
 """Incremental reading against an in-memory registry that moves timestamps the way MLflow does.
 
-The fake registry below follows DESIGN.md section 3: creating a version moves its model's
+The fake registry below moves timestamps as MLflow's stores do (measured on MLflow 2.9 to 3.x;
+docs/architecture.md, "How the registry is read"): creating a version moves its model's
 ``last_updated_timestamp``; any stage transition moves the version's and the model's
 (``archive_existing_versions`` bumps every archived sibling with the same timestamp); a version
 description moves the version's only; a model description the model's; deleting a version moves
@@ -14,33 +15,31 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
-from unittest import mock
 
 import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from watcher import incremental
 from watcher.config import Config, MlflowConfig, WatchConfig
 from watcher.detect import detect
 from watcher.errors import RegistryError
 from watcher.incremental import (
-    FULL_SCAN_SHARE,
     MODELS_SCAN_SHARE,
+    VERSIONS_SCAN_SHARE,
     WATERMARK_OVERLAP_MS,
     Cadence,
     IncrementalReader,
     TrackedVersions,
 )
+from watcher.merge import Draft, Plan
 from watcher.model import NO_STAGE, Event, EventType, ModelState, Observation, VersionState
 from watcher.pipeline import CycleReport, Pipeline
-from watcher.registry import PROMPT_TAG, ReadStats
+from watcher.scan import PROMPT_TAG, RECENT_ORDER, ReaderSettings, ScanReader
 from watcher.store import Store
 
 Key = tuple[str, str]
@@ -63,8 +62,7 @@ NEVER = 1e12
 """A fixed cadence so long that no scan is due after the first full read."""
 SCRATCH = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
 """Where the property test keeps its many state databases: tmpfs spares a fsync per cycle."""
-RECENT_FIRST_PAGE = 100
-"""The reader's first page of a newest-first read (watcher.registry._RECENT_FIRST_PAGE)."""
+TRACKING_URI = "http://mlflow.test:5000"
 
 
 # --------------------------------------------------------------------------- the fake registry
@@ -117,23 +115,23 @@ class _Version:
         )
 
 
-class FakeRegistry:
-    """An MLflow model registry in memory, implementing the watcher's Reader protocol.
+class FakeRegistry(ScanReader):
+    """An MLflow model registry in memory, read by the watcher's own reader.
 
-    ``now`` is a logical clock in epoch milliseconds that advances ``step`` on every write (and
-    on every ``tick``); only the rows the facts name get the new timestamp. Every read counts
-    its requests (one per page) in ``stats`` and ``calls``.
+    It supplies only what a transport supplies (a page of each search, a get of each kind);
+    the paging, the prompt filter and the read algorithms are the real reader's, so the
+    requests counted (one per page or get, in ``stats`` and ``calls``) are what the watcher
+    would send. ``now`` is a logical clock in epoch milliseconds that advances ``step`` on
+    every write (and on every ``tick``); only the rows the facts name get the new timestamp.
     """
 
     def __init__(self, *, step: int = 1000, page_size: int = 1000, mlflow3: bool = True) -> None:
+        super().__init__(ReaderSettings(TRACKING_URI, TRACKING_URI, page_size=page_size))
         self.now = int(time.time() * 1000)
         self.step = step
-        self.page_size = page_size
         self.mlflow3 = mlflow3
         self.models: dict[str, _Model] = {}
         self.versions: dict[Key, _Version] = {}
-        self.stats = ReadStats()
-        self.progress: Any = None
         self.calls: list[str] = []
         self.failures: dict[str, RegistryError] = {}
         """Request kind -> the error every such request raises."""
@@ -271,111 +269,76 @@ class FakeRegistry:
         }
         return models, versions
 
-    # ----------------------------------------------------------------- the Reader protocol
+    # ----------------------------------------------------------------- the raw requests
 
-    def _check(self, kind: str) -> None:
+    def _request(self, kind: str) -> None:
+        """One request of a kind the tests name (what the reader's read is for): counted,
+        and failed when the test says so."""
+        self.stats.requests += 1
+        self.calls.append(kind)
         if kind in self.failures:
-            self.stats.requests += 1
-            self.calls.append(kind)
             raise self.failures[kind]
 
-    def _served(self, kind: str, pages: int = 1) -> None:
-        self.stats.requests += pages
-        self.calls.extend([kind] * pages)
+    def _answered(self, kind: str) -> None:
         if self.after_request is not None:
             self.after_request(kind)
 
-    def _pages(self, rows: int) -> int:
-        return max(1, -(-rows // self.page_size))
+    @staticmethod
+    def _page(rows: list[Any], token: str | None, size: int) -> tuple[list[Any], str | None]:
+        """Offset paging, as MLflow pages: the token is the offset of the next page."""
+        start = int(token or 0)
+        end = start + size
+        return rows[start:end], (str(end) if end < len(rows) else None)
 
-    def read(self, watches: Watches) -> Observation:
-        models = self.scan_models(watches)
-        versions = self.scan_versions(watches, models)
-        return Observation(models=models, versions=versions, read_at=self.tick())
+    def _search_models(
+        self, page_token: str | None, order_by: list[str], page_size: int
+    ) -> tuple[list[ModelState], str | None]:
+        scan = order_by != RECENT_ORDER
+        kind = "scan_models" if scan else "models_updated_since"
+        self._request(kind)
+        if scan:
+            rows = sorted(self.models.values(), key=lambda m: m.name)
+            rows = [m for m in rows if m.name not in self.hide_models_once]
+        else:
+            rows = sorted(self.models.values(), key=lambda m: -m.updated)
+        page, token = self._page([m.state() for m in rows], page_token, page_size)
+        if scan and token is None:
+            self.hide_models_once.clear()
+        self._answered(kind)
+        return page, token
 
-    def scan_models(
-        self, watches: Watches, reuse: Mapping[str, ModelState] | None = None
-    ) -> dict[str, ModelState]:
-        self._check("scan_models")
-        rows = sorted(self.models.values(), key=lambda m: m.name)
-        pages = self._pages(len(rows))
-        found = {
-            m.name: m.state()
-            for m in rows
-            if self._model_visible(m, watches) and m.name not in self.hide_models_once
-        }
-        self.hide_models_once.clear()
-        self._served("scan_models", pages)
-        return found
-
-    def scan_versions(
-        self,
-        watches: Watches,
-        models: Iterable[str] | None = None,
-        reuse: Mapping[Key, VersionState] | None = None,
-    ) -> dict[Key, VersionState]:
-        self._check("scan_versions")
-        rows = sorted(self.versions.values(), key=lambda v: (v.name, int(v.version)))
-        pages = self._pages(len(rows))
-        found = {
-            (v.name, v.version): v.state()
-            for v in rows
-            if self._version_visible(v, watches)
-            and (v.name, v.version) not in self.hide_versions_once
-        }
-        self.hide_versions_once.clear()
-        self._served("scan_versions", pages)
-        return found
-
-    def _recent_pages(self, stamps: list[int], since_ms: int) -> int:
-        """Pages the reader's newest-first read takes: 100 rows, then page_size rows at a time,
-        until a page ends before since_ms or the rows run out."""
-        pages, position, size = 0, 0, RECENT_FIRST_PAGE
-        while True:
-            page = stamps[position : position + size]
-            position += len(page)
-            pages += 1
-            if position >= len(stamps) or not page or page[-1] < since_ms:
-                return pages
-            size = self.page_size
-
-    def models_updated_since(self, since_ms: int, watches: Watches) -> list[ModelState]:
-        self._check("models_updated_since")
-        rows = sorted(self.models.values(), key=lambda m: -m.updated)
-        pages = self._recent_pages([m.updated for m in rows], since_ms)
-        found = [
-            m.state() for m in rows if m.updated >= since_ms and self._model_visible(m, watches)
-        ]
-        self._served("models_updated_since", pages)
-        return found
-
-    def versions_updated_since(self, since_ms: int, watches: Watches) -> list[VersionState]:
-        self._check("versions_updated_since")
-        rows = sorted(self.versions.values(), key=lambda v: -v.updated)
-        pages = self._recent_pages([v.updated for v in rows], since_ms)
-        found = [
-            v.state() for v in rows if v.updated >= since_ms and self._version_visible(v, watches)
-        ]
-        self._served("versions_updated_since", pages)
-        return found
-
-    def versions_of(self, name: str) -> dict[Key, VersionState]:
-        self._check("versions_of")
-        rows = [] if self._is_prompt(name) else self._versions_of(name)
-        found = {(v.name, v.version): v.state() for v in rows}
-        self._served("versions_of", self._pages(len(rows)))
-        return found
+    def _search_versions(
+        self, page_token: str | None, order_by: list[str], page_size: int, filter_string: str
+    ) -> tuple[list[VersionState], str | None]:
+        rows = list(self.versions.values())
+        if filter_string:  # name = 'x' or name = "x": the reader's by-name read
+            kind = "versions_of"
+            name = filter_string.split(" = ", 1)[1][1:-1]
+            rows = sorted((v for v in rows if v.name == name), key=lambda v: int(v.version))
+        elif order_by == RECENT_ORDER:
+            kind = "versions_updated_since"
+            rows.sort(key=lambda v: -v.updated)
+        else:
+            kind = "scan_versions"
+            rows.sort(key=lambda v: (v.name, int(v.version)))
+            rows = [v for v in rows if (v.name, v.version) not in self.hide_versions_once]
+        self._request(kind)
+        page, token = self._page([v.state() for v in rows], page_token, page_size)
+        if kind == "scan_versions" and token is None:
+            self.hide_versions_once.clear()
+        self._answered(kind)
+        return page, token
 
     def get_model(self, name: str) -> ModelState | None:
-        self._check("get_model")
+        self._request("get_model")
         model = self.models.get(name)
-        self._served("get_model")
+        self._answered("get_model")
         return None if model is None else model.state()
 
     def get_version(self, name: str, version: str) -> VersionState | None:
-        self._check("get_version")
+        self._request("get_version")
         found = self.versions.get((name, version))
-        self._served("get_version")
+        self._answered("get_version")
         return None if found is None else found.state()
 
 
@@ -444,7 +407,7 @@ class Harness:
         self.runner = ManualRunner()
         self.fake = fake
         self.config = Config(
-            mlflow=MlflowConfig(tracking_uri="http://mlflow.test:5000"),
+            mlflow=MlflowConfig(tracking_uri=TRACKING_URI),
             watch=watch or watch_config(),
         )
         self.mono = 10_000.0
@@ -454,9 +417,6 @@ class Harness:
 
     def __enter__(self) -> Harness:
         self.store = self._stack.enter_context(Store.open(self.root / "state.db"))
-        clock = SimpleNamespace(monotonic=lambda: self.mono, time=time.time)
-        self._stack.enter_context(mock.patch.object(incremental, "time", clock))
-        self._stack.enter_context(mock.patch.object(incremental, "now_ms", self.fake.tick))
         self.pipeline = Pipeline(
             self.config,
             self.store,
@@ -464,6 +424,21 @@ class Harness:
             reader_factory=lambda _settings: self.fake,
             background_scans=self.background,
             scan_runner=self.runner,
+        )
+        # The same reader, on the test's clocks: monotonic time moves when the test says, and
+        # observations are stamped by the registry's logical clock.
+        watch = self.config.watch
+        self.pipeline.incremental = IncrementalReader(
+            watch.watches,
+            watch.interval,
+            watch.models_interval,
+            watch.full_scan_interval,
+            watch.max_duty,
+            self.log,
+            scan_reader=(lambda: self.fake) if self.background else None,
+            runner=self.runner if self.background else None,
+            clock=lambda: self.mono,
+            wall_ms=self.fake.tick,
         )
         return self
 
@@ -479,10 +454,8 @@ class Harness:
     def cycle(self, *, scan_models: bool = False, scan_versions: bool = False) -> CycleReport:
         """One poll, one interval after the last; the named scans are made due."""
         self.mono += POLL
-        if scan_models:
-            self.pipeline.incremental.models.last_at = float("-inf")
-        if scan_versions:
-            self.pipeline.incremental.full.last_at = float("-inf")
+        due = [k for k, wanted in (("models", scan_models), ("versions", scan_versions)) if wanted]
+        self.pipeline.incremental.scan_next(*due)
         self.fake.calls.clear()
         report = self.pipeline.run_cycle()
         assert report.ok, report.error
@@ -902,10 +875,10 @@ def test_a_fixed_cadence_is_its_interval() -> None:
 
 
 def test_an_auto_cadence_spaces_scans_by_their_cost() -> None:
-    cadence = Cadence(fixed=None, share=FULL_SCAN_SHARE)
+    cadence = Cadence(fixed=None, share=VERSIONS_SCAN_SHARE)
     assert cadence.due(0.0, POLL, 0.1)  # never scanned
     cadence.done(at=100.0, seconds=18.0)
-    expected = 18.0 / (0.1 * FULL_SCAN_SHARE)
+    expected = 18.0 / (0.1 * VERSIONS_SCAN_SHARE)
     assert cadence.interval(POLL, 0.1) == pytest.approx(expected)
     assert not cadence.due(100.0 + expected - POLL / 2 - 0.001, POLL, 0.1)
     assert cadence.due(100.0 + expected - POLL / 2, POLL, 0.1)
@@ -921,10 +894,10 @@ def test_an_auto_cadence_is_never_below_the_poll_interval(seconds: float) -> Non
 
 def test_cadences_report_the_auto_intervals() -> None:
     reader = IncrementalReader(lambda _n: True, POLL, None, 600.0, 0.2, RecordingLog())
-    reader.models.done(at=0.0, seconds=6.0)
+    reader.models_scan.done(at=0.0, seconds=6.0)
     assert reader.cadences() == {
-        "models_interval_s": round(6.0 / (0.2 * MODELS_SCAN_SHARE), 3),
-        "full_scan_interval_s": 600.0,
+        "models_scan_every_s": round(6.0 / (0.2 * MODELS_SCAN_SHARE), 3),
+        "versions_scan_every_s": 600.0,
     }
 
 
@@ -1421,3 +1394,39 @@ def test_tracked_versions_record_every_write_and_refuse_untracked_ones() -> None
     for untracked in (tracked.setdefault, tracked.popitem, tracked.clear):
         with pytest.raises(TypeError):
             untracked()
+
+
+# --------------------------------------------------------------------------- 4. what is gone
+
+
+def test_a_model_found_gone_by_a_versions_scan_goes_with_every_version_it_had() -> None:
+    """The versions scan read one of m's versions, then m was deleted: one get finds m gone,
+    and the version the scan still holds goes with it (no second get, no orphan version)."""
+    registry = FakeRegistry()
+    registry.create_model("keep")
+    registry.create_version("keep")
+    m = ModelState("m", 1, 1)
+    v1, v2 = VersionState("m", "1", 1, 1), VersionState("m", "2", 1, 1)
+    kept = registry.versions[("keep", "1")].state()
+    previous = Observation(
+        models={"m": m, "keep": registry.models["keep"].state()},
+        versions={("m", "1"): v1, ("m", "2"): v2, ("keep", "1"): kept},
+        read_at=0,
+    )
+    draft = Draft(registry, lambda _n: True, previous, {}, Plan(), RecordingLog())
+    draft.versions_scanned({("m", "1"): v1, ("keep", "1"): kept})
+    assert registry.calls == ["get_model"]
+    observed = draft.observation(read_at=1)
+    assert set(observed.models) == {"keep"}
+    assert set(observed.versions) == {("keep", "1")}
+
+
+def test_a_version_a_read_missed_but_a_get_finds_is_kept_and_logged(harness: Harness) -> None:
+    harness.fake.hide_versions_once.add(("fraud", "2"))
+    report = harness.cycle(scan_versions=True)
+    assert report.events == []
+    assert harness.fake.calls.count("get_model") == 1  # fraud is asked for once, and is there
+    assert harness.fake.calls.count("get_version") == 1
+    [(_, _, fields)] = harness.log.named("poll.scan_gap")
+    assert (fields["models"], fields["versions"]) == (0, 1)
+    harness.assert_exact()

@@ -1,5 +1,5 @@
-"""The reader's algorithms over fake paged searches (the REST and client adapters are tested
-against real servers in tests/e2e)."""
+"""The reader's algorithms (watcher.scan) over fake paged searches (the REST and client
+adapters are tested against real servers in tests/e2e)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ import pytest
 
 from watcher.errors import RegistryError
 from watcher.model import ModelState, VersionState
-from watcher.registry import PROMPT_TAG, ReaderSettings, _BaseReader
+from watcher.scan import (
+    PROMPT_TAG,
+    RECENT_FIRST_PAGE,
+    ReaderSettings,
+    ScanReader,
+    Watches,
+    is_refused,
+)
 
 
 def model(name: str, updated: int = 1, **tags: str) -> ModelState:
@@ -22,7 +29,7 @@ def version(name: str, number: str, updated: int = 1) -> VersionState:
     )
 
 
-class FakeReader(_BaseReader):
+class FakeReader(ScanReader):
     def __init__(
         self,
         models: list[ModelState],
@@ -45,14 +52,18 @@ class FakeReader(_BaseReader):
         end = start + size
         return rows[start:end], (str(end) if end < len(rows) else None)
 
-    def _search_models(self, page_token, order_by, page_size):  # type: ignore[no-untyped-def]
+    def _search_models(
+        self, page_token: str | None, order_by: list[str], page_size: int
+    ) -> tuple[list[ModelState], str | None]:
         self.calls.append(("models", tuple(order_by), ""))
         rows = sorted(self.models, key=lambda m: m.name)
         if order_by == ["last_updated_timestamp DESC"]:
             rows = sorted(self.models, key=lambda m: -m.last_updated_timestamp)
         return self._page(rows, page_token, page_size)
 
-    def _search_versions(self, page_token, order_by, page_size, filter_string):  # type: ignore[no-untyped-def]
+    def _search_versions(
+        self, page_token: str | None, order_by: list[str], page_size: int, filter_string: str
+    ) -> tuple[list[VersionState], str | None]:
         self.calls.append(("versions", tuple(order_by), filter_string))
         if not filter_string and self.refuse_unfiltered:
             raise RegistryError("a name is required", code="INVALID_PARAMETER_VALUE", status=400)
@@ -68,11 +79,19 @@ class FakeReader(_BaseReader):
         return page, token
 
 
+def read_all(
+    reader: ScanReader, watches: Watches
+) -> tuple[dict[str, ModelState], dict[tuple[str, str], VersionState]]:
+    """A complete read: every watched model, then every watched version."""
+    models = reader.scan_models(watches)
+    return models, reader.scan_versions(watches, models)
+
+
 def test_full_read_pages_through_everything_and_merges_duplicates() -> None:
     versions = [version("a", str(i)) for i in range(1, 6)]
     reader = FakeReader([model("a")], versions, duplicate_page=True)
-    observation = reader.read(lambda _name: True)
-    assert sorted(observation.versions) == [("a", str(i)) for i in range(1, 6)]
+    _, read = read_all(reader, lambda _name: True)
+    assert sorted(read) == [("a", str(i)) for i in range(1, 6)]
     assert reader.stats.requests == 0  # counted by the adapters, not the algorithm
 
 
@@ -80,18 +99,18 @@ def test_prompts_are_not_models_to_watch() -> None:
     reader = FakeReader(
         [model("a"), model("p", 1, **{PROMPT_TAG: "true"})], [version("a", "1"), version("p", "1")]
     )
-    observation = reader.read(lambda _name: True)
-    assert list(observation.models) == ["a"]
-    assert list(observation.versions) == [("a", "1")]
+    models, versions = read_all(reader, lambda _name: True)
+    assert list(models) == ["a"]
+    assert list(versions) == [("a", "1")]
 
 
 def test_globs_filter_models_and_versions() -> None:
     reader = FakeReader(
         [model("fraud"), model("churn")], [version("fraud", "1"), version("churn", "1")]
     )
-    observation = reader.read(lambda name: name.startswith("fraud"))
-    assert list(observation.models) == ["fraud"]
-    assert list(observation.versions) == [("fraud", "1")]
+    models, versions = read_all(reader, lambda name: name.startswith("fraud"))
+    assert list(models) == ["fraud"]
+    assert list(versions) == [("fraud", "1")]
 
 
 def test_recent_reads_stop_past_the_watermark() -> None:
@@ -112,8 +131,8 @@ def test_a_burst_of_changes_is_read_in_full() -> None:
 def test_a_refused_unfiltered_scan_is_read_model_by_model() -> None:
     versions = [version("a", "1"), version("a", "2"), version("b", "1")]
     reader = FakeReader([model("a"), model("b")], versions, refuse_unfiltered=True)
-    observation = reader.read(lambda _name: True)
-    assert sorted(observation.versions) == [("a", "1"), ("a", "2"), ("b", "1")]
+    _, read = read_all(reader, lambda _name: True)
+    assert sorted(read) == [("a", "1"), ("a", "2"), ("b", "1")]
     assert ("versions", ("version_number ASC",), "name = 'b'") in reader.calls
 
 
@@ -130,3 +149,71 @@ def test_a_name_with_a_quote_is_quoted_with_the_other_quote() -> None:
     assert reader.calls[-1][2] == 'name = "it\'s"'
     reader.versions_of("back\\slash")
     assert reader.calls[-1][2] == "name = 'back\\slash'"
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "refused"),
+    [
+        ("INVALID_PARAMETER_VALUE", 400, True),
+        ("INVALID_PARAMETER_VALUE", None, True),
+        (None, 400, True),
+        (None, 501, True),
+        (None, 503, False),
+        ("RESOURCE_DOES_NOT_EXIST", 404, False),
+        (None, None, False),
+    ],
+)
+def test_one_predicate_tells_a_refused_read_from_a_failed_one(
+    code: str | None, status: int | None, refused: bool
+) -> None:
+    assert is_refused(RegistryError("x", code=code, status=status)) is refused
+
+
+class LoopingReader(FakeReader):
+    """A server that hands out the same page token again."""
+
+    def _search_models(
+        self, page_token: str | None, order_by: list[str], page_size: int
+    ) -> tuple[list[ModelState], str | None]:
+        page, _ = super()._search_models(None, order_by, page_size)
+        return page, "again"
+
+    def _search_versions(
+        self, page_token: str | None, order_by: list[str], page_size: int, filter_string: str
+    ) -> tuple[list[VersionState], str | None]:
+        page, _ = super()._search_versions(None, order_by, page_size, filter_string)
+        return page, "again"
+
+
+@pytest.mark.parametrize(
+    "read",
+    [
+        lambda r: r.scan_models(lambda _n: True),
+        lambda r: r.scan_versions(lambda _n: True),
+        lambda r: r.versions_updated_since(0, lambda _n: True),
+        lambda r: r.models_updated_since(0, lambda _n: True),
+        lambda r: r.versions_of("a"),
+    ],
+    ids=["models-scan", "versions-scan", "recent-versions", "recent-models", "by-name"],
+)
+def test_a_page_token_handed_out_twice_abandons_the_read(read: Any) -> None:
+    reader = LoopingReader([model("a", updated=5)], [version("a", "1", updated=5)])
+    with pytest.raises(RegistryError, match="same page token twice"):
+        read(reader)
+    assert len(reader.calls) == 2
+
+
+def test_a_recent_read_starts_with_a_small_page_then_reads_on_in_big_ones() -> None:
+    versions = [version("a", str(i), updated=1_000 + i) for i in range(1, 301)]
+    reader = FakeReader([model("a")], versions, page_size=100)
+    sizes = []
+    original = FakeReader._page
+
+    def record(rows: list[Any], token: str | None, size: int) -> tuple[list[Any], str | None]:
+        sizes.append(size)
+        return original(rows, token, size)
+
+    reader._page = record  # type: ignore[method-assign]
+    reader.versions_updated_since(1_001, lambda _name: True)
+    assert sizes[0] == RECENT_FIRST_PAGE
+    assert set(sizes[1:]) == {100}

@@ -1,0 +1,285 @@
+"""One read in progress: what each read brings is folded into it, and one routine decides
+what is gone.
+
+An incremental read starts from the snapshot and folds in, in this order, what its reads
+bring: the rows updated since the watermarks or a scan run in the poll, a finished background
+scan, the models created after the models were read (latecomers), and by-name re-reads of the
+models whose timestamp moved. :class:`Draft` holds that read's models and versions while it is
+built. Whatever a read no longer shows (a model missing from a models scan, a version missing
+from a versions scan or from its model's by-name read) is passed to :meth:`Draft.settle`, the
+only code that decides something is gone: it asks for it directly, puts back what a get still
+finds, and drops the rest (a model with all its versions).
+
+Offset paging hides live rows while others are deleted, and an old server can answer a search
+with nothing: only what a direct get also cannot find is really gone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from watcher.model import ModelState, Observation, VersionState
+from watcher.scan import Key, Reader, Watches, is_prompt, keep_newer
+
+
+@dataclass
+class Plan:
+    """How the last observation was read."""
+
+    kinds: list[str] = field(default_factory=list)
+    """"full" (both scans: everything read), or "incremental" plus any of "models", "versions"
+    (a models scan, a versions scan run in the poll) or "models(background)",
+    "versions(background)" (one run beside the polls, merged by this one)."""
+    rescanned_models: int = 0
+    changed_versions: set[Key] | None = None
+    """The only version keys that may differ from the snapshot (None: any may)."""
+
+
+class TrackedVersions(dict[Key, VersionState]):
+    """A copy of the snapshot's versions that records every key written or removed since.
+
+    Whatever a read did not touch is the snapshot's own object, so detection and the snapshot
+    delta compare only these keys: a quiet poll of 100k versions does not walk all of them.
+    """
+
+    def __init__(self, base: Mapping[Key, VersionState]) -> None:
+        super().__init__(base)
+        self.touched: set[Key] = set()
+
+    def __setitem__(self, key: Key, value: VersionState) -> None:
+        self.touched.add(key)
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: Key) -> None:
+        self.touched.add(key)
+        super().__delitem__(key)
+
+    def pop(self, key: Key, default: Any = None) -> Any:
+        self.touched.add(key)
+        return super().pop(key, default)
+
+    def update(self, other: Mapping[Key, VersionState]) -> None:  # type: ignore[override]
+        for key, value in other.items():
+            self[key] = value
+
+    def _untracked(self, *_args: Any, **_kwargs: Any) -> Any:
+        raise TypeError("TrackedVersions: use item assignment, del, pop or update")
+
+    setdefault = popitem = clear = __ior__ = _untracked
+
+
+class Sightings:
+    """While a background scan is out: which read (by sequence number) last saw each row.
+
+    A scan's rows are a picture of the moment each page was read; a row some poll read after
+    the scan started is fresher, and the merge leaves it alone.
+    """
+
+    def __init__(self) -> None:
+        self.models: dict[str, int] = {}
+        self.versions: dict[Key, int] = {}
+        self.reread: dict[str, int] = {}
+        """Models whose versions a poll re-read by name."""
+
+    def model_fresher(self, name: str, seq: int) -> bool:
+        return self.models.get(name, 0) > seq
+
+    def version_fresher(self, key: Key, seq: int) -> bool:
+        return self.versions.get(key, 0) > seq or self.reread.get(key[0], 0) > seq
+
+
+@dataclass
+class Draft:
+    """One read being built from the snapshot (``previous``) and what each read brings."""
+
+    reader: Reader
+    watches: Watches
+    previous: Observation
+    index: Mapping[str, set[Key]]
+    """The snapshot's version keys by model."""
+    plan: Plan
+    log: Any
+    seq: int = 0
+    """This read's number, as ``sightings`` record it."""
+    sightings: Sightings | None = None
+    """Where this read records what it saw (None: no background scan is out)."""
+    models: dict[str, ModelState] = field(init=False)
+    versions: dict[Key, VersionState] = field(init=False)
+    moved: set[str] = field(default_factory=set)
+    """Models whose timestamp moved: their versions are re-read by name."""
+    added: dict[str, set[Key]] = field(default_factory=dict)
+    """Version keys this read brought that the snapshot's index lacks, by model."""
+    confirmed: set[str] = field(default_factory=set)
+    """Models a direct read found in this read: not asked for again."""
+    gone: set[str] = field(default_factory=set)
+    """Models a get found gone in this read: their versions went with them."""
+
+    def __post_init__(self) -> None:
+        self.models = dict(self.previous.models)
+        self.versions = TrackedVersions(self.previous.versions)
+
+    # ----------------------------------------------------------------- what reads bring
+
+    def models_scanned(self, scanned: dict[str, ModelState]) -> None:
+        """A models scan replaces the models; the ones it lacks are settled."""
+        self.models = scanned
+        self.settle([n for n in self.previous.models if n not in scanned], ())
+        before = self.previous.models
+        self.moved = {n for n, m in self.models.items() if _moved(before.get(n), m)}
+
+    def versions_scanned(self, scanned: dict[Key, VersionState]) -> None:
+        """A versions scan replaces the versions; the ones it lacks are settled, and versions
+        of models created after the models were read bring their model."""
+        self.versions = scanned
+        self.settle((), [k for k in self.previous.versions if k not in scanned])
+        self.latecomers()
+
+    def models_updated(self, rows: Iterable[ModelState]) -> None:
+        for model in rows:
+            self._saw_model(model.name)
+            if _moved(self.previous.models.get(model.name), model):
+                self.moved.add(model.name)
+            self.models[model.name] = model
+
+    def versions_updated(self, rows: Iterable[VersionState]) -> None:
+        for version in rows:
+            if self.sightings is not None:
+                self.sightings.versions[version.key] = self.seq
+            keep_newer(self.versions, version)
+            self.added.setdefault(version.name, set()).add(version.key)
+
+    def fold(
+        self,
+        models: dict[str, ModelState] | None,
+        versions: dict[Key, VersionState] | None,
+        started: int,
+    ) -> None:
+        """Fold a background scan started by read number ``started`` into this read: only the
+        rows no poll has read since."""
+        sightings = self.sightings if self.sightings is not None else Sightings()
+        if models is not None:
+            self.plan.kinds.append("models(background)")
+            for name, model in models.items():
+                known = self.models.get(name)
+                if known is model or sightings.model_fresher(name, started):
+                    continue
+                if _moved(known, model):
+                    self.moved.add(name)
+                self.models[name] = model
+            stale = [n for n in self.models if n not in models]
+            self.settle([n for n in stale if not sightings.model_fresher(n, started)], ())
+        if versions is not None:
+            self.plan.kinds.append("versions(background)")
+
+            def untouched(key: Key) -> bool:
+                # A model in `moved` is re-read by name after the merge: that read is fresher.
+                return not sightings.version_fresher(key, started) and key[0] not in self.moved
+
+            for key, version in versions.items():
+                held = self.versions.get(key)
+                if held is not version and untouched(key):
+                    self.versions[key] = version
+                    if held is None:  # new to the snapshot: indexed like a poll's reads
+                        self.added.setdefault(key[0], set()).add(key)
+            self.settle((), [k for k in self.versions if k not in versions and untouched(k)])
+
+    def reread_moved(self) -> None:
+        """Re-read by name the versions of every model whose timestamp moved (which reveals
+        deleted versions), after fetching the models whose versions came first."""
+        self.moved |= self.latecomers(self.added.keys())
+        for name in sorted(self.moved):
+            self._reread(name)
+        self.plan.rescanned_models = len(self.moved)
+
+    def observation(self, read_at: int) -> Observation:
+        if isinstance(self.versions, TrackedVersions):  # not replaced by a scan
+            self.plan.changed_versions = self.versions.touched
+        return Observation(models=self.models, versions=self.versions, read_at=read_at)
+
+    # ----------------------------------------------------------------- what is gone
+
+    def settle(self, models: Iterable[str], versions: Iterable[Key]) -> None:
+        """Decide whether the models and versions a read no longer shows are gone.
+
+        Each is asked for directly; what a get still finds is put back, the rest dropped. A
+        model whose versions went may itself be gone (deleted since the last models scan): it
+        is asked for once, so that its deletion is one event, not one per version.
+        """
+        found_models = sum(self._confirm_model(name, restore=True) for name in models)
+        keys = [k for k in versions if k[0] not in self.gone]
+        for name in sorted({k[0] for k in keys if k[0] in self.models} - self.confirmed):
+            self._confirm_model(name, restore=False)
+        found_versions = 0
+        for key in keys:
+            found = None if key[0] in self.gone else self.reader.get_version(*key)
+            if found is None:
+                self.versions.pop(key, None)
+            else:
+                self.versions[key] = found
+                found_versions += 1
+        if found_models or found_versions:
+            self.log.info(
+                "poll.scan_gap",
+                models=found_models,
+                versions=found_versions,
+                reason="a read missed rows that still exist (paging under concurrent writes)",
+            )
+
+    def _confirm_model(self, name: str, *, restore: bool) -> bool:
+        """Ask for one model: True if it was missing from the read and is back. A model that
+        is gone goes with every version this read knows of."""
+        model = self.reader.get_model(name)
+        if model is None:
+            self.gone.add(name)
+            self.models.pop(name, None)
+            keys = self.index.get(name, set()) | self.added.pop(name, set())
+            if not isinstance(self.versions, TrackedVersions):  # a scan's: not indexed
+                keys |= {k for k in self.versions if k[0] == name}
+            for key in keys:
+                self.versions.pop(key, None)
+            return False
+        self.confirmed.add(name)
+        if restore:
+            self.models[name] = model
+        return restore
+
+    def latecomers(self, names: Iterable[str] | None = None) -> set[str]:
+        """Models created after the models were read but whose versions were seen: fetch them,
+        so that a version is never reported before its model. Returns the names added."""
+        candidates = {k[0] for k in self.versions} if names is None else set(names)
+        added: set[str] = set()
+        for name in sorted(candidates - self.models.keys()):
+            latecomer = self.reader.get_model(name)
+            self._saw_model(name)
+            if latecomer is None or is_prompt(latecomer):  # gone again already, or a prompt
+                for key in [k for k in self.versions if k[0] == name]:
+                    del self.versions[key]
+            elif self.watches(latecomer.name):
+                self.models[latecomer.name] = latecomer
+                added.add(latecomer.name)
+        return added
+
+    def _reread(self, name: str) -> None:
+        """Replace one model's versions by a by-name read; the ones it lacks are settled."""
+        if self.sightings is not None:
+            self.sightings.reread[name] = self.seq
+        fresh = self.reader.versions_of(name)
+        known = self.index.get(name, set()) | self.added.get(name, set())
+        for version in fresh.values():
+            keep_newer(self.versions, version)
+        self.confirmed.add(name)  # the by-name read just answered for the model
+        self.settle((), sorted(known - fresh.keys()))
+
+    def _saw_model(self, name: str) -> None:
+        if self.sightings is not None:
+            self.sightings.models[name] = self.seq
+
+
+def _moved(before: ModelState | None, after: ModelState) -> bool:
+    return (
+        before is None
+        or before.last_updated_timestamp != after.last_updated_timestamp
+        or before.creation_timestamp != after.creation_timestamp
+    )
