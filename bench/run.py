@@ -90,7 +90,9 @@ def config_for(url: str, state: Path, hook: str, *, fixed_cadences: bool) -> Con
     cadence = FIXED_CADENCE if fixed_cadences else None
     return Config(
         mlflow=MlflowConfig(tracking_uri=url, timeout=60.0),
-        watch=WatchConfig(interval=INTERVAL, models_interval=cadence, full_scan_interval=cadence),
+        watch=WatchConfig(
+            interval=INTERVAL, models_scan_interval=cadence, versions_scan_interval=cadence
+        ),
         state=StateConfig(path=state),
         webhooks=(
             WebhookConfig(

@@ -1,18 +1,47 @@
-"""One small error hierarchy; the CLI turns each into one clear line and an exit status."""
+"""One small error hierarchy and the exit statuses; the CLI turns each error into one clear
+line and its class's exit status."""
 
 from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Every exit status of `mlflow-watcher`, defined once: the errors below carry theirs, the
+    commands exit with these, and `--help` lists them from here."""
+
+    OK = 0
+    FAILED = 1
+    USAGE = 2
+    DELIVERY = 3
+    LOCKED = 4
+    INTERRUPTED = 130
+
+    @property
+    def meaning(self) -> str:
+        return _MEANINGS[self]
+
+
+_MEANINGS = {
+    ExitCode.OK: "done",
+    ExitCode.FAILED: "the registry could not be read (or another runtime error)",
+    ExitCode.USAGE: "bad configuration or usage",
+    ExitCode.DELIVERY: "some deliveries failed; they are queued for retry, or dead",
+    ExitCode.LOCKED: "another watcher holds the lock on the state file",
+    ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
+}
 
 
 class WatcherError(Exception):
     """Base of every error the watcher raises on purpose."""
 
-    exit_code = 1
+    exit_code = ExitCode.FAILED
 
 
 class ConfigError(WatcherError):
     """The configuration is invalid. Carries every problem found, one per line."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
     def __init__(self, problems: list[str]) -> None:
         self.problems = list(problems)
@@ -21,8 +50,6 @@ class ConfigError(WatcherError):
 
 class RegistryError(WatcherError):
     """The registry could not be read completely; the cycle is abandoned."""
-
-    exit_code = 1
 
     def __init__(self, message: str, *, code: str | None = None, status: int | None = None) -> None:
         super().__init__(message)
@@ -34,16 +61,8 @@ class RegistryError(WatcherError):
 class StoreError(WatcherError):
     """The state database is unusable."""
 
-    exit_code = 1
-
 
 class LockError(StoreError):
     """Another watcher holds the state lock."""
 
-    exit_code = 4
-
-
-class DeliveryError(WatcherError):
-    """A webhook could not be delivered."""
-
-    exit_code = 3
+    exit_code = ExitCode.LOCKED

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from watcher import state_meta as sm
 from watcher.errors import RegistryError
 from watcher.merge import Draft, Plan, Sightings, TrackedVersions
 from watcher.model import ModelState, Observation, SnapshotDelta, VersionState
@@ -219,10 +220,14 @@ class IncrementalReader:
 
     def scan_meta(self) -> dict[str, str]:
         """The chosen cadences and the last scans' lengths, for `status` and /metrics."""
-        meta = {key: str(value) for key, value in self.cadences().items()}
-        meta["models_scan_took_s"] = str(round(self.models_scan.last_seconds, 3))
-        meta["versions_scan_took_s"] = str(round(self.versions_scan.last_seconds, 3))
-        return meta
+        scans = {"models": self.models_scan, "versions": self.versions_scan}
+        return sm.meta(
+            *(
+                sm.SCAN_EVERY[kind].entry(scan.interval(self.poll_interval, self.max_duty))
+                for kind, scan in scans.items()
+            ),
+            *(sm.SCAN_TOOK[kind].entry(scan.last_seconds) for kind, scan in scans.items()),
+        )
 
     def scan_next(self, *kinds: str) -> None:
         """Make the named scans ("models", "versions") due at the next read, as if their

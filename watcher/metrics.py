@@ -9,20 +9,20 @@ names from the config; never model names.
 
 from __future__ import annotations
 
-import contextlib
 import platform
 import time
-from calendar import timegm
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, Info, write_to_textfile
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from watcher import __version__
+from watcher import state_meta as sm
 from watcher.config import Config
+from watcher.deliver import Outcome
 from watcher.model import SUPPORTED_EVENTS
 from watcher.store import DEAD, PENDING, Store
 
@@ -31,12 +31,7 @@ if TYPE_CHECKING:
 
 PREFIX = "mlflow_watcher"
 POLL_RESULTS = ("ok", "failed")
-DELIVERY_RESULTS = ("delivered", "retrying", "dead")
-_DELIVERY_LOG_EVENTS = {
-    "delivery.succeeded": "delivered",
-    "delivery.failed": "retrying",
-    "delivery.dead": "dead",
-}
+DELIVERY_RESULTS = tuple(outcome.value for outcome in Outcome)
 # From a few milliseconds (an incremental read of a small registry) to minutes (a full scan of
 # 100k versions).
 POLL_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -91,55 +86,15 @@ class Metrics:
         for event in report.events:
             self.events.labels(type=event.type.value).inc()
 
-    def observe_log(self, event: str, fields: dict[str, Any]) -> None:
-        """Counts deliveries from the delivery log lines, the one place that sees each
-        attempt's outcome with its webhook as it happens, in the daemon and in --once alike."""
-        result = _DELIVERY_LOG_EVENTS.get(event)
-        webhook = fields.get("webhook")
-        if result is not None and isinstance(webhook, str):
-            self.deliveries.labels(webhook=webhook, result=result).inc()
-
-    def tap(self, log: Any) -> Any:
-        """A logger that counts what passes through it, then logs it as before."""
-        return _TappedLog(log, self)
+    def observe_delivery(self, webhook: str, outcome: Outcome) -> None:
+        """Counts one attempt's outcome as the deliverer records it, in the daemon and in
+        ``--once`` alike (the Deliverer's ``observer``)."""
+        self.deliveries.labels(webhook=webhook, result=outcome.value).inc()
 
     def write_textfile(self, path: Path) -> None:
         """node-exporter's textfile format, written to a temporary file and renamed into
         place, so the collector never reads half a file."""
         write_to_textfile(str(path), self.registry)
-
-
-class _TappedLog:
-    def __init__(self, log: Any, metrics: Metrics) -> None:
-        self._log = log
-        self._metrics = metrics
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._log, name)
-
-    def _observe(self, event: str, fields: dict[str, Any]) -> None:
-        with contextlib.suppress(Exception):  # counting must never break delivery
-            self._metrics.observe_log(event, fields)
-
-    def debug(self, event: str, **fields: Any) -> Any:
-        self._observe(event, fields)
-        return self._log.debug(event, **fields)
-
-    def info(self, event: str, **fields: Any) -> Any:
-        self._observe(event, fields)
-        return self._log.info(event, **fields)
-
-    def warning(self, event: str, **fields: Any) -> Any:
-        self._observe(event, fields)
-        return self._log.warning(event, **fields)
-
-    def error(self, event: str, **fields: Any) -> Any:
-        self._observe(event, fields)
-        return self._log.error(event, **fields)
-
-    def exception(self, event: str, **fields: Any) -> Any:
-        self._observe(event, fields)
-        return self._log.exception(event, **fields)
 
 
 class StateCollector(Collector):
@@ -153,15 +108,16 @@ class StateCollector(Collector):
         return []  # collected on demand only; nothing to check at registration
 
     def collect(self) -> Iterator[Metric]:
+        """The gauges, from the state meta (watcher.state_meta) and the outbox counts."""
         meta = self._store.all_meta()
         summary = self._store.summary()
         now = time.time()
         for key, help_text in (
-            ("models", "Registered models watched, as of the last good poll."),
-            ("versions", "Model versions watched, as of the last good poll."),
+            (sm.MODELS, "Registered models watched, as of the last good poll."),
+            (sm.VERSIONS, "Model versions watched, as of the last good poll."),
         ):
-            gauge = GaugeMetricFamily(f"{PREFIX}_{key}_watched", help_text)
-            gauge.add_metric([], float(meta.get(key) or 0))
+            gauge = GaugeMetricFamily(f"{PREFIX}_{key.name}_watched", help_text)
+            gauge.add_metric([], float(key.get(meta) or 0))
             yield gauge
         webhooks = sorted({*self._webhooks, *summary.counts})
         for status, help_text in (
@@ -179,23 +135,8 @@ class StateCollector(Collector):
         pending_since = summary.oldest_pending
         oldest.add_metric([], 0.0 if pending_since is None else max(0.0, now - pending_since))
         yield oldest
-        for name, unit, help_text in (
-            ("every", "interval", "Time between full scans, as configured or chosen by auto."),
-            ("took", "duration", "How long the last full scan took."),
-        ):
-            known = {
-                scan: seconds
-                for scan in ("models", "versions")
-                if (seconds := parse_meta_float(meta.get(f"{scan}_scan_{name}_s"))) is not None
-            }
-            if known:
-                gauge = GaugeMetricFamily(
-                    f"{PREFIX}_scan_{unit}_seconds", help_text, labels=["scan"]
-                )
-                for scan, seconds in known.items():
-                    gauge.add_metric([scan], seconds)
-                yield gauge
-        last_ok = parse_meta_time(meta.get("last_poll_ok_at"))
+        yield from _scan_gauges(meta)
+        last_ok = sm.LAST_POLL_OK_AT.get(meta)
         if last_ok is not None:
             gauge = GaugeMetricFamily(
                 f"{PREFIX}_last_successful_poll_timestamp_seconds",
@@ -205,19 +146,17 @@ class StateCollector(Collector):
             yield gauge
 
 
-def parse_meta_float(value: str | None) -> float | None:
-    """A number the state keeps as text (None if absent or not a number)."""
-    try:
-        return None if value is None else float(value)
-    except ValueError:
-        return None
-
-
-def parse_meta_time(value: str | None) -> float | None:
-    """The state's ``2025-01-31T12:00:00Z`` timestamps as Unix time (None if absent)."""
-    if not value:
-        return None
-    try:
-        return float(timegm(time.strptime(value, "%Y-%m-%dT%H:%M:%SZ")))
-    except ValueError:
-        return None
+def _scan_gauges(meta: dict[str, str]) -> Iterator[Metric]:
+    """The scan cadences and lengths, for the scans that have run (a --once run has none)."""
+    for keys, unit, help_text in (
+        (sm.SCAN_EVERY, "interval", "Time between full scans, as configured or chosen by auto."),
+        (sm.SCAN_TOOK, "duration", "How long the last full scan took."),
+    ):
+        known = {
+            scan: seconds for scan, key in keys.items() if (seconds := key.get(meta)) is not None
+        }
+        if known:
+            gauge = GaugeMetricFamily(f"{PREFIX}_scan_{unit}_seconds", help_text, labels=["scan"])
+            for scan, seconds in known.items():
+                gauge.add_metric([scan], seconds)
+            yield gauge

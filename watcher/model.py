@@ -198,10 +198,6 @@ class Observation:
     read_at: int
     """Epoch milliseconds when the read finished."""
 
-    @property
-    def is_empty(self) -> bool:
-        return not self.models and not self.versions
-
 
 @dataclass(frozen=True, slots=True)
 class SnapshotDelta:

@@ -1,4 +1,9 @@
-"""One cycle: read -> detect -> commit -> (deliver). Returns a report with counts."""
+"""One cycle: read -> detect -> commit -> (deliver).
+
+A cycle is observed first (read the registry, compare it with the last committed snapshot,
+detect the events: nothing is written), then committed (the snapshot change, the events, their
+outbox rows and the state meta, in one transaction). A dry run only observes.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from watcher import state_meta as sm
 from watcher.config import Config
 from watcher.detect import Policy, detect, snapshot_delta
 from watcher.errors import RegistryError, StoreError
-from watcher.incremental import IncrementalReader, Plan, Runner, thread_runner
+from watcher.incremental import IncrementalReader, Plan, Runner
 from watcher.model import Event, Observation, make_delivery_id
 from watcher.registry import (
     Progress,
@@ -43,6 +49,35 @@ class CycleReport:
     """Time spent waiting for MLflow (the rest of duration_ms is the watcher's own work)."""
 
 
+@dataclass
+class Cycle:
+    """One poll observed, nothing written yet: what was read, what it was compared with, and
+    the events that follow. ``Pipeline.commit`` writes it; a dry run stops here."""
+
+    report: CycleReport
+    started: float
+    """time.monotonic() when the poll started: the commit's duration counts from here."""
+    full: bool
+    """Everything was read on request (``run --once``, ``--dry-run``), not as cadences allow."""
+    previous: Observation | None = None
+    current: Observation | None = None
+    """None when the read failed or was skipped."""
+    plan: Plan = field(default_factory=Plan)
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """What differs between the modes (daemon, ``run --once``, ``--dry-run``)."""
+
+    emit_existing: bool = False
+    """On the first cycle, emit events for what exists instead of a silent baseline."""
+    progress: Progress | None = None
+    """Told how far a long full read got (a terminal shows it)."""
+    scan_runner: Runner | None = None
+    """The daemon's: slow scans run there with a reader of their own, so a poll never waits
+    for one (a transition is not held up by a 13 s scan). None: scans run in the poll."""
+
+
 def reader_settings(config: Config) -> ReaderSettings:
     return ReaderSettings(
         tracking_uri=config.mlflow.tracking_uri,
@@ -60,50 +95,43 @@ class Pipeline:
         config: Config,
         store: Store,
         log: Any,
+        options: PipelineOptions | None = None,
         *,
-        emit_existing: bool = False,
         reader_factory: Callable[[ReaderSettings], Reader] = open_reader,
-        progress: Progress | None = None,
-        always_full: bool = False,
-        background_scans: bool = False,
-        scan_runner: Runner = thread_runner,
     ) -> None:
+        options = options or PipelineOptions()
         self.config = config
         self.store = store
         self.log = log
         self.registry = registry_identity(config.mlflow.effective_registry_uri)
-        self.policy = Policy(registry=self.registry, emit_existing=emit_existing)
+        self.policy = Policy(registry=self.registry, emit_existing=options.emit_existing)
         self._reader_factory = reader_factory
         self._reader: Reader | None = None
-        self._progress = progress
-        self.always_full = always_full
-        """run --once and --dry-run: every cycle reads everything (cron runs are rare, and must
-        not miss a tag change waiting for a cadence)."""
+        self._progress = options.progress
         self._snapshot: Observation | None = None
         self._snapshot_loaded = False
         self._baseline_ms: int | None = None
         """When the baseline was read (state meta baseline_read_at), read once."""
         watch = config.watch
-        # background_scans (the daemon): slow full scans run on a thread with a reader of their
-        # own, so a poll never waits for one (a transition is not held up by a 13 s scan).
+        runner = options.scan_runner
         self.incremental = IncrementalReader(
             watch.watches,
             watch.interval,
-            watch.models_interval,
-            watch.full_scan_interval,
+            watch.models_scan_interval,
+            watch.versions_scan_interval,
             watch.max_duty,
             log,
             scan_reader=(lambda: reader_factory(reader_settings(config)))
-            if background_scans
+            if runner is not None
             else None,
-            runner=scan_runner if background_scans else None,
+            runner=runner,
         )
         self._cadences: dict[str, float] = {}
         self._failures = FailureStreak(config.watch.interval)
 
     def check_registry_matches(self) -> None:
         """Refuse a state file recorded for another registry: its diff would be nonsense."""
-        recorded = self.store.get_meta("registry")
+        recorded = self.store.get_meta(sm.REGISTRY.name)
         if recorded is not None and recorded != self.registry:
             raise StoreError(
                 f"state file {str(self.store.path)!r} holds the snapshot of registry {recorded}, "
@@ -112,6 +140,7 @@ class Pipeline:
 
     @property
     def reader(self) -> Reader:
+        """The poll's reader, opened on first use: building a pipeline connects to nothing."""
         if self._reader is None:
             self._reader = self._reader_factory(reader_settings(self.config))
             self._reader.progress = self._progress
@@ -124,20 +153,32 @@ class Pipeline:
         return self._snapshot
 
     def read(self, *, full: bool = False, plan: Plan | None = None) -> Observation:
-        """A complete, confirmed observation, or RegistryError: everything when ``full`` (or
-        always_full), otherwise the cheapest read the cadences allow (the reader decides)."""
+        """A complete, confirmed observation, or RegistryError: everything when ``full``,
+        otherwise the cheapest read the cadences allow (the reader decides)."""
         plan = plan if plan is not None else Plan()
-        return self.incremental.observe(
-            self.reader, self._previous(), plan, everything=full or self.always_full
-        )
+        return self.incremental.observe(self.reader, self._previous(), plan, everything=full)
 
-    def run_cycle(self, *, dry_run: bool = False, full: bool = False) -> CycleReport:
+    def run_cycle(self, *, full: bool = False) -> CycleReport:
+        """One poll: observe, then commit what was observed.
+
+        ``full`` reads everything instead of what the cadences ask for: a cron run is rare and
+        must not miss a tag change waiting for a cadence.
+        """
+        return self.commit(self.observe(full=full))
+
+    def observe(self, *, full: bool = False) -> Cycle:
+        """Read the registry and detect what changed since the committed snapshot.
+
+        Writes nothing to the state (a dry run is this alone). A failed read is logged here,
+        with the failure streak's back-off; committing it records it in the state meta.
+        """
         started = time.monotonic()
         if self._failures.waiting(started):
             # MLflow keeps failing the same way: poll less often until it answers again.
-            return CycleReport(
+            skipped = CycleReport(
                 ok=False, duration_ms=0.0, error=self._failures.last_error, skipped=True
             )
+            return Cycle(skipped, started, full)
         plan = Plan()
         before = self._reader.stats.copy() if self._reader is not None else ReadStats()
         try:
@@ -145,32 +186,14 @@ class Pipeline:
         except RegistryError as exc:
             report = CycleReport(ok=False, duration_ms=_ms(started), error=str(exc))
             self._add_costs(report, before)
-            count = self._failures.failed(str(exc), time.monotonic())
-            if _is_power_of_two(count):  # the 1st, 2nd, 4th, 8th... of a run of the same error
-                self.log.warning(
-                    "poll.failed",
-                    error=str(exc),
-                    duration_ms=round(report.duration_ms),
-                    **({"repeated": count} if count > 1 else {}),
-                    **({"next_poll_in_s": round(self._failures.delay, 1)} if count > 1 else {}),
-                )
-            if not dry_run:
-                self.store.set_meta(
-                    {
-                        "last_poll_at": _now_iso(),
-                        "last_poll_result": "failed",
-                        "last_poll_error": str(exc),
-                        "last_poll_duration_ms": str(round(report.duration_ms)),
-                    }
-                )
-            return report
-
+            self._log_failure(report)
+            return Cycle(report, started, full, plan=plan)
         failed_before = self._failures.recovered()
         if failed_before:
             self.log.info("poll.recovered", failed_polls=failed_before)
         previous = self._previous()
         if self._baseline_ms is None:
-            self._baseline_ms = int(self.store.get_meta("baseline_read_at") or 0)
+            self._baseline_ms = sm.BASELINE_READ_AT.get(self.store.all_meta()) or 0
         policy = replace(self.policy, baseline_ms=self._baseline_ms)
         events = detect(previous, current, policy, plan.changed_versions)
         report = CycleReport(
@@ -183,44 +206,89 @@ class Pipeline:
             kind="+".join(plan.kinds),
         )
         self._add_costs(report, before)
-        if dry_run:
-            report.duration_ms = _ms(started)
-            return report
+        report.duration_ms = _ms(started)
+        return Cycle(report, started, full, previous, current, plan)
 
+    def commit(self, cycle: Cycle) -> CycleReport:
+        """Write an observed cycle: the snapshot change, the events, their deliveries and the
+        state meta in one transaction (or, for a failed read, the failure in the meta)."""
+        report, previous, current = cycle.report, cycle.previous, cycle.current
+        if report.skipped:
+            return report
+        if current is None:
+            self.store.set_meta(self._failure_meta(report))
+            return report
         deliveries = [
             NewDelivery(make_delivery_id(e.event_id, w.name), e.event_id, w.name, e.model_name)
-            for e in events
+            for e in report.events
             for w in self.config.webhooks
             if w.wants(e)
         ]
-        meta = {
-            "registry": self.registry,
-            "snapshot_read_at": str(current.read_at),
-            "last_poll_at": _now_iso(),
-            "last_poll_ok_at": _now_iso(),
-            "last_poll_result": "ok",
-            "last_poll_error": "",
-            "models": str(report.models),
-            "versions": str(report.versions),
-        }
-        if not self.always_full:  # a daemon's cadences; --once reads everything every time
-            meta.update(self.incremental.scan_meta())
-        if previous is None:
-            meta["baseline_at"] = _now_iso()
-            meta["baseline_read_at"] = str(current.read_at)
-        delta = snapshot_delta(previous, current, plan.changed_versions)
-        report.duration_ms = _ms(started)
-        meta["last_poll_duration_ms"] = str(round(report.duration_ms))
-        report.queued = self.store.commit_cycle(delta, events, deliveries, meta)
+        delta = snapshot_delta(previous, current, cycle.plan.changed_versions)
+        report.duration_ms = _ms(cycle.started)
+        report.queued = self.store.commit_cycle(
+            delta, report.events, deliveries, self._success_meta(cycle, current)
+        )
         self.incremental.committed(previous, current, delta)
         self._snapshot = current
         if previous is None:
             self._baseline_ms = current.read_at
+        self._log_committed(report)
+        return report
+
+    def _log_failure(self, report: CycleReport) -> None:
+        """Count the failure in the streak; log the 1st, 2nd, 4th, 8th... of a run of it."""
+        error = report.error or ""
+        count = self._failures.failed(error, time.monotonic())
+        if _is_power_of_two(count):
+            self.log.warning(
+                "poll.failed",
+                error=error,
+                duration_ms=round(report.duration_ms),
+                **({"repeated": count} if count > 1 else {}),
+                **({"next_poll_in_s": round(self._failures.delay, 1)} if count > 1 else {}),
+            )
+
+    def _failure_meta(self, report: CycleReport) -> dict[str, str]:
+        return sm.meta(
+            sm.LAST_POLL_AT.entry(time.time()),
+            sm.LAST_POLL_RESULT.entry(sm.POLL_FAILED),
+            sm.LAST_POLL_ERROR.entry(report.error or ""),
+            sm.LAST_POLL_DURATION_MS.entry(round(report.duration_ms)),
+        )
+
+    def _success_meta(self, cycle: Cycle, current: Observation) -> dict[str, str]:
+        """What a good poll records beside the snapshot (see watcher.state_meta)."""
+        now = time.time()
+        report = cycle.report
+        meta = sm.meta(
+            sm.REGISTRY.entry(self.registry),
+            sm.SNAPSHOT_READ_AT.entry(current.read_at),
+            sm.LAST_POLL_AT.entry(now),
+            sm.LAST_POLL_OK_AT.entry(now),
+            sm.LAST_POLL_RESULT.entry(sm.POLL_OK),
+            sm.LAST_POLL_ERROR.entry(""),
+            sm.MODELS.entry(report.models),
+            sm.VERSIONS.entry(report.versions),
+            sm.LAST_POLL_DURATION_MS.entry(round(report.duration_ms)),
+        )
+        if not cycle.full:  # a daemon's cadences; a full read on request has none
+            meta.update(self.incremental.scan_meta())
+        if cycle.previous is None:
+            meta.update(
+                sm.meta(sm.BASELINE_AT.entry(now), sm.BASELINE_READ_AT.entry(current.read_at))
+            )
+        return meta
+
+    def _log_committed(self, report: CycleReport) -> None:
+        """poll.baseline after the first cycle, poll.finished after each, poll.cadence when
+        the chosen cadences move."""
+        if report.baseline:
             self.log.info(
                 "poll.baseline",
                 models=report.models,
                 versions=report.versions,
-                events=len(events),
+                events=len(report.events),
                 note="first cycle: recorded what exists"
                 + (" and emitted it" if self.policy.emit_existing else "; nothing emitted"),
             )
@@ -231,14 +299,13 @@ class Pipeline:
             requests=report.requests,
             models=report.models,
             versions=report.versions,
-            events=len(events),
+            events=len(report.events),
             queued=report.queued,
         )
         cadences = self.incremental.cadences()
         if _changed_much(self._cadences, cadences):
             self.log.info("poll.cadence", **cadences, max_duty=self.config.watch.max_duty)
             self._cadences = cadences
-        return report
 
     def _add_costs(self, report: CycleReport, before: ReadStats) -> None:
         if self._reader is None:
@@ -291,7 +358,3 @@ def _changed_much(old: dict[str, float], new: dict[str, float]) -> bool:
 
 def _ms(started: float) -> float:
     return (time.monotonic() - started) * 1000
-
-
-def _now_iso() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

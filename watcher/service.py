@@ -5,17 +5,20 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC
 from types import FrameType
 from typing import Any
 
+from watcher import state_meta as sm
 from watcher.config import Config
 from watcher.deliver import Deliverer, DrainReport
 from watcher.health import HealthServer
 from watcher.metrics import Metrics
 from watcher.notify import Notifier
 from watcher.pipeline import CycleReport, Pipeline
+from watcher.store import DEAD, PENDING
 
 DRAIN_EVERY = 1.0
 """Seconds between outbox checks for retries that have come due."""
@@ -30,7 +33,7 @@ class OnceResult:
     cycle: CycleReport
     drain: DrainReport
     pending: int
-    dead: int
+    """Deliveries left pending in all, after the drain."""
 
 
 def run_once(
@@ -41,33 +44,29 @@ def run_once(
 ) -> OnceResult:
     """One cycle, then every pending delivery is tried once (cron's interval is the backoff).
 
-    Deliveries are attempted even when the registry could not be read: what was queued by an
-    earlier run still goes out.
+    The cycle reads everything: cron runs are rare, and must not miss a tag change waiting for
+    a cadence. Deliveries are attempted even when the registry could not be read: what was
+    queued by an earlier run still goes out.
     """
-    cycle = pipeline.run_cycle()
+    cycle = pipeline.run_cycle(full=True)
     if metrics is not None:
         metrics.observe_cycle(cycle)
     drain = deliverer.drain(ignore_schedule=True, stop=stopping)
     prune(pipeline)
     counts = pipeline.store.status_counts()
-    return OnceResult(
-        cycle=cycle,
-        drain=drain,
-        pending=sum(c.get("pending", 0) for c in counts.values()),
-        dead=sum(c.get("dead", 0) for c in counts.values()),
-    )
+    pending = sum(c.get(PENDING, 0) for c in counts.values())
+    return OnceResult(cycle=cycle, drain=drain, pending=pending)
 
 
 PRUNE_EVERY = 3600.0
 """Seconds between prunes of delivered rows older than delivery.retention."""
 
 
-def prune(pipeline: Pipeline) -> int:
+def prune(pipeline: Pipeline) -> None:
     """Delivered rows past retention go; dead ones stay until someone purges them."""
     pruned = pipeline.store.prune_delivered(pipeline.config.delivery.retention, time.time())
     if pruned:
         pipeline.log.info("state.pruned", delivered=pruned)
-    return pruned
 
 
 class Service:
@@ -114,6 +113,7 @@ class Service:
         fails, and systemd (WatchdogSec=) or Kubernetes (livenessProbe) restarts the daemon."""
 
     def poll(self) -> None:
+        """The poll job: one cycle, then wake the delivery thread if it queued anything."""
         if self.stopping.is_set():
             return
         self._poll_started = time.monotonic()
@@ -148,7 +148,7 @@ class Service:
         return (
             f"last poll ok at {at} in {report.duration_ms:.0f} ms: {report.models} models, "
             f"{report.versions} versions, {len(report.events)} events; "
-            f"{outbox.total('pending')} pending, {outbox.total('dead')} dead deliveries"
+            f"{outbox.total(PENDING)} pending, {outbox.total(DEAD)} dead deliveries"
         )
 
     def tick(self) -> None:
@@ -181,7 +181,7 @@ class Service:
         if age > window:
             return False, f"no successful poll for {age:.0f}s (more than {window:g}s)"
         try:
-            self.pipeline.store.set_meta({"ready_checked_at": _now_iso()})
+            self.pipeline.store.set_meta(sm.meta(sm.READY_CHECKED_AT.entry(time.time())))
         except Exception as exc:
             return False, f"the state is not writable: {exc}"
         return True, "ok"
@@ -218,43 +218,54 @@ class Service:
         threading.Thread(target=self.scheduler.shutdown, kwargs={"wait": True}).start()
 
     def run(self) -> int:
-        from datetime import datetime
+        """Run until a signal: polls on the interval, deliveries on their own thread.
 
-        interval = self.config.watch.interval
-        self.scheduler.add_job(
-            self.poll,
-            "interval",
-            seconds=interval,
-            id="poll",
-            max_instances=1,
-            coalesce=True,
-            next_run_time=datetime.now(UTC),
-            misfire_grace_time=None,
-        )
-        self.scheduler.add_job(
-            self.maintain,
-            "interval",
-            seconds=PRUNE_EVERY,
-            id="prune",
-            max_instances=1,
-            coalesce=True,
-            next_run_time=datetime.now(UTC),
-        )
-        self.scheduler.add_job(
-            self.tick,
-            "interval",
-            seconds=self._tick_every,
-            id="tick",
-            max_instances=1,
-            coalesce=True,
-            next_run_time=datetime.now(UTC),
-        )
+        Returns the exit status (0: a clean stop).
+        """
+        self._schedule()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
         if self.stopping.is_set():  # asked to stop while starting up
             self.notifier.stopping()
             self.log.info("service.stopped", cycles=0, uptime_s=0)
             return 0
+        self._start()
+        started = time.monotonic()
+        try:
+            self.scheduler.start()
+        finally:
+            self._stop()
+        self.log.info(
+            "service.stopped", cycles=self._cycles, uptime_s=round(time.monotonic() - started)
+        )
+        self.notifier.close()
+        return 0
+
+    def _schedule(self) -> None:
+        """The poll on the interval, the prune hourly, the heartbeat every second; the first
+        of each at once."""
+        from datetime import datetime
+
+        now = datetime.now(UTC)
+        jobs: list[tuple[str, Callable[[], None], float, dict[str, Any]]] = [
+            ("poll", self.poll, self.config.watch.interval, {"misfire_grace_time": None}),
+            ("prune", self.maintain, PRUNE_EVERY, {}),
+            ("tick", self.tick, self._tick_every, {}),
+        ]
+        for job_id, job, seconds, extra in jobs:
+            self.scheduler.add_job(
+                job,
+                "interval",
+                seconds=seconds,
+                id=job_id,
+                max_instances=1,
+                coalesce=True,
+                next_run_time=now,
+                **extra,
+            )
+
+    def _start(self) -> None:
+        """The health server (if any), the delivery thread, then READY=1 for systemd."""
         if self.config.server.listen is not None:
             # Bound before READY=1: a port that cannot be had fails the start, not later.
             self.server = HealthServer(
@@ -266,7 +277,7 @@ class Service:
         self._last_tick = time.monotonic()
         self.log.info(
             "service.started",
-            interval_s=interval,
+            interval_s=self.config.watch.interval,
             registry=self.pipeline.registry,
             webhooks=[w.name for w in self.config.webhooks],
             state=str(self.pipeline.store.path),
@@ -274,24 +285,17 @@ class Service:
         )
         # The config is valid, the state is open and locked, the server (if any) is bound.
         self.notifier.ready(f"started; first poll of {self.pipeline.registry} under way")
-        started = time.monotonic()
-        try:
-            self.scheduler.start()
-        finally:
-            self.stopping.set()
-            self.wake.set()
-            # The drain gives in-flight requests shutdown_grace, then returns; what is left
-            # stays queued and goes out after the next start.
+
+    def _stop(self) -> None:
+        """After the scheduler: let the delivery thread finish, then close what was opened.
+
+        The drain gives in-flight requests shutdown_grace, then returns; what is left stays
+        queued and goes out after the next start.
+        """
+        self.stopping.set()
+        self.wake.set()
+        if self._delivery is not None:
             self._delivery.join(self.config.delivery.shutdown_grace + 2 * DRAIN_EVERY)
-            self.deliverer.close()
-            if self.server is not None:
-                self.server.stop()
-        self.log.info(
-            "service.stopped", cycles=self._cycles, uptime_s=round(time.monotonic() - started)
-        )
-        self.notifier.close()
-        return 0
-
-
-def _now_iso() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.deliverer.close()
+        if self.server is not None:
+            self.server.stop()

@@ -186,6 +186,20 @@ def _fresh(timestamp: str, tolerance: int, now: float | None) -> str | None:
     return None
 
 
+def _timestamped(
+    headers: Mapping[str, str], names: tuple[str, str, str], tolerance: int, now: float | None
+) -> tuple[str, str, str] | str:
+    """The (id, timestamp, signature) headers of a scheme that signs them, or why the request
+    is refused: one of them is missing, or the timestamp is outside the tolerance window."""
+    delivery_id, timestamp, signature = (_header(headers, name) for name in names)
+    if not signature or not delivery_id or not timestamp:
+        return "missing signature headers"
+    stale = _fresh(timestamp, tolerance, now)
+    if stale is not None:
+        return stale
+    return delivery_id, timestamp, signature
+
+
 def verify_mlflow(
     secret: str,
     headers: Mapping[str, str],
@@ -195,14 +209,12 @@ def verify_mlflow(
     now: float | None = None,
 ) -> str | None:
     """None when the request is authentic and fresh, else the reason it is not."""
-    signature = _header(headers, MLFLOW_SIGNATURE)
-    delivery_id = _header(headers, MLFLOW_DELIVERY_ID)
-    timestamp = _header(headers, MLFLOW_TIMESTAMP)
-    if not signature or not delivery_id or not timestamp:
-        return "missing signature headers"
-    stale = _fresh(timestamp, tolerance, now)
-    if stale is not None:
-        return stale
+    signed = _timestamped(
+        headers, (MLFLOW_DELIVERY_ID, MLFLOW_TIMESTAMP, MLFLOW_SIGNATURE), tolerance, now
+    )
+    if isinstance(signed, str):
+        return signed
+    delivery_id, timestamp, signature = signed
     expected = mlflow_signature(secret, delivery_id, int(timestamp), body)
     if not hmac.compare_digest(expected.encode(), signature.strip().encode()):
         return "signature mismatch"
@@ -216,14 +228,12 @@ def _verify_standard(
     tolerance: int,
     now: float | None,
 ) -> str | None:
-    delivery_id = _header(headers, STANDARD_ID)
-    timestamp = _header(headers, STANDARD_TIMESTAMP)
-    signatures = _header(headers, STANDARD_SIGNATURE)
-    if not delivery_id or not timestamp or not signatures:
-        return "missing signature headers"
-    stale = _fresh(timestamp, tolerance, now)
-    if stale is not None:
-        return stale
+    signed = _timestamped(
+        headers, (STANDARD_ID, STANDARD_TIMESTAMP, STANDARD_SIGNATURE), tolerance, now
+    )
+    if isinstance(signed, str):
+        return signed
+    delivery_id, timestamp, signatures = signed
     keys = []
     for secret in secrets:
         problem = _standard_secret_problem(secret)

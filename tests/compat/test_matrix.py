@@ -176,7 +176,7 @@ def test_daemon_reads_incrementally_and_misses_nothing(
     _model(registry, model_name, versions=2)
     doomed = f"{model_name}-doomed"
     _model(registry, doomed)
-    scans = 'models_interval = "2s"\nfull_scan_interval = "2s"\n'
+    scans = 'models_scan_interval = "2s"\nversions_scan_interval = "2s"\n'
     config = watcher_config(
         tmp_path,
         tracking_uri=registry.tracking_uri,

@@ -1,4 +1,5 @@
-"""The command line as a user meets it: bad configs, check-config, and the `receive` command."""
+"""The command line as a user meets it: bad configs, check-config, a state file of another
+registry, and the `receive` command."""
 
 from __future__ import annotations
 
@@ -6,15 +7,27 @@ import base64
 import hashlib
 import hmac
 import json
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
-from tests.e2e.harness import SECRET, free_port, run_watcher, wait_for, watcher_env
+from tests.e2e.conftest import watch_model
+from tests.e2e.harness import (
+    SECRET,
+    MlflowServer,
+    Receiver,
+    free_port,
+    run_watcher,
+    wait_for,
+    watcher_env,
+)
 
 GOOD_WEBHOOK = """
 [[webhooks]]
@@ -136,6 +149,26 @@ def test_shipped_config_is_valid() -> None:
     env = watcher_env({"WATCHER_WEBHOOK_SECRET": "x"})
     result = run_watcher("check-config", "-c", str(shipped), env=env)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_dry_run_refuses_another_registrys_state_like_run(
+    client: Any, mlflow_server: MlflowServer, receiver: Receiver, model_name: str, tmp_path: Path
+) -> None:
+    config, state = watch_model(client, mlflow_server, receiver, model_name, tmp_path, versions=1)
+    assert run_watcher("run", "--once", "-c", str(config)).returncode == 0
+    with closing(sqlite3.connect(state)) as conn:  # the state of another registry's watcher
+        conn.execute("UPDATE meta SET value = 'http://other.example:5000' WHERE key = 'registry'")
+        conn.commit()
+    client.create_model_version(model_name, f"s3://bucket/models/{model_name}/2")
+
+    real = run_watcher("run", "--once", "-c", str(config))
+    before = state.read_bytes()
+    dry = run_watcher("run", "--dry-run", "-c", str(config))
+    assert real.returncode == 1, real.stderr
+    assert "holds the snapshot of registry http://other.example:5000" in real.stderr
+    assert (dry.returncode, dry.stderr, dry.stdout) == (real.returncode, real.stderr, "")
+    assert state.read_bytes() == before
+    assert receiver.deliveries() == []
 
 
 def test_usage_error_is_exit_2() -> None:

@@ -229,6 +229,7 @@ def test_a_hanging_webhook_does_not_hold_up_another(
         try:
             daemon.wait_logged("poll.baseline")
             for stage in ("Staging", "Production"):
+                # Counted before the changes: a poll may deliver some while the rest are made.
                 wanted = len(fast.deliveries()) + len(models)
                 for name in models:
                     client.transition_model_version_stage(name, "1", stage)

@@ -27,7 +27,7 @@ def test_steady_polls_are_cheap_and_every_kind_of_change_still_arrives(
     )
     text = config.read_text()
     text = text.replace(
-        "[watch]\n", '[watch]\nmodels_interval = "4s"\nfull_scan_interval = "6s"\n'
+        "[watch]\n", '[watch]\nmodels_scan_interval = "4s"\nversions_scan_interval = "6s"\n'
     ).replace('events = ["MODEL_VERSION_TRANSITIONED_STAGE"]\n', 'events = ["*"]\n')
     config.write_text(text)
     daemon = Daemon(config)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import tomllib
 from collections.abc import Mapping
@@ -14,13 +15,17 @@ import pytest
 from watcher.config import (
     DEFAULT_TRACKING_URI,
     Config,
+    DeliveryConfig,
+    RetryPolicy,
     Secret,
     WatchConfig,
+    WebhookConfig,
     effective_config,
     load_config,
     redact_uri,
     to_toml,
 )
+from watcher.config.keys import RETRY_KEYS, SECTIONS, WEBHOOK_KEYS, Key
 from watcher.errors import ConfigError
 from watcher.model import ALL_EVENTS, SUPPORTED_EVENTS, EventType
 from watcher.payloads import example_event
@@ -53,6 +58,23 @@ def only_problem(tmp_path: Path, text: str, env: Mapping[str, str] | None = None
     return found[0]
 
 
+def only_problem_about(
+    tmp_path: Path,
+    text: str,
+    start: str,
+    *mentions: str,
+    env: Mapping[str, str] | None = None,
+    hides: str | None = None,
+) -> None:
+    """The config has one problem: it starts with ``start`` (the key path, often the value),
+    mentions each of ``mentions`` and does not show ``hides`` (a secret)."""
+    problem = only_problem(tmp_path, text, env)
+    assert problem.startswith(start), problem
+    for mention in mentions:
+        assert mention in problem, problem
+    assert hides is None or hides not in problem
+
+
 # --------------------------------------------------------------------------- defaults
 
 
@@ -65,7 +87,7 @@ def test_no_file_gives_the_embedded_defaults() -> None:
     assert config.watch.interval == 30.0
     assert config.watch.models == ("*",)
     assert config.webhooks == ()
-    assert config.delivery.max_attempts == 30
+    assert config.delivery.retry.max_attempts == 30
 
 
 def test_empty_file_gives_the_defaults_with_the_file_as_source(tmp_path: Path) -> None:
@@ -90,11 +112,6 @@ def test_mlflow_registry_uri_env_is_used_when_the_file_has_none() -> None:
 def test_tracking_uri_from_the_file_is_used(tmp_path: Path) -> None:
     config = load(tmp_path, '[mlflow]\ntracking_uri = "http://file-mlflow:5000"\n')
     assert config.mlflow.tracking_uri == "http://file-mlflow:5000"
-
-
-def test_http_tracking_uri_without_a_host_is_rejected(tmp_path: Path) -> None:
-    problem = only_problem(tmp_path, '[mlflow]\ntracking_uri = "http://"\n')
-    assert problem.startswith("mlflow.tracking_uri:")
 
 
 # --------------------------------------------------------------------------- durations
@@ -124,9 +141,9 @@ def test_durations_are_parsed(tmp_path: Path, literal: str, seconds: float) -> N
     ['"5x"', "-1", "0", "0.0", "true", '"1h 30m"', '"-5s"', '"nan"', '"inf"', '""', "[30]"],
 )
 def test_bad_durations_are_rejected_with_path_and_value(tmp_path: Path, literal: str) -> None:
-    problem = only_problem(tmp_path, f"[watch]\ninterval = {literal}\n")
-    assert problem.startswith("watch.interval: got ")
-    assert "duration" in problem
+    only_problem_about(
+        tmp_path, f"[watch]\ninterval = {literal}\n", "watch.interval: got ", "duration"
+    )
 
 
 def test_every_duration_key_uses_the_duration_parser(tmp_path: Path) -> None:
@@ -146,25 +163,7 @@ def test_every_duration_key_uses_the_duration_parser(tmp_path: Path) -> None:
     ]
 
 
-def test_max_delay_below_initial_delay_is_rejected(tmp_path: Path) -> None:
-    problem = only_problem(tmp_path, '[delivery]\ninitial_delay = "1m"\nmax_delay = "10s"\n')
-    assert problem.startswith("delivery.max_delay:")
-    assert "initial_delay" in problem
-
-
 # --------------------------------------------------------------------------- unknown keys, types
-
-
-def test_unknown_section_is_rejected(tmp_path: Path) -> None:
-    problem = only_problem(tmp_path, "[mlfow]\ntracking_uri = 'x'\n")
-    assert problem.startswith("mlfow:")
-    assert "unknown section" in problem
-
-
-def test_unknown_key_is_rejected(tmp_path: Path) -> None:
-    problem = only_problem(tmp_path, "[watch]\nintervall = 5\n")
-    assert problem.startswith("watch.intervall:")
-    assert "unknown key" in problem
 
 
 def test_unknown_webhook_key_is_rejected(tmp_path: Path) -> None:
@@ -203,8 +202,7 @@ def test_unknown_webhook_key_is_rejected(tmp_path: Path) -> None:
 def test_wrong_types_and_ranges_name_the_key_and_the_value(
     tmp_path: Path, text: str, path: str, shown: str
 ) -> None:
-    problem = only_problem(tmp_path, text)
-    assert problem.startswith(f"{path}: got {shown}, expected ")
+    only_problem_about(tmp_path, text, f"{path}: got {shown}, expected ")
 
 
 def test_log_choices_are_case_insensitive(tmp_path: Path) -> None:
@@ -241,29 +239,24 @@ def test_webhook_name_and_url_are_required(tmp_path: Path) -> None:
 
 def test_duplicate_webhook_names_are_rejected(tmp_path: Path) -> None:
     text = HOOK + '[[webhooks]]\nname = "deploy"\nurl = "https://other.example/"\n'
-    problem = only_problem(tmp_path, text)
-    assert problem.startswith("webhooks[1].name: got 'deploy'")
-    assert "webhooks[0]" in problem
+    only_problem_about(tmp_path, text, "webhooks[1].name: got 'deploy'", "webhooks[0]")
 
 
 @pytest.mark.parametrize(
     "url", ["ftp://host/x", "file:///etc/passwd", "host/no-scheme", "http://", "http://h:99999/"]
 )
 def test_non_http_urls_are_rejected(tmp_path: Path, url: str) -> None:
-    problem = only_problem(tmp_path, f'[[webhooks]]\nname = "a"\nurl = "{url}"\n')
-    assert problem.startswith(f"webhooks[0].url: got {url!r}, expected an http")
+    only_problem_about(
+        tmp_path,
+        f'[[webhooks]]\nname = "a"\nurl = "{url}"\n',
+        f"webhooks[0].url: got {url!r}, expected an http",
+    )
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:8765/hook", "https://hooks.example.com/x?a=1"])
 def test_http_and_https_urls_are_accepted(tmp_path: Path, url: str) -> None:
     (hook,) = load(tmp_path, f'[[webhooks]]\nname = "a"\nurl = "{url}"\n').webhooks
     assert hook.url == url
-
-
-def test_unknown_event_name_is_rejected(tmp_path: Path) -> None:
-    problem = only_problem(tmp_path, f'{HOOK}events = ["MODEL_VERSION_EXPLODED"]\n')
-    assert problem.startswith("webhooks[0].events:")
-    assert "MODEL_VERSION_EXPLODED" in problem
 
 
 def test_empty_event_list_is_rejected(tmp_path: Path) -> None:
@@ -331,8 +324,12 @@ def test_signature_none_with_a_secret_is_allowed(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("env", [{}, {"HOOK_SECRET": ""}])
 def test_missing_or_empty_secret_env_var_is_rejected(tmp_path: Path, env: dict[str, str]) -> None:
-    problem = only_problem(tmp_path, f'{HOOK}secret_env = "HOOK_SECRET"\n', env)
-    assert problem.startswith("webhooks[0].secret_env: got 'HOOK_SECRET'")
+    only_problem_about(
+        tmp_path,
+        f'{HOOK}secret_env = "HOOK_SECRET"\n',
+        "webhooks[0].secret_env: got 'HOOK_SECRET'",
+        env=env,
+    )
 
 
 @pytest.mark.parametrize(
@@ -371,28 +368,35 @@ def test_secret_file_with_an_unset_variable_is_rejected(tmp_path: Path) -> None:
 
 def test_missing_secret_file_is_rejected(tmp_path: Path) -> None:
     missing = tmp_path / "nope.secret"
-    problem = only_problem(tmp_path, f'{HOOK}secret_file = "{missing}"\n')
-    assert problem.startswith(f"webhooks[0].secret_file: got {str(missing)!r}")
-    assert "readable file" in problem
+    only_problem_about(
+        tmp_path,
+        f'{HOOK}secret_file = "{missing}"\n',
+        f"webhooks[0].secret_file: got {str(missing)!r}",
+        "readable file",
+    )
 
 
 @pytest.mark.parametrize("content", ["", "\n"])
 def test_empty_secret_file_is_rejected(tmp_path: Path, content: str) -> None:
     secret_path = tmp_path / "empty.secret"
     secret_path.write_text(content)
-    problem = only_problem(tmp_path, f'{HOOK}secret_file = "{secret_path}"\n')
-    assert problem.startswith("webhooks[0].secret_file:")
-    assert "non-empty" in problem
+    only_problem_about(
+        tmp_path, f'{HOOK}secret_file = "{secret_path}"\n', "webhooks[0].secret_file:", "non-empty"
+    )
 
 
 def test_secret_env_and_secret_file_together_are_rejected(tmp_path: Path) -> None:
     secret_path = tmp_path / "hook.secret"
     secret_path.write_text(SECRET_VALUE)
     text = f'{HOOK}secret_env = "HOOK_SECRET"\nsecret_file = "{secret_path}"\n'
-    problem = only_problem(tmp_path, text, {"HOOK_SECRET": SECRET_VALUE})
-    assert problem.startswith("webhooks[0].secret_file:")
-    assert "only one" in problem
-    assert SECRET_VALUE not in problem
+    only_problem_about(
+        tmp_path,
+        text,
+        "webhooks[0].secret_file:",
+        "only one",
+        env={"HOOK_SECRET": SECRET_VALUE},
+        hides=SECRET_VALUE,
+    )
 
 
 def test_commands_that_send_nothing_load_without_the_secrets(tmp_path: Path) -> None:
@@ -414,17 +418,6 @@ def test_commands_that_send_nothing_load_without_the_secrets(tmp_path: Path) -> 
         load_config(write(tmp_path, bad), {}, credentials=False)
     [problem] = info.value.problems
     assert problem.startswith("webhooks[1].timeout: got 'soon'")
-
-
-def test_mlflow_signature_without_a_secret_is_rejected(tmp_path: Path) -> None:
-    problem = only_problem(tmp_path, f'{HOOK}signature = "mlflow"\n')
-    assert problem.startswith("webhooks[0].signature: got 'mlflow'")
-    assert "secret" in problem
-
-
-def test_unknown_signature_scheme_is_rejected(tmp_path: Path) -> None:
-    problem = only_problem(tmp_path, f'{HOOK}signature = "md5"\n')
-    assert problem.startswith("webhooks[0].signature: got 'md5'")
 
 
 # --------------------------------------------------------------------------- all at once
@@ -487,11 +480,6 @@ def test_env_overrides_a_scalar_and_wins_over_the_file(tmp_path: Path) -> None:
     assert config.mlflow.page_size == 500
 
 
-def test_env_override_values_are_validated(tmp_path: Path) -> None:
-    problem = only_problem(tmp_path, "", {"WATCHER_WATCH__INTERVAL": "soon"})
-    assert problem.startswith("watch.interval: got 'soon'")
-
-
 def test_env_overrides_lists_as_json(tmp_path: Path) -> None:
     env = {
         "WATCHER_WATCH__MODELS": '["fraud-*", "churn"]',
@@ -500,12 +488,6 @@ def test_env_overrides_lists_as_json(tmp_path: Path) -> None:
     config = load(tmp_path, '[watch]\nmodels = ["other"]\n', env)
     assert config.watch.models == ("fraud-*", "churn")
     assert config.watch.exclude_models == ("fraud-test*",)
-
-
-def test_env_list_that_is_not_json_is_rejected(tmp_path: Path) -> None:
-    problem = only_problem(tmp_path, "", {"WATCHER_WATCH__MODELS": "fraud-*"})
-    assert problem.startswith("WATCHER_WATCH__MODELS: got 'fraud-*'")
-    assert "JSON" in problem
 
 
 def test_env_webhooks_as_a_json_list_replace_the_file(tmp_path: Path) -> None:
@@ -521,20 +503,17 @@ def test_env_webhooks_as_a_json_list_replace_the_file(tmp_path: Path) -> None:
 
 def test_env_webhooks_are_validated_with_their_index(tmp_path: Path) -> None:
     hooks = [{"name": "ok", "url": "http://ok/"}, {"name": "bad", "url": "gopher://x"}]
-    problem = only_problem(tmp_path, "", {"WATCHER_WEBHOOKS": json.dumps(hooks)})
-    assert problem.startswith("webhooks[1].url: got 'gopher://x'")
-
-
-def test_env_webhooks_that_are_not_json_are_rejected(tmp_path: Path) -> None:
-    problem = only_problem(tmp_path, "", {"WATCHER_WEBHOOKS": "[{name: x}]"})
-    assert problem.startswith("WATCHER_WEBHOOKS:")
-    assert "JSON" in problem
+    only_problem_about(
+        tmp_path,
+        "",
+        "webhooks[1].url: got 'gopher://x'",
+        env={"WATCHER_WEBHOOKS": json.dumps(hooks)},
+    )
 
 
 @pytest.mark.parametrize("name", ["WATCHER_FOO__BAR", "WATCHER_WATCH__NOPE", "WATCHER_WEBHOOKS__0"])
 def test_env_var_naming_no_key_is_an_error(tmp_path: Path, name: str) -> None:
-    problem = only_problem(tmp_path, "", {name: "1"})
-    assert problem.startswith(f"{name}:")
+    only_problem_about(tmp_path, "", f"{name}:", env={name: "1"})
 
 
 @pytest.mark.parametrize(
@@ -543,6 +522,80 @@ def test_env_var_naming_no_key_is_an_error(tmp_path: Path, name: str) -> None:
 def test_env_vars_that_are_not_overrides_are_ignored(tmp_path: Path, name: str) -> None:
     config = load(tmp_path, "", {name: "whatever"})
     assert config.watch == WatchConfig()
+
+
+# --------------------------------------------------------------------------- old key names
+
+RENAMED = [
+    ("models_interval", "models_scan_interval"),
+    ("full_scan_interval", "versions_scan_interval"),
+]
+
+
+def load_warned(tmp_path: Path, text: str, env: Mapping[str, str]) -> tuple[Config, list[str]]:
+    warned: list[str] = []
+    return load_config(write(tmp_path, text), env, warn=warned.append), warned
+
+
+@pytest.mark.parametrize(("old", "new"), RENAMED)
+def test_an_old_scan_key_still_works_with_one_warning(tmp_path: Path, old: str, new: str) -> None:
+    config, warned = load_warned(tmp_path, f'[watch]\n{old} = "90s"\n', {})
+    assert getattr(config.watch, new) == 90.0
+    assert warned == [f"[watch] {old} is deprecated; use {new}"]
+
+
+@pytest.mark.parametrize(("old", "new"), RENAMED)
+def test_an_old_scan_key_from_the_environment_works_with_one_warning(
+    tmp_path: Path, old: str, new: str
+) -> None:
+    env = {f"WATCHER_WATCH__{old.upper()}": "auto"}
+    config, warned = load_warned(tmp_path, f'[watch]\n{new} = "90s"\n', env)
+    assert getattr(config.watch, new) is None  # the environment wins over the file
+    assert warned == [
+        f"WATCHER_WATCH__{old.upper()} is deprecated; use WATCHER_WATCH__{new.upper()}"
+    ]
+
+
+@pytest.mark.parametrize(("old", "new"), RENAMED)
+def test_the_new_scan_key_gives_no_warning(tmp_path: Path, old: str, new: str) -> None:
+    config, warned = load_warned(tmp_path, f'[watch]\n{new} = "90s"\n', {})
+    assert getattr(config.watch, new) == 90.0
+    assert warned == []
+
+
+@pytest.mark.parametrize(("old", "new"), RENAMED)
+def test_an_old_and_a_new_scan_key_together_are_an_error(
+    tmp_path: Path, old: str, new: str
+) -> None:
+    problem = only_problem(tmp_path, f'[watch]\n{old} = "1m"\n{new} = "2m"\n')
+    assert problem == f"watch.{old}: and watch.{new} are the same key; set only {new}"
+
+
+@pytest.mark.parametrize(("old", "new"), RENAMED)
+def test_both_names_in_the_environment_are_an_error(tmp_path: Path, old: str, new: str) -> None:
+    env = {f"WATCHER_WATCH__{old.upper()}": "1m", f"WATCHER_WATCH__{new.upper()}": "2m"}
+    problem = only_problem(tmp_path, "", env)
+    assert f"WATCHER_WATCH__{old.upper()}" in problem
+    assert f"WATCHER_WATCH__{new.upper()}" in problem
+
+
+def test_the_old_name_warns_on_stderr_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    load(tmp_path, '[watch]\nfull_scan_interval = "5m"\n')
+    assert capsys.readouterr().err == (
+        "mlflow-watcher: warning: [watch] full_scan_interval is deprecated; "
+        "use versions_scan_interval\n"
+    )
+
+
+def test_the_effective_config_shows_the_new_scan_names(tmp_path: Path) -> None:
+    config, _ = load_warned(tmp_path, '[watch]\nmodels_interval = "1m"\n', {})
+    watch = effective_config(config)["watch"]
+    assert watch["models_scan_interval"] == "1m"
+    assert watch["versions_scan_interval"] == "auto"
+    assert "models_interval" not in watch
+    assert "full_scan_interval" not in watch
 
 
 # --------------------------------------------------------------------------- display
@@ -653,22 +706,16 @@ def test_watches_from_a_loaded_config(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- webhook filters
 
 
-def test_unknown_format_is_rejected(tmp_path: Path) -> None:
-    problem = only_problem(tmp_path, f'{HOOK}format = "xml"\n')
-    assert problem.startswith("webhooks[0].format: got 'xml', expected one of ")
-    assert '"template"' in problem
+def assert_wanted(hook: WebhookConfig, *kinds: EventType) -> None:
+    """The webhook wants the example of each of these event types."""
+    for kind in kinds:
+        assert hook.wants(example_event(kind)), kind
 
 
 @pytest.mark.parametrize("fmt", ["watcher", "Databricks", "mlflow", "github", "slack"])
 def test_known_formats_are_accepted_in_any_case(tmp_path: Path, fmt: str) -> None:
     (hook,) = load(tmp_path, f'{HOOK}format = "{fmt}"\n').webhooks
     assert hook.format == fmt.lower()
-
-
-def test_to_stages_with_a_bad_stage_is_rejected(tmp_path: Path) -> None:
-    problem = only_problem(tmp_path, f'{HOOK}to_stages = ["Production", "Prod"]\n')
-    assert problem.startswith('webhooks[0].to_stages: got ["Production", "Prod"], expected ')
-    assert '"Staging"' in problem
 
 
 def test_to_stages_are_case_insensitive(tmp_path: Path) -> None:
@@ -689,13 +736,13 @@ def test_to_stages_filters_stage_events_only(tmp_path: Path) -> None:
     assert not hook.wants(example_event(EventType.MODEL_VERSION_TRANSITIONED_TO_STAGING))
     assert not hook.wants(example_event(EventType.MODEL_VERSION_TRANSITIONED_TO_ARCHIVED))
     # A stage filter does not block events that are not transitions.
-    for kind in (
+    assert_wanted(
+        hook,
         EventType.MODEL_VERSION_CREATED,
         EventType.MODEL_VERSION_TAG_SET,
         EventType.MODEL_VERSION_ALIAS_CREATED,
         EventType.REGISTERED_MODEL_CREATED,
-    ):
-        assert hook.wants(example_event(kind)), kind
+    )
 
 
 def test_aliases_filter_alias_events_only(tmp_path: Path) -> None:
@@ -710,12 +757,12 @@ def test_aliases_filter_alias_events_only(tmp_path: Path) -> None:
     assert not hook.wants(replace(deleted, alias="Champion")), "globs are case-sensitive"
     assert hook.wants(replace(created, alias="prod"))
     # An alias filter does not block events that are not about aliases.
-    for kind in (
+    assert_wanted(
+        hook,
         EventType.MODEL_VERSION_TRANSITIONED_STAGE,
         EventType.MODEL_VERSION_CREATED,
         EventType.MODEL_VERSION_TAG_DELETED,
-    ):
-        assert hook.wants(example_event(kind)), kind
+    )
 
 
 def test_models_globs_filter_every_event(tmp_path: Path) -> None:
@@ -835,57 +882,39 @@ def test_template_file_is_relative_to_the_config_folder(
     assert hook.template == GOOD_TEMPLATE
 
 
-def test_a_missing_template_file_is_rejected(tmp_path: Path) -> None:
-    problem = only_problem(tmp_path, f'{TEMPLATE_HOOK}template_file = "nope.j2"\n')
-    assert problem.startswith("webhooks[0].template_file: got 'nope.j2'")
-    assert "readable file" in problem
-
-
 def test_template_and_template_file_together_are_rejected(tmp_path: Path) -> None:
     (tmp_path / "body.j2").write_text(GOOD_TEMPLATE, encoding="utf-8")
     text = f"{TEMPLATE_HOOK}template = '{GOOD_TEMPLATE}'\ntemplate_file = \"body.j2\"\n"
-    problem = only_problem(tmp_path, text)
-    assert problem.startswith("webhooks[0].template_file:")
-    assert "only one" in problem
-
-
-def test_template_format_without_a_template_is_rejected(tmp_path: Path) -> None:
-    problem = only_problem(tmp_path, TEMPLATE_HOOK)
-    assert problem.startswith("webhooks[0].template:")
-    assert "template_file" in problem
+    only_problem_about(tmp_path, text, "webhooks[0].template_file:", "only one")
 
 
 @pytest.mark.parametrize("fmt", [None, "watcher", "slack"])
 def test_a_template_with_another_format_is_rejected(tmp_path: Path, fmt: str | None) -> None:
     line = f'format = "{fmt}"\n' if fmt else ""
-    problem = only_problem(tmp_path, f"{HOOK}{line}template = '{GOOD_TEMPLATE}'\n")
-    assert problem.startswith("webhooks[0].format:")
-    assert '"template"' in problem
+    only_problem_about(
+        tmp_path, f"{HOOK}{line}template = '{GOOD_TEMPLATE}'\n", "webhooks[0].format:", '"template"'
+    )
 
 
 def test_a_template_syntax_error_names_the_key_and_line(tmp_path: Path) -> None:
     text = f"{TEMPLATE_HOOK}template = '''\n{{\n  \"model\": {{{{ model_name | tojson }}\n}}'''\n"
-    problem = only_problem(tmp_path, text)
-    assert problem.startswith("webhooks[0].template: webhook 'deploy': line 2: ")
+    only_problem_about(tmp_path, text, "webhooks[0].template: webhook 'deploy': line 2: ")
 
 
 def test_a_template_file_syntax_error_names_the_template_and_line(tmp_path: Path) -> None:
     (tmp_path / "body.j2").write_text('{\n"a": 1,\n"b": {% if %}\n}', encoding="utf-8")
-    problem = only_problem(tmp_path, f'{TEMPLATE_HOOK}template_file = "body.j2"\n')
-    assert problem.startswith("webhooks[0].template: webhook 'deploy': line 3: ")
+    only_problem_about(
+        tmp_path,
+        f'{TEMPLATE_HOOK}template_file = "body.j2"\n',
+        "webhooks[0].template: webhook 'deploy': line 3: ",
+    )
 
 
 def test_an_undefined_variable_is_a_config_error_with_its_line(tmp_path: Path) -> None:
     text = f"{TEMPLATE_HOOK}template = '''{{\n\"a\": {{{{ no_such_field | tojson }}}}\n}}'''\n"
-    problem = only_problem(tmp_path, text)
-    assert problem.startswith("webhooks[0].template: webhook 'deploy': line 2: ")
-    assert "no_such_field" in problem
-
-
-def test_a_template_that_is_not_json_is_rejected_by_default(tmp_path: Path) -> None:
-    problem = only_problem(tmp_path, f"{TEMPLATE_HOOK}template = 'model {{{{ model_name }}}}'\n")
-    assert problem.startswith("webhooks[0].template:")
-    assert "JSON" in problem
+    only_problem_about(
+        tmp_path, text, "webhooks[0].template: webhook 'deploy': line 2: ", "no_such_field"
+    )
 
 
 def test_a_text_template_with_a_text_content_type_is_fine(tmp_path: Path) -> None:
@@ -905,9 +934,12 @@ def test_templates_are_checked_only_against_subscribed_events(tmp_path: Path) ->
     template = '{"to": {{ to_stage | tojson }}}'
     stage = f"{TEMPLATE_HOOK}template = '{template}'\n"
     load(tmp_path, stage + 'events = ["MODEL_VERSION_TRANSITIONED_STAGE"]\n')
-    problem = only_problem(tmp_path, stage + 'events = ["MODEL_VERSION_CREATED"]\n')
-    assert problem.startswith("webhooks[0].template:")
-    assert "to_stage" in problem
+    only_problem_about(
+        tmp_path,
+        stage + 'events = ["MODEL_VERSION_CREATED"]\n',
+        "webhooks[0].template:",
+        "to_stage",
+    )
 
 
 # --------------------------------------------------------------------------- signature schemes
@@ -917,18 +949,22 @@ GOOD_WHSEC = "whsec_" + base64.b64encode(b"k" * 32).decode()
 
 def test_standard_signature_with_a_plain_secret_is_rejected(tmp_path: Path) -> None:
     text = f'{HOOK}secret_env = "HOOK_SECRET"\nsignature = "standard"\n'
-    problem = only_problem(tmp_path, text, {"HOOK_SECRET": SECRET_VALUE})
-    assert problem.startswith("webhooks[0].secret:")
-    assert "whsec_" in problem
-    assert SECRET_VALUE not in problem
+    only_problem_about(
+        tmp_path,
+        text,
+        "webhooks[0].secret:",
+        "whsec_",
+        env={"HOOK_SECRET": SECRET_VALUE},
+        hides=SECRET_VALUE,
+    )
 
 
 def test_standard_signature_with_a_short_whsec_key_is_rejected(tmp_path: Path) -> None:
     short = "whsec_" + base64.b64encode(b"k" * 8).decode()
     text = f'{HOOK}secret_env = "HOOK_SECRET"\nsignature = "standard"\n'
-    problem = only_problem(tmp_path, text, {"HOOK_SECRET": short})
-    assert problem.startswith("webhooks[0].secret:")
-    assert short not in problem
+    only_problem_about(
+        tmp_path, text, "webhooks[0].secret:", env={"HOOK_SECRET": short}, hides=short
+    )
 
 
 def test_standard_signature_with_a_whsec_key_is_fine(tmp_path: Path) -> None:
@@ -948,8 +984,9 @@ def test_body_and_mlflow_schemes_take_any_secret(tmp_path: Path, scheme: str) ->
 
 @pytest.mark.parametrize("scheme", ["standard", "databricks", "github"])
 def test_signing_schemes_need_a_secret(tmp_path: Path, scheme: str) -> None:
-    problem = only_problem(tmp_path, f'{HOOK}signature = "{scheme}"\n')
-    assert problem.startswith(f"webhooks[0].signature: got '{scheme}'")
+    only_problem_about(
+        tmp_path, f'{HOOK}signature = "{scheme}"\n', f"webhooks[0].signature: got '{scheme}'"
+    )
 
 
 def test_previous_secrets_with_standard(tmp_path: Path) -> None:
@@ -971,8 +1008,12 @@ def test_previous_secrets_env_with_a_missing_variable_is_rejected(tmp_path: Path
         f'{HOOK}secret_env = "HOOK_SECRET"\nsignature = "standard"\n'
         'previous_secrets_env = ["OLD_SECRET"]\n'
     )
-    problem = only_problem(tmp_path, text, {"HOOK_SECRET": GOOD_WHSEC})
-    assert problem.startswith("webhooks[0].previous_secrets_env[0]: got 'OLD_SECRET'")
+    only_problem_about(
+        tmp_path,
+        text,
+        "webhooks[0].previous_secrets_env[0]: got 'OLD_SECRET'",
+        env={"HOOK_SECRET": GOOD_WHSEC},
+    )
 
 
 @pytest.mark.parametrize("scheme", ["mlflow", "github", "databricks"])
@@ -982,10 +1023,9 @@ def test_previous_secrets_env_without_standard_is_rejected(tmp_path: Path, schem
         'previous_secrets_env = ["OLD_SECRET"]\n'
     )
     env = {"HOOK_SECRET": SECRET_VALUE, "OLD_SECRET": "old-" + SECRET_VALUE}
-    problem = only_problem(tmp_path, text, env)
-    assert problem.startswith("webhooks[0].previous_secrets_env:")
-    assert "standard" in problem
-    assert SECRET_VALUE not in problem
+    only_problem_about(
+        tmp_path, text, "webhooks[0].previous_secrets_env:", "standard", env=env, hides=SECRET_VALUE
+    )
 
 
 # --------------------------------------------------------------------------- basic auth, tokens
@@ -1011,22 +1051,15 @@ def test_username_with_a_password_file(tmp_path: Path) -> None:
     assert hook.password.reveal() == SECRET_VALUE
 
 
-def test_username_without_a_password_is_rejected(tmp_path: Path) -> None:
-    problem = only_problem(tmp_path, f'{HOOK}username = "ci-bot"\n')
-    assert problem.startswith("webhooks[0].username:")
-    assert "password_env" in problem
-
-
 def test_password_without_a_username_is_rejected(tmp_path: Path) -> None:
     text = f'{HOOK}password_env = "HOOK_PASSWORD"\n'
-    problem = only_problem(tmp_path, text, {"HOOK_PASSWORD": SECRET_VALUE})
-    assert problem.startswith("webhooks[0].username:")
-    assert SECRET_VALUE not in problem
-
-
-def test_password_env_with_a_missing_variable_is_rejected(tmp_path: Path) -> None:
-    problem = only_problem(tmp_path, f'{HOOK}username = "u"\npassword_env = "HOOK_PASSWORD"\n')
-    assert problem.startswith("webhooks[0].password_env: got 'HOOK_PASSWORD'")
+    only_problem_about(
+        tmp_path,
+        text,
+        "webhooks[0].username:",
+        env={"HOOK_PASSWORD": SECRET_VALUE},
+        hides=SECRET_VALUE,
+    )
 
 
 @pytest.mark.parametrize("fmt", ["gitlab", "jenkins"])
@@ -1062,9 +1095,12 @@ def test_event_type_of_100_characters_is_accepted(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("value", ['"' + "d" * 101 + '"', '""', "5"])
 def test_event_type_outside_githubs_limit_is_rejected(tmp_path: Path, value: str) -> None:
-    problem = only_problem(tmp_path, f'{HOOK}format = "github"\nevent_type = {value}\n')
-    assert problem.startswith("webhooks[0].event_type: got ")
-    assert "100" in problem
+    only_problem_about(
+        tmp_path,
+        f'{HOOK}format = "github"\nevent_type = {value}\n',
+        "webhooks[0].event_type: got ",
+        "100",
+    )
 
 
 @pytest.mark.parametrize(
@@ -1118,3 +1154,170 @@ def test_a_url_from_the_environment_is_a_secret(tmp_path: Path) -> None:
     assert missing.startswith("webhooks[0].url: got '${SLACK_URL}'")
     bad = only_problem(tmp_path, text, {"SLACK_URL": "not a url"})
     assert bad == "webhooks[0].url: ${SLACK_URL} does not expand to an http(s) URL"
+
+
+# --------------------------------------------------------------------------- one problem each
+
+REJECTED = [
+    pytest.param(
+        '[mlflow]\ntracking_uri = "http://"\n',
+        "mlflow.tracking_uri:",
+        (),
+        None,
+        id="http_tracking_uri_without_a_host_is_rejected",
+    ),
+    pytest.param(
+        '[delivery]\ninitial_delay = "1m"\nmax_delay = "10s"\n',
+        "delivery.max_delay:",
+        ("initial_delay",),
+        None,
+        id="max_delay_below_initial_delay_is_rejected",
+    ),
+    pytest.param(
+        "[mlfow]\ntracking_uri = 'x'\n",
+        "mlfow:",
+        ("unknown section",),
+        None,
+        id="unknown_section_is_rejected",
+    ),
+    pytest.param(
+        "[watch]\nintervall = 5\n",
+        "watch.intervall:",
+        ("unknown key",),
+        None,
+        id="unknown_key_is_rejected",
+    ),
+    pytest.param(
+        f'{HOOK}events = ["MODEL_VERSION_EXPLODED"]\n',
+        "webhooks[0].events:",
+        ("MODEL_VERSION_EXPLODED",),
+        None,
+        id="unknown_event_name_is_rejected",
+    ),
+    pytest.param(
+        f'{HOOK}signature = "mlflow"\n',
+        "webhooks[0].signature: got 'mlflow'",
+        ("secret",),
+        None,
+        id="mlflow_signature_without_a_secret_is_rejected",
+    ),
+    pytest.param(
+        f'{HOOK}signature = "md5"\n',
+        "webhooks[0].signature: got 'md5'",
+        (),
+        None,
+        id="unknown_signature_scheme_is_rejected",
+    ),
+    pytest.param(
+        "",
+        "watch.interval: got 'soon'",
+        (),
+        {"WATCHER_WATCH__INTERVAL": "soon"},
+        id="env_override_values_are_validated",
+    ),
+    pytest.param(
+        "",
+        "WATCHER_WATCH__MODELS: got 'fraud-*'",
+        ("JSON",),
+        {"WATCHER_WATCH__MODELS": "fraud-*"},
+        id="env_list_that_is_not_json_is_rejected",
+    ),
+    pytest.param(
+        "",
+        "WATCHER_WEBHOOKS:",
+        ("JSON",),
+        {"WATCHER_WEBHOOKS": "[{name: x}]"},
+        id="env_webhooks_that_are_not_json_are_rejected",
+    ),
+    pytest.param(
+        f'{HOOK}format = "xml"\n',
+        "webhooks[0].format: got 'xml', expected one of ",
+        ('"template"',),
+        None,
+        id="unknown_format_is_rejected",
+    ),
+    pytest.param(
+        f'{HOOK}to_stages = ["Production", "Prod"]\n',
+        'webhooks[0].to_stages: got ["Production", "Prod"], expected ',
+        ('"Staging"',),
+        None,
+        id="to_stages_with_a_bad_stage_is_rejected",
+    ),
+    pytest.param(
+        f'{TEMPLATE_HOOK}template_file = "nope.j2"\n',
+        "webhooks[0].template_file: got 'nope.j2'",
+        ("readable file",),
+        None,
+        id="a_missing_template_file_is_rejected",
+    ),
+    pytest.param(
+        TEMPLATE_HOOK,
+        "webhooks[0].template:",
+        ("template_file",),
+        None,
+        id="template_format_without_a_template_is_rejected",
+    ),
+    pytest.param(
+        f"{TEMPLATE_HOOK}template = 'model {{{{ model_name }}}}'\n",
+        "webhooks[0].template:",
+        ("JSON",),
+        None,
+        id="a_template_that_is_not_json_is_rejected_by_default",
+    ),
+    pytest.param(
+        f'{HOOK}username = "ci-bot"\n',
+        "webhooks[0].username:",
+        ("password_env",),
+        None,
+        id="username_without_a_password_is_rejected",
+    ),
+    pytest.param(
+        f'{HOOK}username = "u"\npassword_env = "HOOK_PASSWORD"\n',
+        "webhooks[0].password_env: got 'HOOK_PASSWORD'",
+        (),
+        None,
+        id="password_env_with_a_missing_variable_is_rejected",
+    ),
+]
+"""(config, the problem's start: its key path and often the value, what it must mention, env)."""
+
+
+@pytest.mark.parametrize(("text", "start", "mentions", "env"), REJECTED)
+def test_a_bad_config_is_one_problem_naming_its_key(
+    tmp_path: Path, text: str, start: str, mentions: tuple[str, ...], env: dict[str, str] | None
+) -> None:
+    only_problem_about(tmp_path, text, start, *mentions, env=env)
+
+
+# --------------------------------------------------------------------------- the key tables
+
+
+@pytest.mark.parametrize(
+    ("keys", "owner"),
+    [
+        *(
+            (SECTIONS[name], type(getattr(Config(), name)))
+            for name in SECTIONS
+            if name != "delivery"
+        ),
+        ({k: v for k, v in SECTIONS["delivery"].items() if k not in RETRY_KEYS}, DeliveryConfig),
+        (RETRY_KEYS, RetryPolicy),
+        (WEBHOOK_KEYS, WebhookConfig),
+    ],
+)
+def test_every_key_that_fills_a_field_names_one(keys: Mapping[str, Key], owner: type) -> None:
+    """A key's type and default are its field's: a key without a field would have neither."""
+    fields = {f.name for f in dataclasses.fields(owner)}
+    plain = {name for name, key in keys.items() if key.parse is not None and not key.builds}
+    shown = {name for name, key in keys.items() if key.show is not None and not key.shown_from}
+    assert plain <= fields
+    assert shown <= fields
+
+
+def test_every_section_field_is_read_and_shown() -> None:
+    """A new field without a key would be neither settable nor shown by check-config."""
+    for name, keys in SECTIONS.items():
+        section = getattr(Config(), name)
+        fields = {f.name for f in dataclasses.fields(section)} - {"retry"}
+        assert fields <= set(keys), name
+        assert set(effective_config(Config())[name]) <= set(keys), name

@@ -7,10 +7,10 @@ from email.utils import formatdate
 
 import pytest
 
-from watcher.config import DeliveryConfig
+from watcher.config import RetryPolicy
 from watcher.deliver import Result, backoff_delay, parse_retry_after
 
-POLICY = DeliveryConfig(initial_delay=2.0, max_delay=60.0, max_age=3600.0, max_attempts=10)
+POLICY = RetryPolicy(initial_delay=2.0, max_delay=60.0, max_age=3600.0, max_attempts=10)
 NOW = 1_700_000_000.0
 
 

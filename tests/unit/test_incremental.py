@@ -38,7 +38,7 @@ from watcher.incremental import (
 )
 from watcher.merge import Draft, Plan
 from watcher.model import NO_STAGE, Event, EventType, ModelState, Observation, VersionState
-from watcher.pipeline import CycleReport, Pipeline
+from watcher.pipeline import CycleReport, Pipeline, PipelineOptions
 from watcher.scan import PROMPT_TAG, RECENT_ORDER, ReaderSettings, ScanReader
 from watcher.store import Store
 
@@ -369,8 +369,8 @@ def watch_config(
     return WatchConfig(
         interval=POLL,
         exclude_models=("skip*",),
-        models_interval=models_interval,
-        full_scan_interval=full_scan_interval,
+        models_scan_interval=models_interval,
+        versions_scan_interval=full_scan_interval,
         max_duty=max_duty,
     )
 
@@ -421,9 +421,8 @@ class Harness:
             self.config,
             self.store,
             self.log,
+            PipelineOptions(scan_runner=self.runner if self.background else None),
             reader_factory=lambda _settings: self.fake,
-            background_scans=self.background,
-            scan_runner=self.runner,
         )
         # The same reader, on the test's clocks: monotonic time moves when the test says, and
         # observations are stamped by the registry's logical clock.
@@ -431,8 +430,8 @@ class Harness:
         self.pipeline.incremental = IncrementalReader(
             watch.watches,
             watch.interval,
-            watch.models_interval,
-            watch.full_scan_interval,
+            watch.models_scan_interval,
+            watch.versions_scan_interval,
             watch.max_duty,
             self.log,
             scan_reader=(lambda: self.fake) if self.background else None,

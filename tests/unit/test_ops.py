@@ -7,7 +7,6 @@ import os
 import socket
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
@@ -15,12 +14,14 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from watcher.config import Config, Secret, ServerConfig, WebhookConfig, load_config
+from watcher.deliver import Outcome
 from watcher.errors import ConfigError, WatcherError
 from watcher.health import HealthServer
-from watcher.metrics import Metrics, parse_meta_time
+from watcher.metrics import Metrics
 from watcher.model import Event, EventType
 from watcher.notify import Notifier
 from watcher.pipeline import CycleReport
+from watcher.state_meta import parse_time
 from watcher.store import Store
 
 
@@ -162,17 +163,7 @@ def _event(event_type: EventType) -> Event:
     return Event(event_id=uuid.uuid4().hex, type=event_type, model_name="m", timestamp=1)
 
 
-class _Log:
-    def __init__(self) -> None:
-        self.lines: list[tuple[str, dict[str, Any]]] = []
-
-    def info(self, event: str, **fields: Any) -> None:
-        self.lines.append((event, fields))
-
-    warning = error = info
-
-
-def test_counters_follow_reports_and_delivery_log_lines(tmp_path: Path) -> None:
+def test_counters_follow_reports_and_delivery_outcomes(tmp_path: Path) -> None:
     with Store.open(tmp_path / "state.db") as store:
         metrics = Metrics(_config("deploy", "slack"), store)
         metrics.observe_cycle(CycleReport(ok=True, duration_ms=20.0))
@@ -184,18 +175,9 @@ def test_counters_follow_reports_and_delivery_log_lines(tmp_path: Path) -> None:
             )
         )
         metrics.observe_cycle(CycleReport(ok=False, duration_ms=5.0, error="down"))
-        log = _Log()
-        tapped = metrics.tap(log)
-        tapped.info("delivery.succeeded", webhook="deploy", delivery_id="a")
-        tapped.warning("delivery.failed", webhook="slack", delivery_id="b")
-        tapped.error("delivery.dead", webhook="slack", delivery_id="c")
-        tapped.info("poll.finished", webhook="ignored")
-        assert [event for event, _ in log.lines] == [
-            "delivery.succeeded",
-            "delivery.failed",
-            "delivery.dead",
-            "poll.finished",
-        ]
+        metrics.observe_delivery("deploy", Outcome.DELIVERED)
+        metrics.observe_delivery("slack", Outcome.RETRYING)
+        metrics.observe_delivery("slack", Outcome.DEAD)
         m = _samples(generate_latest(metrics.registry).decode())
     assert m[("mlflow_watcher_polls_total", (("result", "ok"),))] == 2
     assert m[("mlflow_watcher_polls_total", (("result", "failed"),))] == 1
@@ -233,11 +215,11 @@ def test_gauges_read_the_state_at_scrape_time(tmp_path: Path) -> None:
     assert m[("mlflow_watcher_scan_duration_seconds", (("scan", "versions"),))] == 12.8
     assert m[("mlflow_watcher_models_watched", ())] == 4
     assert m[("mlflow_watcher_versions_watched", ())] == 17
-    assert m[("mlflow_watcher_last_successful_poll_timestamp_seconds", ())] == parse_meta_time(
+    assert m[("mlflow_watcher_last_successful_poll_timestamp_seconds", ())] == parse_time(
         "2026-01-02T03:04:05Z"
     )
-    assert parse_meta_time("2026-01-02T03:04:05Z") == 1767323045.0
-    assert parse_meta_time("garbage") is None
+    assert parse_time("2026-01-02T03:04:05Z") == 1767323045.0
+    assert parse_time("garbage") is None
 
 
 def test_textfile_is_replaced_whole(tmp_path: Path) -> None:

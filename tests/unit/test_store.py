@@ -9,17 +9,21 @@ from pathlib import Path
 
 import pytest
 
+from tests.store_helpers import (
+    attempts,
+    deliveries,
+    deliveries_for,
+    due_deliveries,
+    event,
+    oldest_pending,
+    queue,
+)
 from watcher.detect import snapshot_delta
 from watcher.errors import LockError, StoreError
 from watcher.model import (
-    Event,
-    EventType,
     ModelState,
     Observation,
-    SnapshotDelta,
     VersionState,
-    make_delivery_id,
-    make_event_id,
 )
 from watcher.store import (
     DEAD,
@@ -27,7 +31,6 @@ from watcher.store import (
     PENDING,
     SCHEMA_VERSION,
     Attempt,
-    NewDelivery,
     Store,
 )
 
@@ -43,32 +46,6 @@ def db_path(tmp_path: Path) -> Path:
 def store(db_path: Path) -> Iterator[Store]:
     with Store.open(db_path) as opened:
         yield opened
-
-
-def event(model: str, version: str, to_stage: str = "Production", ts: int = 1_000) -> Event:
-    kind = EventType.MODEL_VERSION_TRANSITIONED_STAGE
-    return Event(
-        event_id=make_event_id("reg", kind, model, version, 1, "None", to_stage, ts),
-        type=kind,
-        model_name=model,
-        timestamp=ts,
-        model_version=version,
-        version_creation_timestamp=1,
-        from_stage="None",
-        to_stage=to_stage,
-    )
-
-
-def deliveries_for(events: list[Event], *webhooks: str) -> list[NewDelivery]:
-    return [
-        NewDelivery(make_delivery_id(e.event_id, w), e.event_id, w, e.model_name)
-        for w in webhooks
-        for e in events
-    ]
-
-
-def queue(store: Store, events: list[Event], deliveries: list[NewDelivery]) -> int:
-    return store.commit_cycle(SnapshotDelta(), events, deliveries, {}, now=NOW)
 
 
 def sample_observation() -> Observation:
@@ -209,11 +186,11 @@ def test_meta_roundtrip(store: Store) -> None:
 
 def test_commit_cycle_queues_each_delivery_once(store: Store) -> None:
     events = [event("fraud", "1"), event("fraud", "2")]
-    deliveries = deliveries_for(events, "deploy", "audit")
-    assert queue(store, events, deliveries) == 4
-    assert queue(store, events, deliveries) == 0
-    assert len(store.deliveries()) == 4
-    assert {d.status for d in store.deliveries()} == {PENDING}
+    new = deliveries_for(events, "deploy", "audit")
+    assert queue(store, events, new) == 4
+    assert queue(store, events, new) == 0
+    assert len(deliveries(store)) == 4
+    assert {d.status for d in deliveries(store)} == {PENDING}
 
 
 def test_commit_cycle_writes_snapshot_events_and_deliveries_together(store: Store) -> None:
@@ -228,7 +205,7 @@ def test_commit_cycle_writes_snapshot_events_and_deliveries_together(store: Stor
     )
     assert queued == 1
     assert store.load_snapshot() is not None
-    (row,) = store.deliveries()
+    (row,) = deliveries(store)
     assert row.event_id == events[0].event_id
     assert row.event_type == "MODEL_VERSION_TRANSITIONED_STAGE"
     assert row.model_version == "2"
@@ -239,7 +216,7 @@ def test_commit_cycle_writes_snapshot_events_and_deliveries_together(store: Stor
 def test_due_deliveries_offers_only_the_head_of_each_lane(store: Store) -> None:
     fraud1, fraud2, churn1 = event("fraud", "1"), event("fraud", "2"), event("churn", "1")
     queue(store, [fraud1, fraud2, churn1], deliveries_for([fraud1, fraud2, churn1], "a", "b"))
-    heads = store.due_deliveries(NOW)
+    heads = due_deliveries(store, NOW)
     assert [(d.webhook, d.event.model_name, d.event.model_version) for d in heads] == [
         ("a", "fraud", "1"),
         ("a", "churn", "1"),
@@ -251,7 +228,7 @@ def test_due_deliveries_offers_only_the_head_of_each_lane(store: Store) -> None:
     assert heads[0].created_at == NOW
 
     store.record_attempt(Attempt(heads[0].delivery_id, NOW, 200, None, 5.0), status=DELIVERED)
-    after = store.due_deliveries(NOW)
+    after = due_deliveries(store, NOW)
     assert [(d.webhook, d.event.model_name, d.event.model_version) for d in after] == [
         ("a", "fraud", "2"),
         ("a", "churn", "1"),
@@ -263,27 +240,27 @@ def test_due_deliveries_offers_only_the_head_of_each_lane(store: Store) -> None:
 def test_due_deliveries_respects_the_schedule_and_blocks_the_lane(store: Store) -> None:
     events = [event("fraud", "1"), event("fraud", "2")]
     queue(store, events, deliveries_for(events, "a"))
-    (head,) = store.due_deliveries(NOW)
+    (head,) = due_deliveries(store, NOW)
     store.record_attempt(
         Attempt(head.delivery_id, NOW, 503, "HTTP 503", 3.0),
         status=PENDING,
         next_attempt_at=NOW + 60,
     )
-    assert store.due_deliveries(NOW) == []
-    assert store.due_deliveries(NOW + 59) == []
-    (later,) = store.due_deliveries(NOW + 60)
+    assert due_deliveries(store, NOW) == []
+    assert due_deliveries(store, NOW + 59) == []
+    (later,) = due_deliveries(store, NOW + 60)
     assert later.delivery_id == head.delivery_id
     assert later.attempts == 1
-    (forced,) = store.due_deliveries(NOW, ignore_schedule=True)
+    (forced,) = due_deliveries(store, NOW, ignore_schedule=True)
     assert forced.delivery_id == head.delivery_id
 
 
 def test_due_deliveries_honours_exclude_without_skipping_ahead(store: Store) -> None:
     fraud1, fraud2, churn1 = event("fraud", "1"), event("fraud", "2"), event("churn", "1")
     queue(store, [fraud1, fraud2, churn1], deliveries_for([fraud1, fraud2, churn1], "a"))
-    heads = store.due_deliveries(NOW)
+    heads = due_deliveries(store, NOW)
     excluded = heads[0].delivery_id
-    remaining = store.due_deliveries(NOW, exclude=[excluded])
+    remaining = due_deliveries(store, NOW, exclude=[excluded])
     assert [d.event.model_name for d in remaining] == ["churn"]
     assert all(d.event != fraud2 for d in remaining)
 
@@ -291,11 +268,11 @@ def test_due_deliveries_honours_exclude_without_skipping_ahead(store: Store) -> 
 def test_dead_rows_leave_the_lane_but_stay_listed(store: Store) -> None:
     events = [event("fraud", "1"), event("fraud", "2")]
     queue(store, events, deliveries_for(events, "a"))
-    (head,) = store.due_deliveries(NOW)
+    (head,) = due_deliveries(store, NOW)
     store.record_attempt(Attempt(head.delivery_id, NOW, 404, "HTTP 404", 2.0), status=DEAD)
-    (nxt,) = store.due_deliveries(NOW)
+    (nxt,) = due_deliveries(store, NOW)
     assert nxt.event == events[1]
-    (dead,) = store.deliveries(DEAD)
+    (dead,) = deliveries(store, DEAD)
     assert dead.delivery_id == head.delivery_id
 
 
@@ -309,27 +286,27 @@ def test_record_attempt_updates_the_row_and_logs_each_attempt(store: Store) -> N
         next_attempt_at=NOW + 10,
     )
     store.record_attempt(Attempt(delivery.delivery_id, NOW + 10, 200, None, 4.0), status=DELIVERED)
-    (row,) = store.deliveries()
+    (row,) = deliveries(store)
     assert row.status == DELIVERED
     assert row.attempts == 2
     assert row.last_status_code == 200
     assert row.last_error is None
     assert row.next_attempt_at == NOW + 10
-    assert store.attempts(delivery.delivery_id) == [
+    assert attempts(store, delivery.delivery_id) == [
         Attempt(delivery.delivery_id, NOW + 1, None, "connection failed", 12.5),
         Attempt(delivery.delivery_id, NOW + 10, 200, None, 4.0),
     ]
-    assert store.due_deliveries(NOW + 100, ignore_schedule=True) == []
-    assert store.deliveries(PENDING) == []
-    assert [d.delivery_id for d in store.deliveries(DELIVERED)] == [delivery.delivery_id]
+    assert due_deliveries(store, NOW + 100, ignore_schedule=True) == []
+    assert deliveries(store, PENDING) == []
+    assert [d.delivery_id for d in deliveries(store, DELIVERED)] == [delivery.delivery_id]
 
 
 def test_status_counts_and_oldest_pending(store: Store) -> None:
     assert store.status_counts() == {}
-    assert store.oldest_pending() is None
+    assert oldest_pending(store) is None
     events = [event("fraud", "1"), event("fraud", "2"), event("churn", "1")]
     queue(store, events, deliveries_for(events, "a", "b"))
-    heads = {(d.webhook, d.event.model_name): d for d in store.due_deliveries(NOW)}
+    heads = {(d.webhook, d.event.model_name): d for d in due_deliveries(store, NOW)}
     store.record_attempt(
         Attempt(heads[("a", "fraud")].delivery_id, NOW, 200, None, 1.0), status=DELIVERED
     )
@@ -340,4 +317,4 @@ def test_status_counts_and_oldest_pending(store: Store) -> None:
         "a": {PENDING: 2, DELIVERED: 1},
         "b": {PENDING: 2, DEAD: 1},
     }
-    assert store.oldest_pending() == NOW
+    assert oldest_pending(store) == NOW

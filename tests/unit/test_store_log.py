@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.test_store import deliveries_for, event, queue
+from tests.store_helpers import attempts, deliveries_for, due_deliveries, event, queue
 from watcher.errors import StoreError
 from watcher.model import Event, SnapshotDelta
 from watcher.store import (
@@ -91,7 +91,7 @@ def test_a_version_1_database_is_migrated_and_its_rows_survive(tmp_path: Path) -
 
     with Store.open(path) as store:
         delivered, dead = store.list_deliveries()
-        assert store.attempts("d-delivered") == [Attempt("d-delivered", NOW + 5, 200, None, 3.0)]
+        assert attempts(store, "d-delivered") == [Attempt("d-delivered", NOW + 5, 200, None, 3.0)]
     assert (delivered.delivery_id, delivered.status) == ("d-delivered", DELIVERED)
     assert delivered.delivered_at == NOW + 5, "settled rows get their time from updated_at"
     assert delivered.dead_at is None
@@ -111,7 +111,7 @@ def test_a_version_1_database_is_migrated_and_its_rows_survive(tmp_path: Path) -
 
 def test_attempts_keep_the_response_and_settling_times(store: Store) -> None:
     delivered, dead, pending = one_of_each(store)
-    assert store.attempts(delivered) == [
+    assert attempts(store, delivered) == [
         Attempt(delivered, NOW + 1, 200, None, 1.0, response="answer")
     ]
     rows = {r.delivery_id: r for r in store.list_deliveries()}
@@ -130,7 +130,7 @@ def test_an_attempt_without_a_response_still_records(store: Store) -> None:
     (row,) = deliveries_for(events, "a")
     queue(store, events, [row])
     store.record_attempt(Attempt(row.delivery_id, NOW, None, "timed out", 1.0), status=PENDING)
-    (attempt,) = store.attempts(row.delivery_id)
+    (attempt,) = attempts(store, row.delivery_id)
     assert attempt.response is None
 
 
@@ -176,11 +176,11 @@ def test_redeliver_dead_requeues_under_the_same_id_and_restarts_the_policy(store
     assert row.total_attempts == 1, "earlier attempts stay in the log"
     assert row.dead_at is None
     assert row.event_id == event("fraud", "2").event_id
-    assert len(store.attempts(dead)) == 1
+    assert len(attempts(store, dead)) == 1
     assert rows[delivered].status == DELIVERED, "--dead leaves delivered rows alone"
     assert rows[pending].next_attempt_at == NOW
 
-    heads = store.due_deliveries(NOW + DAY)
+    heads = due_deliveries(store, NOW + DAY)
     assert {h.delivery_id for h in heads} == {dead, pending}
     requeued = next(h for h in heads if h.delivery_id == dead)
     assert requeued.attempts == 0
@@ -251,11 +251,10 @@ def test_purge_deletes_old_dead_rows_with_their_attempts_and_nothing_else(store:
     assert store.purge(older_than=DAY, now=NOW + DAY) == 0, "dead for less than a day"
     assert store.purge(older_than=DAY, now=NOW + 2 + DAY + 1) == 1
     assert ids_of(store) == [delivered, pending]
-    assert store.attempts(dead) == []
-    assert store.attempts(delivered) != []
+    assert attempts(store, dead) == []
+    assert attempts(store, delivered) != []
     assert store.purge(older_than=1, now=NOW + 10 * DAY) == 0
-    with pytest.raises(ValueError, match="dead"):
-        store.purge(dead=False, older_than=1, now=NOW)
+    assert ids_of(store) == [delivered, pending], "only dead rows are ever purged"
 
 
 def test_purge_drops_the_event_only_when_no_other_delivery_needs_it(store: Store) -> None:
@@ -278,7 +277,7 @@ def test_prune_removes_old_delivered_rows_and_unreferenced_old_events(store: Sto
     assert store.prune_delivered(DAY, now=NOW + DAY) == 0, "not old enough yet"
     assert store.prune_delivered(DAY, now=NOW + 1 + DAY + 1) == 1
     assert ids_of(store) == [dead, pending]
-    assert store.attempts(delivered) == []
+    assert attempts(store, delivered) == []
     remaining: list[Event] = store.recent_events()
     assert event("fraud", "1") not in remaining
     assert unwanted not in remaining
@@ -297,7 +296,7 @@ def test_prune_and_purge_never_touch_pending_rows(store: Store) -> None:
     assert store.prune_delivered(1, now=far) == 0
     assert store.purge(older_than=1, now=far) == 0
     assert [r.status for r in store.list_deliveries()] == [PENDING, PENDING]
-    assert len(store.attempts(rows[0].delivery_id)) == 1
+    assert len(attempts(store, rows[0].delivery_id)) == 1
     assert len(store.recent_events()) == 2
 
 
@@ -306,7 +305,7 @@ def test_dead_rows_are_never_pruned(store: Store) -> None:
     store.prune_delivered(1, now=NOW + 1000 * DAY)
     (row,) = store.list_deliveries(status=DEAD)
     assert row.delivery_id == dead
-    assert len(store.attempts(dead)) == 1
+    assert len(attempts(store, dead)) == 1
 
 
 def test_a_redelivered_then_delivered_row_is_pruned_from_its_new_delivery_time(

@@ -1,0 +1,356 @@
+"""The Deliverer's drain loop with a fake sender, a real store and injected clocks.
+
+Lane order, the per-webhook worker cap, the shutdown grace, orphaned webhooks and the outcomes
+reported to metrics, without a network and without asserting on how long anything took: where
+a test must wait for a worker thread, it waits on that thread's own signal.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.store_helpers import NOW, attempts, deliveries, deliveries_for, event, queue
+from watcher.config import Config, DeliveryConfig, RetryPolicy, WebhookConfig
+from watcher.deliver import Deliverer, Outcome, Result
+from watcher.metrics import Metrics
+from watcher.model import Event
+from watcher.store import DEAD, DELIVERED, PENDING, Head, Store
+
+SAFETY = 10.0
+"""Seconds before a wait on a worker thread gives up: a hang fails the test, not a timing."""
+
+
+class Clock:
+    """Wall-clock time that moves only when a test moves it."""
+
+    def __init__(self, now: float = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeSender:
+    """Answers with the status codes it is given per delivery (200 once they run out), counts
+    the requests in flight per webhook, and can hold every request at a gate."""
+
+    def __init__(self, codes: dict[str, list[int]] | None = None) -> None:
+        self.codes = codes or {}
+        self.calls: list[tuple[str, str]] = []
+        self.in_flight: dict[str, int] = {}
+        self.peak: dict[str, int] = {}
+        self.gate: threading.Event | None = None
+        self.on_post: Callable[[], None] = lambda: None
+        self.closed = False
+        self._changed = threading.Condition()
+
+    def post(self, webhook: WebhookConfig, event: Event, delivery_id: str) -> Result:
+        with self._changed:
+            self.calls.append((webhook.name, delivery_id))
+            now = self.in_flight.get(webhook.name, 0) + 1
+            self.in_flight[webhook.name] = now
+            self.peak[webhook.name] = max(self.peak.get(webhook.name, 0), now)
+            self._changed.notify_all()
+        self.on_post()
+        if self.gate is not None:
+            assert self.gate.wait(SAFETY), "the test never opened the gate"
+        codes = self.codes.get(delivery_id)
+        code = codes.pop(0) if codes else 200
+        with self._changed:
+            self.in_flight[webhook.name] -= 1
+        ok = 200 <= code < 300
+        return Result(code, None if ok else f"HTTP {code}", 1.0, body="answer")
+
+    def wait_in_flight(self, total: int) -> None:
+        """Block until ``total`` requests are held at the gate at once."""
+        with self._changed:
+            assert self._changed.wait_for(lambda: sum(self.in_flight.values()) >= total, SAFETY), (
+                f"never {total} requests in flight: {self.in_flight}"
+            )
+
+    def sent(self, webhook: str) -> list[str]:
+        return [d for w, d in self.calls if w == webhook]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Log:
+    """Keeps every line the deliverer logs."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str, dict[str, Any]]] = []
+
+    def _line(self, level: str) -> Callable[..., None]:
+        return lambda event, **fields: self.lines.append((level, event, fields))
+
+    def __getattr__(self, level: str) -> Callable[..., None]:
+        return self._line(level)
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [fields for _, event, fields in self.lines if event == name]
+
+
+class LowestDraw(random.Random):
+    """Backoff at the bottom of its jitter range: a retry is due after initial_delay / 2."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return a
+
+
+def make_config(*webhooks: str, workers: int = 4, retry: RetryPolicy | None = None) -> Config:
+    return Config(
+        delivery=DeliveryConfig(workers=workers, shutdown_grace=10.0),
+        webhooks=tuple(
+            WebhookConfig(name=n, url="http://127.0.0.1/h", retry=retry or RetryPolicy())
+            for n in webhooks
+        ),
+    )
+
+
+class WatchedStore(Store):
+    """A real store that signals each time the dispatcher looks for due lane heads."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.looks = 0
+        self._looked = threading.Condition()
+
+    def due_heads(self, now: float, **kwargs: Any) -> list[Head]:
+        heads = super().due_heads(now, **kwargs)
+        with self._looked:
+            self.looks += 1
+            self._looked.notify_all()
+        return heads
+
+    def wait_looks(self, count: int) -> None:
+        with self._looked:
+            assert self._looked.wait_for(lambda: self.looks >= count, SAFETY)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[WatchedStore]:
+    with WatchedStore.open(tmp_path / "state.db") as opened:
+        yield opened
+
+
+def deliverer(
+    store: Store, config: Config, sender: FakeSender, log: Log, **kwargs: Any
+) -> Deliverer:
+    kwargs.setdefault("clock", Clock())
+    return Deliverer(store, config, log, sender=sender, rng=LowestDraw(), **kwargs)
+
+
+def queued(store: Store, models: list[tuple[str, str]], *webhooks: str) -> list[str]:
+    """Queue one event per (model, version), in that order, for each webhook; their ids."""
+    events = [event(model, version) for model, version in models]
+    rows = deliveries_for(events, *webhooks)
+    queue(store, events, rows)
+    return [r.delivery_id for r in rows]
+
+
+def status_of(store: Store) -> dict[str, str]:
+    return {row.delivery_id: row.status for row in deliveries(store)}
+
+
+def test_a_lane_keeps_detection_order_and_waits_behind_a_retry(store: Store) -> None:
+    first, second, other = queued(store, [("fraud", "1"), ("fraud", "2"), ("churn", "1")], "a")
+    sender = FakeSender({first: [500]})
+    clock = Clock()
+    subject = deliverer(store, make_config("a"), sender, Log(), clock=clock)
+
+    report = subject.drain()
+
+    assert (report.delivered, report.retrying, report.failed_ids) == (1, 1, [first])
+    assert sorted(sender.sent("a")) == sorted([first, other]), "the second waits for the first"
+    assert status_of(store) == {first: PENDING, second: PENDING, other: DELIVERED}
+
+    clock.now += 0.5  # not yet: the retry is due after initial_delay / 2 = 1 s
+    assert subject.drain().delivered == 0
+    clock.now += 0.5
+    report = subject.drain()
+
+    assert report.delivered == 2
+    assert [d for d in sender.sent("a") if d != other] == [first, first, second]
+    assert set(status_of(store).values()) == {DELIVERED}
+
+
+def test_each_webhook_has_at_most_workers_lanes_in_flight(store: Store) -> None:
+    models = [(f"model-{n}", "1") for n in range(4)]
+    busy = queued(store, models, "busy")
+    (quiet,) = queued(store, [("other", "1")], "quiet")
+    sender = FakeSender()
+    sender.gate = threading.Event()
+    subject = deliverer(store, make_config("busy", "quiet", workers=2), sender, Log())
+    reports = []
+    drain = threading.Thread(target=lambda: reports.append(subject.drain()))
+    drain.start()
+    try:
+        # Two lanes of "busy" at the gate do not hold up "quiet".
+        sender.wait_in_flight(3)
+        assert sender.in_flight == {"busy": 2, "quiet": 1}
+    finally:
+        sender.gate.set()
+        drain.join(SAFETY)
+    assert not drain.is_alive()
+    assert reports[0].delivered == 5
+    assert sender.peak == {"busy": 2, "quiet": 1}
+    assert sorted(sender.sent("busy")) == sorted(busy)
+    assert sender.sent("quiet") == [quiet]
+
+
+def test_a_lane_never_has_two_requests_in_flight(store: WatchedStore) -> None:
+    first, second = queued(store, [("fraud", "1"), ("fraud", "2")], "a")
+    sender = FakeSender()
+    sender.gate = threading.Event()
+    subject = deliverer(store, make_config("a"), sender, Log())
+    drain = threading.Thread(target=subject.drain)
+    drain.start()
+    try:
+        sender.wait_in_flight(1)
+        store.wait_looks(store.looks + 1)  # the dispatcher looked again, the head still pending
+        assert sender.calls == [("a", first)]
+    finally:
+        sender.gate.set()
+        drain.join(SAFETY)
+    assert sender.calls == [("a", first), ("a", second)]
+
+
+def test_a_stop_lets_requests_in_flight_finish_within_the_grace(store: Store) -> None:
+    first, second = queued(store, [("fraud", "1"), ("fraud", "2")], "a")
+    stop = threading.Event()
+    sender = FakeSender()
+    sender.on_post = stop.set  # the stop comes while the first request is in flight
+    log = Log()
+    subject = deliverer(store, make_config("a"), sender, log, monotonic=lambda: 0.0)
+
+    report = subject.drain(stop=stop, forever=True)
+
+    assert report.delivered == 1
+    assert sender.calls == [("a", first)], "no new request starts once stopping"
+    assert status_of(store) == {first: DELIVERED, second: PENDING}
+    assert log.events("delivery.abandoned") == []
+
+
+def test_a_request_that_outlives_the_grace_is_left_queued(store: Store) -> None:
+    (delivery,) = queued(store, [("fraud", "1")], "a")
+    stop = threading.Event()
+    sender = FakeSender()
+    sender.gate = threading.Event()
+    sender.on_post = stop.set
+    ticks = iter(range(0, 10_000, 100))  # each look at the monotonic clock is 100 s later
+    log = Log()
+    subject = deliverer(store, make_config("a"), sender, log, monotonic=lambda: float(next(ticks)))
+
+    report = subject.drain(stop=stop, forever=True)
+
+    assert (report.delivered, report.retrying, report.dead) == (0, 0, 0)
+    (abandoned,) = log.events("delivery.abandoned")
+    assert abandoned["in_flight"] == 1
+    assert status_of(store) == {delivery: PENDING}
+    assert attempts(store, delivery) == []
+    sender.gate.set()  # let the worker finish before the store closes
+    for worker in threading.enumerate():
+        if worker.name == "deliver-a":
+            worker.join(SAFETY)
+
+
+def test_rows_of_a_webhook_no_longer_configured_stay_queued(store: Store) -> None:
+    (kept,) = queued(store, [("fraud", "1")], "kept")
+    gone = queued(store, [("fraud", "2"), ("churn", "1")], "gone")
+    sender = FakeSender()
+    log = Log()
+    subject = deliverer(store, make_config("kept"), sender, log)
+
+    assert subject.drain().delivered == 1
+    assert subject.drain(ignore_schedule=True).delivered == 0
+
+    assert sender.calls == [("kept", kept)]
+    assert status_of(store) == {kept: DELIVERED, **dict.fromkeys(gone, PENDING)}
+    assert [f["webhook"] for f in log.events("delivery.orphaned")] == ["gone"], "warned once"
+
+
+def test_once_tries_each_pending_row_once_whatever_its_schedule(store: Store) -> None:
+    (delivery,) = queued(store, [("fraud", "1")], "a")
+    sender = FakeSender({delivery: [503, 503, 503]})
+    subject = deliverer(store, make_config("a"), sender, Log())
+
+    first = subject.drain(ignore_schedule=True)
+    second = subject.drain(ignore_schedule=True)
+
+    assert (first.retrying, first.failed_ids) == (1, [delivery])
+    assert second.retrying == 1
+    assert sender.calls == [("a", delivery)] * 2
+    assert [a.status_code for a in attempts(store, delivery)] == [503, 503]
+
+
+def test_a_row_dies_when_its_attempts_are_used_up(store: Store) -> None:
+    (delivery,) = queued(store, [("fraud", "1")], "a")
+    sender = FakeSender({delivery: [500, 500]})
+    policy = RetryPolicy(initial_delay=2.0, max_attempts=2)
+    subject = deliverer(store, make_config("a", retry=policy), sender, Log())
+
+    assert subject.drain(ignore_schedule=True).retrying == 1
+    assert subject.drain(ignore_schedule=True).dead == 1
+    assert status_of(store) == {delivery: DEAD}
+
+
+def test_each_outcome_is_counted_by_metrics(store: Store) -> None:
+    (ok,) = queued(store, [("fraud", "1")], "deploy")
+    (retry,) = queued(store, [("fraud", "2")], "slack")
+    (dead,) = queued(store, [("churn", "1")], "slack")
+    config = make_config("deploy", "slack")
+    metrics = Metrics(config, store)
+    sender = FakeSender({retry: [503], dead: [404]})
+    log = Log()
+    subject = deliverer(store, config, sender, log, observer=metrics)
+
+    subject.drain()
+
+    counted = {
+        (s.labels["webhook"], s.labels["result"]): s.value
+        for family in text_string_to_metric_families(generate_latest(metrics.registry).decode())
+        for s in family.samples
+        if s.name == "mlflow_watcher_deliveries_total"
+    }
+    assert counted == {
+        ("deploy", "delivered"): 1,
+        ("deploy", "retrying"): 0,
+        ("deploy", "dead"): 0,
+        ("slack", "delivered"): 0,
+        ("slack", "retrying"): 1,
+        ("slack", "dead"): 1,
+    }
+    assert status_of(store) == {ok: DELIVERED, retry: PENDING, dead: DEAD}
+
+
+def test_an_observer_that_fails_does_not_fail_the_delivery(store: Store) -> None:
+    (delivery,) = queued(store, [("fraud", "1")], "a")
+    seen: list[tuple[str, Outcome]] = []
+
+    class Broken:
+        def observe_delivery(self, webhook: str, outcome: Outcome) -> None:
+            seen.append((webhook, outcome))
+            raise RuntimeError("counting failed")
+
+    log = Log()
+    subject = deliverer(store, make_config("a"), FakeSender(), log, observer=Broken())
+
+    assert subject.drain().delivered == 1
+    assert seen == [("a", Outcome.DELIVERED)]
+    assert status_of(store) == {delivery: DELIVERED}
+    assert log.events("delivery.crashed") == []
+
+
+def test_close_closes_the_sender(store: Store) -> None:
+    sender = FakeSender()
+    deliverer(store, make_config("a"), sender, Log()).close()
+    assert sender.closed

@@ -1,0 +1,108 @@
+"""The composition root: the one place that builds the store, the pipeline (and its reader), the
+deliverer and the metrics, for every mode of `run`.
+
+Every mode goes through here, so every mode gets the same checks: a state file recorded for
+another registry is refused by the daemon, by ``--once`` and by ``--dry-run`` alike. The
+command line only parses options and reports what happened.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from watcher.config import Config
+from watcher.deliver import Deliverer
+from watcher.incremental import thread_runner
+from watcher.metrics import Metrics
+from watcher.pipeline import CycleReport, Pipeline, PipelineOptions
+from watcher.registry import Progress
+from watcher.service import OnceResult, Service, run_once
+from watcher.store import Store
+
+
+@dataclass
+class Assembly:
+    """A pipeline with the deliverer and metrics around it, on an open, locked state."""
+
+    config: Config
+    log: Any
+    pipeline: Pipeline
+    deliverer: Deliverer
+    metrics: Metrics
+
+    def once(self, stopping: threading.Event) -> OnceResult:
+        """``run --once``: one cycle reading everything, then each pending delivery once."""
+        try:
+            return run_once(self.pipeline, self.deliverer, stopping, self.metrics)
+        finally:
+            self.deliverer.close()
+
+    def serve(self, stopping: threading.Event) -> int:
+        """The daemon, until a signal (or ``stopping``) ends it; its exit status."""
+        service = Service(
+            self.config, self.pipeline, self.deliverer, self.log, stopping, metrics=self.metrics
+        )
+        return service.run()
+
+
+@contextmanager
+def assemble(
+    config: Config,
+    log: Any,
+    *,
+    daemon: bool,
+    emit_existing: bool = False,
+    wait_for_lock: bool = False,
+    progress: Progress | None = None,
+) -> Iterator[Assembly]:
+    """Open and lock the state, and build what a daemon (``daemon``) or ``run --once`` runs.
+
+    The daemon's slow scans run on a thread of their own; ``--once`` reads everything in its
+    one poll.
+    """
+    with Store.open(config.state.path, wait_for_lock=wait_for_lock) as store:
+        options = PipelineOptions(
+            emit_existing=emit_existing,
+            progress=progress,
+            scan_runner=thread_runner if daemon else None,
+        )
+        pipeline = _checked_pipeline(config, store, log, options)
+        metrics = Metrics(config, store)
+        # Metrics counts each delivery outcome the deliverer reports.
+        deliverer = Deliverer(store, config, log, observer=metrics)
+        yield Assembly(config, log, pipeline, deliverer, metrics)
+
+
+def dry_run(config: Config, log: Any, *, emit_existing: bool = False) -> CycleReport:
+    """``run --dry-run``: observe one cycle reading everything; write and send nothing."""
+    with _readonly_state(config.state.path) as store:
+        options = PipelineOptions(emit_existing=emit_existing)
+        pipeline = _checked_pipeline(config, store, log, options)
+        return pipeline.observe(full=True).report
+
+
+def _checked_pipeline(config: Config, store: Store, log: Any, options: PipelineOptions) -> Pipeline:
+    """A pipeline on ``store``, once the state is known to be this registry's."""
+    pipeline = Pipeline(config, store, log, options)
+    pipeline.check_registry_matches()
+    return pipeline
+
+
+@contextmanager
+def _readonly_state(path: Path) -> Iterator[Store]:
+    """The state for a dry run: the real one if it exists (unlocked, not written), else empty."""
+    if path.exists():
+        with Store.open(path, lock=False) as store:
+            yield store
+        return
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        Store.open(Path(tmp) / "state.db", lock=False) as store,
+    ):
+        yield store

@@ -1,0 +1,191 @@
+"""Loading: the TOML file, the ``WATCHER_SECTION__KEY`` overrides, the key tables, one Config.
+
+Every problem is collected with its key path (``webhooks[0].url``), the bad value and what was
+expected, and reported at once as one :class:`ConfigError`; nothing starts on a bad config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from watcher.config.keys import RETRY_KEYS, SECTIONS, Key, lookup, parse_table
+from watcher.config.parsers import Problems, format_duration
+from watcher.config.types import (
+    DEFAULT_TRACKING_URI,
+    Config,
+    DeliveryConfig,
+    LogConfig,
+    MlflowConfig,
+    RetryPolicy,
+    ServerConfig,
+    StateConfig,
+    WatchConfig,
+)
+from watcher.config.webhooks import parse_webhooks, read_secret
+from watcher.errors import ConfigError
+
+DEFAULT_CONFIG_NAME = "watcher.toml"
+ENV_PREFIX = "WATCHER_"
+
+
+def resolve_config_path(explicit: str | None, env: Mapping[str, str]) -> Path | None:
+    """--config, else $WATCHER_CONFIG, else ./watcher.toml if it exists, else None (defaults)."""
+    if explicit:
+        return Path(explicit)
+    if env.get("WATCHER_CONFIG"):
+        return Path(env["WATCHER_CONFIG"])
+    default = Path(DEFAULT_CONFIG_NAME)
+    return default if default.exists() else None
+
+
+def warn_on_stderr(message: str) -> None:
+    print(f"mlflow-watcher: warning: {message}", file=sys.stderr)
+
+
+def load_config(
+    path: Path | None,
+    env: Mapping[str, str] | None = None,
+    *,
+    credentials: bool = True,
+    warn: Callable[[str], None] = warn_on_stderr,
+) -> Config:
+    """Read, override from the environment, validate. Raises ConfigError with every problem.
+
+    ``credentials=False`` is for the commands that read the state file and send nothing
+    (status, healthcheck, deliveries...): they work where the daemon's secrets are not set,
+    such as an operator's shell beside a systemd service; the webhooks' secrets are then None.
+    ``warn`` gets one line per old key name still in use (even when the config is refused).
+    """
+    env = os.environ if env is None else env
+    raw = _read_toml(path) if path is not None else {}
+    problems = Problems(credentials)
+    _apply_env_overrides(raw, env, problems)
+    base_dir = path.parent if path is not None else Path()
+    config = _build(raw, env, problems, base_dir)
+    for warning in problems.warnings:
+        warn(warning)
+    if problems.items or config is None:
+        raise ConfigError(problems.items)
+    return replace(config, source=str(path)) if path is not None else config
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError([f"config file {str(path)!r} does not exist"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"config file {str(path)!r} is a directory"]) from None
+    except PermissionError:
+        raise ConfigError([f"config file {str(path)!r} is not readable"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"config file {str(path)!r} is not valid TOML: {exc}"]) from None
+
+
+def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str], problems: Problems) -> None:
+    """``WATCHER_SECTION__KEY`` replaces the file's key, under its current or old name."""
+    set_by: dict[tuple[str, str], str] = {}
+    for name in sorted(env):
+        if name == "WATCHER_WEBHOOKS":
+            try:
+                raw["webhooks"] = json.loads(env[name])
+            except json.JSONDecodeError as exc:
+                problems.note(
+                    name, f"is not valid JSON ({exc.msg}); expected a JSON list of tables"
+                )
+            continue
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, given = name[len(ENV_PREFIX) :].lower().partition("__")
+        keys = SECTIONS.get(section, {})
+        key = lookup(keys, given)
+        if key is None:
+            problems.note(name, "names no configuration key (expected WATCHER_SECTION__KEY)")
+            continue
+        if (section, key) in set_by:
+            problems.note(name, f"and {set_by[section, key]} set the same key; set only one")
+            continue
+        set_by[section, key] = name
+        if given != key:
+            new_name = f"{ENV_PREFIX}{section.upper()}__{key.upper()}"
+            problems.warnings.append(f"{name} is deprecated; use {new_name}")
+        value = _env_value(name, env[name], keys[key], problems)
+        table = raw.setdefault(section, {})
+        if value is not None and isinstance(table, dict):
+            table.pop(keys[key].old_name or key, None)
+            table[key] = value
+
+
+def _env_value(name: str, text: str, key: Key, problems: Problems) -> Any:
+    """The variable's value, decoded from JSON for a list or a table; None if it is not."""
+    if not key.is_collection:
+        return text
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        problems.add(name, text, "a JSON list")
+        return None
+
+
+def _build(
+    raw: dict[str, Any], env: Mapping[str, str], problems: Problems, base_dir: Path
+) -> Config | None:
+    for key in raw:
+        if key not in SECTIONS and key != "webhooks":
+            problems.note(
+                key, f"unknown section; expected one of {', '.join([*SECTIONS, 'webhooks'])}"
+            )
+    sections: dict[str, dict[str, Any]] = {}
+    for section, keys in SECTIONS.items():
+        table = raw.get(section, {})
+        if not isinstance(table, dict):
+            problems.add(section, table, "a table")
+            continue
+        sections[section] = parse_table(table, keys, section, problems)
+    delivery = _delivery(sections.get("delivery", {}), problems)
+    webhooks = parse_webhooks(raw.get("webhooks", []), env, problems, base_dir, delivery)
+    server = _server(sections.get("server", {}), env, problems)
+    if problems.items:
+        return None
+    return Config(
+        mlflow=_mlflow(sections.get("mlflow", {}), env),
+        watch=WatchConfig(**sections.get("watch", {})),
+        state=StateConfig(**sections.get("state", {})),
+        log=LogConfig(**sections.get("log", {})),
+        delivery=delivery,
+        webhooks=webhooks,
+        server=server,
+    )
+
+
+def _mlflow(values: dict[str, Any], env: Mapping[str, str]) -> MlflowConfig:
+    """MLflow's own environment variables stand in for the keys the config leaves out."""
+    if "tracking_uri" not in values:
+        values["tracking_uri"] = env.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    if "registry_uri" not in values and env.get("MLFLOW_REGISTRY_URI"):
+        values["registry_uri"] = env["MLFLOW_REGISTRY_URI"]
+    return MlflowConfig(**values)
+
+
+def _delivery(values: dict[str, Any], problems: Problems) -> DeliveryConfig:
+    retry = RetryPolicy(**{key: values.pop(key) for key in RETRY_KEYS if key in values})
+    if retry.max_delay < retry.initial_delay:
+        problems.add(
+            "delivery.max_delay",
+            format_duration(retry.max_delay),
+            "at least delivery.initial_delay",
+        )
+    return DeliveryConfig(retry=retry, **values)
+
+
+def _server(values: dict[str, Any], env: Mapping[str, str], problems: Problems) -> ServerConfig:
+    token = read_secret(values, env, "server", problems, "metrics_token")
+    return ServerConfig(listen=values.get("listen"), metrics_token=token)

@@ -1,0 +1,236 @@
+"""The configuration's types: one frozen dataclass per section, each field with its default.
+
+A field's default is the key's default: the key tables (:mod:`watcher.config.keys`) say how a
+value is read and shown, never what it defaults to.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from watcher.model import ALIAS_EVENTS, ALL_EVENTS, STAGE_EVENTS, Event, EventType
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+class Secret:
+    """A secret value that never shows itself in ``repr``, ``str``, logs or errors."""
+
+    __slots__ = ("_value", "source")
+
+    def __init__(self, value: str, source: str) -> None:
+        self._value = value
+        self.source = source
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret(<redacted>, from {self.source})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    tracking_uri: str = DEFAULT_TRACKING_URI
+    registry_uri: str = ""
+    timeout: float = 30.0
+    """Seconds one request to MLflow may take before the read is abandoned."""
+    page_size: int = 1000
+
+    @property
+    def effective_registry_uri(self) -> str:
+        return self.registry_uri or self.tracking_uri
+
+    def __repr__(self) -> str:
+        return (
+            f"MlflowConfig(tracking_uri={redact_uri(self.tracking_uri)!r}, "
+            f"registry_uri={redact_uri(self.registry_uri)!r}, timeout={self.timeout!r}, "
+            f"page_size={self.page_size!r})"
+        )
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    interval: float = 30.0
+    models: tuple[str, ...] = ("*",)
+    exclude_models: tuple[str, ...] = ()
+    models_scan_interval: float | None = None
+    """Seconds between scans of all the registered models (aliases, model deletions);
+    None: auto, spaced by their measured cost to keep reading within max_duty."""
+    versions_scan_interval: float | None = None
+    """Seconds between scans of all the versions (version tags, safety net); None: auto."""
+    max_duty: float = 0.1
+    """With auto cadences: the share of wall time the watcher may spend reading MLflow."""
+
+    def watches(self, model_name: str) -> bool:
+        return any(fnmatch.fnmatchcase(model_name, p) for p in self.models) and not any(
+            fnmatch.fnmatchcase(model_name, p) for p in self.exclude_models
+        )
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    path: Path = Path(".watcher/state.db")
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"
+    format: str = "auto"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The health and metrics HTTP server; off unless ``listen`` is set."""
+
+    listen: tuple[str, int] | None = None
+    """(host, port) to bind, or None: no server."""
+    metrics_token: Secret | None = None
+    """When set, /metrics wants ``Authorization: Bearer <token>``; the probes never do."""
+
+    @property
+    def display_listen(self) -> str:
+        if self.listen is None:
+            return ""
+        host, port = self.listen
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When a failed delivery is tried again, and when it is given up as dead."""
+
+    initial_delay: float = 2.0
+    """Seconds before the first retry (the base of the exponential backoff)."""
+    max_delay: float = 3600.0
+    """Cap of one backoff step (and of an honoured Retry-After), in seconds."""
+    max_age: float = 86400.0
+    """Seconds after detection when a delivery that keeps failing is declared dead."""
+    max_attempts: int = 30
+    dead_on: frozenset[int] | None = None
+    """HTTP statuses that are dead at once; None: every 4xx but 408, 425 and 429."""
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    """The retry policy of every webhook that does not set its own (the TOML keys
+    initial_delay, max_delay, max_age, max_attempts and dead_on of [delivery])."""
+    workers: int = 4
+    """Deliveries in flight at once per webhook (each model's events stay in order)."""
+    shutdown_grace: float = 10.0
+    """On SIGTERM, how long in-flight requests may take to finish; the rest stays queued."""
+    connect_timeout: float = 5.0
+    allowed_hosts: tuple[str, ...] = ("*",)
+    """Globs of host names webhooks may point at; a URL outside them is a config error."""
+    deny_private_addresses: bool = False
+    """Refuse to deliver to loopback, private, link-local and reserved addresses, checked on
+    the connected socket (so a DNS name cannot smuggle one in)."""
+    retention: float = 7 * 86400.0
+    """Delivered rows (and their attempts) are pruned after this long; dead rows never are."""
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    name: str
+    url: str
+    events: frozenset[EventType] = ALL_EVENTS
+    secret: Secret | None = None
+    signature: str = "none"
+    timeout: float = 10.0
+    format: str = "watcher"
+    models: tuple[str, ...] = ("*",)
+    to_stages: frozenset[str] | None = None
+    """Lower-case stage names; None: every stage. Applies to stage-transition events only."""
+    aliases: tuple[str, ...] | None = None
+    """Alias globs; None: every alias. Applies to alias events only."""
+    event_type: str | None = None
+    ref: str = "main"
+    template: str | None = None
+    content_type: str | None = None
+    headers: tuple[tuple[str, Secret], ...] = ()
+    previous_secrets: tuple[Secret, ...] = ()
+    username: str | None = None
+    password: Secret | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    connect_timeout: float = 5.0
+    ca_bundle: str | None = None
+    """A CA bundle file to verify the receiver's TLS certificate with (default: the system's)."""
+    deny_private_addresses: bool = False
+    url_is_secret: bool = False
+    """The URL came from ${VAR} (a Slack webhook URL is a secret): never shown whole."""
+
+    @property
+    def display_url(self) -> str:
+        if self.url_is_secret:
+            parts = urlsplit(self.url)
+            return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/<redacted>"
+        return redact_uri(self.url)
+
+    def wants(self, event: Event) -> bool:
+        """Whether this webhook subscribes to the event (type, model, stage and alias filters)."""
+        if event.type not in self.events:
+            return False
+        if not any(fnmatch.fnmatchcase(event.model_name, p) for p in self.models):
+            return False
+        if (
+            self.to_stages is not None
+            and event.type in STAGE_EVENTS
+            and (event.to_stage or "").lower() not in self.to_stages
+        ):
+            return False
+        return not (
+            self.aliases is not None
+            and event.type in ALIAS_EVENTS
+            and not any(fnmatch.fnmatchcase(event.alias or "", p) for p in self.aliases)
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"WebhookConfig(name={self.name!r}, url={self.display_url!r}, "
+            f"events={sorted(e.value for e in self.events)!r}, format={self.format!r}, "
+            f"secret={self.secret!r}, signature={self.signature!r}, timeout={self.timeout!r})"
+        )
+
+
+@dataclass(frozen=True)
+class Config:
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    watch: WatchConfig = field(default_factory=WatchConfig)
+    state: StateConfig = field(default_factory=StateConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    webhooks: tuple[WebhookConfig, ...] = ()
+    server: ServerConfig = field(default_factory=ServerConfig)
+    source: str = "embedded defaults"
+
+    def webhook(self, name: str) -> WebhookConfig | None:
+        return next((w for w in self.webhooks if w.name == name), None)
+
+
+def redact_uri(uri: str) -> str:
+    """Hide a URI's password and query values (tokens live there), so it can be shown."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return "<unparsable URI>"
+    if parts.password is None and not parts.query:
+        return uri
+    if parts.password is not None:
+        host = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{parts.username}:***@{host}")
+    if parts.query:
+        hidden = "&".join(f"{p.partition('=')[0]}=***" for p in parts.query.split("&"))
+        parts = parts._replace(query=hidden)
+    return urlunsplit(parts)

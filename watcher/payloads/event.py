@@ -1,0 +1,113 @@
+"""What every format shares: the watcher's own payload of an event, its one-line description,
+the rendered body and the options a webhook sets for its format.
+
+Every renderer is a pure function of the event, the webhook id and the :class:`FormatOptions`:
+the same event renders to the same bytes on every retry, so a signature over the body is stable
+and receivers can compare redeliveries byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from watcher.model import NO_STAGE, STAGE_EVENTS, Event, EventType
+
+if TYPE_CHECKING:
+    from watcher.payloads.template import CompiledTemplate
+
+JSON = "application/json"
+FORM = "application/x-www-form-urlencoded"
+
+
+@dataclass(frozen=True)
+class Rendered:
+    body: bytes
+    content_type: str
+
+
+@dataclass(frozen=True)
+class FormatOptions:
+    """How one webhook wants its body. Only the fields of its format are used."""
+
+    format: str = "watcher"
+    event_type: str | None = None
+    """github: the repository_dispatch event_type; default the event name in lower case."""
+    ref: str = "main"
+    """gitlab: the branch or tag the pipeline runs for."""
+    token: str | None = field(default=None, repr=False)
+    """gitlab trigger token / jenkins build token: a secret, sent in the body, never in repr."""
+    template: CompiledTemplate | None = None
+    content_type: str | None = None
+    """template: the Content-Type of the rendered body; default application/json."""
+
+
+def watcher_payload(event: Event, webhook_id: str) -> dict[str, Any]:
+    """The default shape: the fields MLflow users already know, plus event-specific ones."""
+    payload: dict[str, Any] = {
+        "event": event.type.value,
+        "event_id": event.event_id,
+        "timestamp": event.timestamp,
+        "model_name": event.model_name,
+        "model_version": event.model_version,
+    }
+    if event.type in STAGE_EVENTS:
+        payload["from_stage"] = event.from_stage
+        payload["to_stage"] = event.to_stage
+    payload["user_id"] = event.user_id
+    payload["webhook_id"] = webhook_id
+    if event.source:
+        payload["source"] = event.source
+    if event.run_id:
+        payload["run_id"] = event.run_id
+    optional: dict[str, Any] = {
+        "alias": event.alias,
+        "previous_version": event.previous_version,
+        "tag_key": event.tag_key,
+        "tag_value": event.tag_value,
+        "previous_value": event.previous_value,
+        "description": event.description,
+        "tags": None if event.tags is None else dict(event.tags),
+    }
+    payload.update((k, v) for k, v in optional.items() if v is not None)
+    return payload
+
+
+def json_body(data: Any) -> bytes:
+    return json.dumps(data, separators=(",", ":")).encode("utf-8")
+
+
+def describe(event: Event) -> str:
+    """One readable sentence, e.g. "fraud-model v3: Staging → Production"."""
+    name, version = event.model_name, event.model_version
+    subject = f"{name} v{version}" if version is not None else name
+    kind = event.type
+    if kind in STAGE_EVENTS:
+        return f"{subject}: {event.from_stage or NO_STAGE} → {event.to_stage or NO_STAGE}"
+    if kind is EventType.REGISTERED_MODEL_CREATED:
+        return f"{name}: registered model created"
+    if kind is EventType.REGISTERED_MODEL_DELETED:
+        return f"{name}: registered model deleted"
+    if kind is EventType.MODEL_VERSION_CREATED:
+        return f"{subject}: new version"
+    if kind is EventType.MODEL_VERSION_DELETED:
+        return f"{subject}: version deleted"
+    if kind is EventType.MODEL_VERSION_TAG_SET:
+        if event.previous_value is not None:
+            return (
+                f"{subject}: tag {event.tag_key!r} changed from {event.previous_value!r} "
+                f"to {event.tag_value!r}"
+            )
+        return f"{subject}: tag {event.tag_key!r} set to {event.tag_value!r}"
+    if kind is EventType.MODEL_VERSION_TAG_DELETED:
+        was = f" (was {event.previous_value!r})" if event.previous_value is not None else ""
+        return f"{subject}: tag {event.tag_key!r} deleted{was}"
+    if kind is EventType.MODEL_VERSION_ALIAS_CREATED:
+        if event.previous_version is not None:
+            return f"{name}@{event.alias} moved from v{event.previous_version} to v{version}"
+        return f"{name}@{event.alias} set to v{version}"
+    if kind is EventType.MODEL_VERSION_ALIAS_DELETED:
+        was = f" (was v{version})" if version is not None else ""
+        return f"{name}@{event.alias} removed{was}"
+    return f"{subject}: {kind.value}"  # pragma: no cover - every type is handled above

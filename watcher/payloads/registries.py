@@ -1,0 +1,169 @@
+"""The formats of registries and chat: ``watcher`` (the default), ``databricks``, ``mlflow``
+and ``slack``.
+
+``mlflow`` format: the MLflow 3 native envelope ``{"entity", "action", "timestamp", "data"}``.
+For the events MLflow itself sends, ``data`` holds exactly MLflow's fields
+(``mlflow.webhooks.types``); the events MLflow never sends use the same envelope with the
+entity/action pairs marked "watcher" below:
+
+=====================================  ===================  ==================  ==================
+event                                  entity               action              data
+=====================================  ===================  ==================  ==================
+REGISTERED_MODEL_CREATED               registered_model     created             MLflow's: name,
+                                                                                tags, description
+MODEL_VERSION_CREATED                  model_version        created             MLflow's: name,
+                                                                                version, source,
+                                                                                run_id, tags,
+                                                                                description
+MODEL_VERSION_TAG_SET                  model_version_tag    set                 MLflow's: name,
+                                                                                version, key, value
+MODEL_VERSION_TAG_DELETED              model_version_tag    deleted             MLflow's: name,
+                                                                                version, key
+MODEL_VERSION_ALIAS_CREATED            model_version_alias  created             MLflow's: name,
+                                                                                alias, version
+MODEL_VERSION_ALIAS_DELETED            model_version_alias  deleted             MLflow's: name,
+                                                                                alias
+MODEL_VERSION_TRANSITIONED_STAGE and   model_version        stage_transitioned  watcher: name,
+the three ..._TRANSITIONED_TO_* ones                        (watcher)           version,
+                                                                                from_stage,
+                                                                                to_stage
+MODEL_VERSION_DELETED                  model_version        deleted (watcher)   watcher: name,
+                                                                                version
+REGISTERED_MODEL_DELETED               registered_model     deleted (watcher)   watcher: name
+=====================================  ===================  ==================  ==================
+
+The envelope's ``timestamp`` is the event's registry timestamp in ISO 8601 UTC (MLflow uses the
+send time; the event time keeps the body identical on every retry).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from watcher.model import STAGE_EVENTS, Event, EventType
+from watcher.payloads.event import (
+    JSON,
+    FormatOptions,
+    Rendered,
+    describe,
+    json_body,
+    watcher_payload,
+)
+
+
+def render_watcher(event: Event, webhook_id: str, options: FormatOptions) -> Rendered:
+    return Rendered(json_body(watcher_payload(event, webhook_id)), JSON)
+
+
+def render_databricks(event: Event, webhook_id: str, options: FormatOptions) -> Rendered:
+    """Databricks registry webhook fields (``event``, ``webhook_id``, ``event_timestamp``,
+    ``model_name``, ``version``, ``to_stage``, ``from_stage``, ``text``); keys that do not apply
+    to the event are left out.
+
+    Tag events carry ``tags: [{"key", "value"}]`` as Databricks does; a deleted tag has
+    ``"value": null``. Databricks has no alias events; for them the watcher adds ``alias`` and,
+    when an alias moved, ``previous_version`` (the version it pointed to before). ``version`` is
+    the version the alias points to now (created) or pointed to (deleted).
+    """
+    body: dict[str, Any] = {
+        "event": event.type.value,
+        "webhook_id": webhook_id,
+        "event_timestamp": event.timestamp,
+        "model_name": event.model_name,
+    }
+    if event.model_version is not None:
+        body["version"] = event.model_version
+    if event.type in STAGE_EVENTS:
+        body["to_stage"] = event.to_stage
+        body["from_stage"] = event.from_stage
+    if event.type is EventType.MODEL_VERSION_TAG_SET:
+        body["tags"] = [{"key": event.tag_key, "value": event.tag_value}]
+    elif event.type is EventType.MODEL_VERSION_TAG_DELETED:
+        body["tags"] = [{"key": event.tag_key, "value": None}]
+    if event.alias is not None:
+        body["alias"] = event.alias
+        if event.previous_version is not None:
+            body["previous_version"] = event.previous_version
+    body["text"] = describe(event)
+    return Rendered(json_body(body), JSON)
+
+
+def mlflow_entity_action(event_type: EventType) -> tuple[str, str]:
+    """The (entity, action) of the MLflow envelope for an event (see the module table)."""
+    if event_type in STAGE_EVENTS:
+        return ("model_version", "stage_transitioned")
+    return _MLFLOW_NAMES[event_type]
+
+
+_MLFLOW_NAMES: Mapping[EventType, tuple[str, str]] = {
+    EventType.REGISTERED_MODEL_CREATED: ("registered_model", "created"),
+    EventType.REGISTERED_MODEL_DELETED: ("registered_model", "deleted"),
+    EventType.MODEL_VERSION_CREATED: ("model_version", "created"),
+    EventType.MODEL_VERSION_DELETED: ("model_version", "deleted"),
+    EventType.MODEL_VERSION_TAG_SET: ("model_version_tag", "set"),
+    EventType.MODEL_VERSION_TAG_DELETED: ("model_version_tag", "deleted"),
+    EventType.MODEL_VERSION_ALIAS_CREATED: ("model_version_alias", "created"),
+    EventType.MODEL_VERSION_ALIAS_DELETED: ("model_version_alias", "deleted"),
+}
+
+
+def _mlflow_data(event: Event) -> dict[str, Any]:
+    name, version, kind = event.model_name, event.model_version, event.type
+    if kind in STAGE_EVENTS:
+        return {
+            "name": name,
+            "version": version,
+            "from_stage": event.from_stage,
+            "to_stage": event.to_stage,
+        }
+    if kind is EventType.REGISTERED_MODEL_CREATED:
+        return {"name": name, "tags": dict(event.tags or {}), "description": event.description}
+    if kind is EventType.MODEL_VERSION_CREATED:
+        return {
+            "name": name,
+            "version": version,
+            "source": event.source or "",
+            "run_id": event.run_id or None,
+            "tags": dict(event.tags or {}),
+            "description": event.description,
+        }
+    if kind is EventType.MODEL_VERSION_TAG_SET:
+        return {"name": name, "version": version, "key": event.tag_key, "value": event.tag_value}
+    if kind is EventType.MODEL_VERSION_TAG_DELETED:
+        return {"name": name, "version": version, "key": event.tag_key}
+    if kind is EventType.MODEL_VERSION_ALIAS_CREATED:
+        return {"name": name, "alias": event.alias, "version": version}
+    if kind is EventType.MODEL_VERSION_ALIAS_DELETED:
+        return {"name": name, "alias": event.alias}
+    if kind is EventType.MODEL_VERSION_DELETED:
+        return {"name": name, "version": version}
+    return {"name": name}  # REGISTERED_MODEL_DELETED
+
+
+def iso_timestamp(epoch_ms: int) -> str:
+    """Epoch milliseconds as ISO 8601 in UTC, the way MLflow writes its envelope timestamp."""
+    return datetime.fromtimestamp(epoch_ms / 1000, tz=UTC).isoformat()
+
+
+def render_mlflow(event: Event, webhook_id: str, options: FormatOptions) -> Rendered:
+    entity, action = mlflow_entity_action(event.type)
+    envelope = {
+        "entity": entity,
+        "action": action,
+        "timestamp": iso_timestamp(event.timestamp),
+        "data": _mlflow_data(event),
+    }
+    # json.dumps with its defaults, as mlflow/webhooks/delivery.py sends it.
+    return Rendered(json.dumps(envelope).encode("utf-8"), JSON)
+
+
+def _slack_escape(text: str) -> str:
+    # Slack's three control characters in message text.
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def render_slack(event: Event, webhook_id: str, options: FormatOptions) -> Rendered:
+    return Rendered(json_body({"text": _slack_escape(describe(event))}), JSON)
