@@ -8,6 +8,7 @@ resolver, which `make`'s own install exercises.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import sysconfig
@@ -21,8 +22,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(*args: str | Path, cwd: Path | None = None) -> str:
+    # Without PYTHONPATH: the fresh venv must find the watcher it installed, not a checkout.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     done = subprocess.run(
-        [str(a) for a in args], capture_output=True, text=True, cwd=cwd, check=False
+        [str(a) for a in args], capture_output=True, text=True, cwd=cwd, env=env, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
