@@ -48,8 +48,9 @@ verify-units:
 test: lint verify-units
 	$(PYTEST)
 
+# Two workers: about a quarter faster than one on 2 cores; more only add start-up.
 unit: $(STAMP)
-	$(BIN)/pytest -q -m 'not e2e'
+	$(BIN)/pytest -q -n 2 -m 'not e2e'
 
 e2e: $(STAMP)
 	$(PYTEST) -m 'e2e and not compat'
