@@ -1,13 +1,12 @@
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.compat.support import Registry, Steps, file_store, start_server, watcher_config
-from tests.e2e.harness import Receiver
+from tests.compat.support import Registry, file_store, start_server, steps_in
+from tests.e2e.harness import Receiver, Steps
 
 BACKENDS = ["2.9", "2.22", "3", "file"]
 """MLflow 2.9.2 and 2.22.x servers from venvs of their own, the project's MLflow 3 server, and
@@ -25,6 +24,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if "/compat/" in str(item.fspath):
             item.add_marker(pytest.mark.compat)
             item.add_marker(pytest.mark.e2e)  # `make unit` leaves them out
+            # Under xdist (--dist loadgroup) a group runs on one worker: each backend's server
+            # (and the basic-auth one) starts once, not once on every worker.
+            callspec = getattr(item, "callspec", None)
+            if callspec is not None and "registry" in callspec.params:
+                item.add_marker(pytest.mark.xdist_group(f"mlflow-{callspec.params['registry']}"))
+            elif "auth_server" in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.xdist_group("basic-auth"))
 
 
 @pytest.fixture(scope="session", params=BACKENDS, ids=lambda b: f"mlflow-{b}")
@@ -44,26 +50,6 @@ def registry(
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    recv = Receiver()
-    recv.start()
-    yield recv
-    recv.stop()
-
-
-@pytest.fixture
-def model_name() -> str:
-    return f"model-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
 def steps(registry: Registry, receiver: Receiver, model_name: str, tmp_path: Path) -> Steps:
     """A watcher on `registry` that watches only this test's models (model_name*)."""
-    config = watcher_config(
-        tmp_path / "watcher.toml",
-        tracking_uri=registry.tracking_uri,
-        webhook_url=receiver.url,
-        state=tmp_path / "state.db",
-        models=f"{model_name}*",
-    )
-    return Steps(config, receiver, registry.env, cwd=tmp_path)
+    return steps_in(tmp_path, registry.tracking_uri, receiver, registry.env, f"{model_name}*")

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.harness import BIN, MlflowServer, Receiver, iter_lines, run_watcher, watcher_env
+from tests.e2e.harness import BIN, MlflowServer, Receiver, Steps, write_config
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -40,7 +40,7 @@ OLD_VERSIONS = ("2.9", "2.22")
 
 def _base_python() -> str:
     """The interpreter new venvs are made with: python3.11, the version the pins are for."""
-    return shutil.which("python3.11") or getattr(sys, "_base_executable", sys.executable)
+    return shutil.which("python3.11") or str(getattr(sys, "_base_executable", sys.executable))
 
 
 def _clean_env() -> dict[str, str]:
@@ -264,72 +264,41 @@ EVERY_EVENT = [
     "MODEL_VERSION_TRANSITIONED_TO_ARCHIVED",
 ]
 
-Row = tuple[Any, ...]
-
 
 def watcher_config(
-    path: Path, *, tracking_uri: str, webhook_url: str, state: Path, models: str = "*"
+    folder: Path, *, tracking_uri: str, webhook_url: str, models: str = "*", **options: Any
 ) -> Path:
-    """A watcher that watches `models` and delivers every event, stage-specific ones too."""
-    path.write_text(
-        f"""
-[mlflow]
-tracking_uri = "{tracking_uri}"
-timeout = "10s"
-
-[watch]
-interval = "1s"
-models = ["{models}"]
-
-[state]
-path = "{state}"
-
-[delivery]
-initial_delay = "200ms"
-max_delay = "1s"
-
-[[webhooks]]
-name = "deploy"
-url = "{webhook_url}"
-events = {json.dumps(EVERY_EVENT)}
-timeout = "5s"
-secret_env = "E2E_SECRET"
-"""
+    """folder/watcher.toml: a watcher of `models` (state in folder/state.db) that delivers every
+    event, stage-specific ones too, and gives old servers more time; options are
+    write_config's."""
+    settings: dict[str, Any] = {
+        "events": EVERY_EVENT,
+        "mlflow_timeout": "10s",
+        "webhook_timeout": "5s",
+        **options,
+    }
+    return write_config(
+        folder / "watcher.toml",
+        tracking_uri=tracking_uri,
+        webhook_url=webhook_url,
+        state=folder / "state.db",
+        models=models,
+        **settings,
     )
-    return path
 
 
-class Steps:
-    """One change, one `run --once`, then exactly what the receiver got in that run."""
-
-    def __init__(self, config: Path, receiver: Receiver, env: Mapping[str, str], cwd: Path) -> None:
-        self.config = config
-        self.receiver = receiver
-        self.env = watcher_env(env)
-        self.cwd = cwd
-        self.seen = 0
-        self.logged: list[dict[str, Any]] = []
-
-    def run(self, *extra: str) -> list[dict[str, Any]]:
-        result = run_watcher(
-            "run", "--once", "--verbose", "-c", str(self.config), *extra, env=self.env, cwd=self.cwd
-        )
-        assert result.returncode == 0, result.stderr
-        self.logged = list(iter_lines(result.stderr))
-        new = self.receiver.deliveries()[self.seen :]
-        self.seen += len(new)
-        return [d.json for d in new]
-
-    def last(self, event: str) -> dict[str, Any]:
-        """The log line `event` of the last run."""
-        return next(line for line in self.logged if line.get("event") == event)
-
-
-def summary(events: list[dict[str, Any]], *fields: str) -> list[Row]:
-    return sorted(
-        tuple([e["event"], e["model_name"], e.get("model_version"), *(e.get(f) for f in fields)])
-        for e in events
+def steps_in(
+    folder: Path,
+    tracking_uri: str,
+    receiver: Receiver,
+    env: Mapping[str, str] | None = None,
+    models: str = "*",
+) -> Steps:
+    """Steps of a watcher_config in `folder`, run from there."""
+    config = watcher_config(
+        folder, tracking_uri=tracking_uri, webhook_url=receiver.url, models=models
     )
+    return Steps(config, receiver, env, cwd=folder)
 
 
 def project_mlflow() -> Path:

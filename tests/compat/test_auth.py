@@ -15,8 +15,16 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.compat.support import Agent, Steps, auth_overlay, summary, watcher_config
-from tests.e2e.harness import BIN, MlflowServer, Receiver, run_watcher, watcher_env
+from tests.compat.support import Agent, auth_overlay, steps_in
+from tests.e2e.harness import (
+    BIN,
+    MlflowServer,
+    Receiver,
+    Steps,
+    run_watcher,
+    summary,
+    watcher_env,
+)
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -78,14 +86,10 @@ def _creds(user: tuple[str, str]) -> dict[str, str]:
     return {"MLFLOW_TRACKING_USERNAME": user[0], "MLFLOW_TRACKING_PASSWORD": user[1]}
 
 
-def _config(auth: AuthServer, receiver: Receiver, model_name: str, tmp_path: Path) -> Path:
-    return watcher_config(
-        tmp_path / "watcher.toml",
-        tracking_uri=auth.server.url,
-        webhook_url=receiver.url,
-        state=tmp_path / "state.db",
-        models=f"{model_name}*",
-    )
+def _steps(
+    auth: AuthServer, receiver: Receiver, model_name: str, tmp_path: Path, user: tuple[str, str]
+) -> Steps:
+    return steps_in(tmp_path, auth.server.url, receiver, _creds(user), f"{model_name}*")
 
 
 def test_a_reader_account_sees_and_delivers_changes(
@@ -93,9 +97,7 @@ def test_a_reader_account_sees_and_delivers_changes(
 ) -> None:
     auth_server.admin.create_registered_model(model_name)
     auth_server.admin.create_model_version(model_name, "s3://bucket/models/1")
-    steps = Steps(
-        _config(auth_server, receiver, model_name, tmp_path), receiver, _creds(READER), tmp_path
-    )
+    steps = _steps(auth_server, receiver, model_name, tmp_path, READER)
     assert steps.run() == []
     assert steps.last("poll.baseline")["models"] == 1
 
@@ -124,7 +126,7 @@ def test_wrong_credentials_are_one_line_naming_401_and_exit_1(
         "run",
         "--once",
         "-c",
-        str(_config(auth_server, receiver, model_name, tmp_path)),
+        str(_steps(auth_server, receiver, model_name, tmp_path, READER).config),
         env=watcher_env(_creds(user) if user else {}),
         cwd=tmp_path,
     )
@@ -141,9 +143,7 @@ def test_read_access_revoked_is_a_403_not_a_deletion(
     hidden, kept = f"{model_name}-hidden", f"{model_name}-kept"
     for name in (hidden, kept):
         auth_server.admin.create_registered_model(name)
-    steps = Steps(
-        _config(auth_server, receiver, model_name, tmp_path), receiver, _creds(READER), tmp_path
-    )
+    steps = _steps(auth_server, receiver, model_name, tmp_path, READER)
     assert steps.run() == []
     assert steps.last("poll.baseline")["models"] == 2
 

@@ -7,13 +7,20 @@ with the client version the project pins. Each step makes one change, runs
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.compat.support import Registry, Steps, summary, watcher_config
-from tests.e2e.harness import Daemon, Receiver, wait_for, watcher_env
+from tests.compat.support import Registry, watcher_config
+from tests.e2e.harness import (
+    Daemon,
+    Receiver,
+    Row,
+    Steps,
+    summary,
+    wait_for,
+    watcher_env,
+)
 
 pytestmark = pytest.mark.timeout(600)  # the first test of a backend may build its venv
 
@@ -169,17 +176,13 @@ def test_daemon_reads_incrementally_and_misses_nothing(
     _model(registry, model_name, versions=2)
     doomed = f"{model_name}-doomed"
     _model(registry, doomed)
+    scans = 'models_scan_interval = "2s"\nversions_scan_interval = "2s"\n'
     config = watcher_config(
-        tmp_path / "watcher.toml",
+        tmp_path,
         tracking_uri=registry.tracking_uri,
         webhook_url=receiver.url,
-        state=tmp_path / "state.db",
         models=f"{model_name}*",
-    )
-    config.write_text(
-        config.read_text().replace(
-            "[watch]\n", '[watch]\nmodels_scan_interval = "2s"\nversions_scan_interval = "2s"\n'
-        )
+        watch_extra=scans,
     )
     daemon = Daemon(config, watcher_env(registry.env))
     daemon.start()
@@ -205,9 +208,14 @@ def test_daemon_reads_incrementally_and_misses_nothing(
             ("MODEL_VERSION_TRANSITIONED_TO_PRODUCTION", model_name, "1"),
             ("REGISTERED_MODEL_DELETED", doomed, None),
         ]
-        arrived = lambda: summary([d.json for d in receiver.deliveries()])  # noqa: E731
+
+        def arrived() -> list[Row]:
+            return summary([d.json for d in receiver.deliveries()])
+
         wait_for(lambda: len(arrived()) >= len(wanted), 60, "every change, at its cadence")
-        time.sleep(2.5)  # one more models scan and version scan: nothing is emitted twice
+        # One more models scan and versions scan after it all arrived: nothing twice.
+        daemon.wait_polls(1, reading="models", timeout=30)
+        daemon.wait_polls(1, reading="versions", timeout=30)
         assert arrived() == wanted
         assert not daemon.logged("poll.failed")
         assert daemon.terminate() == 0

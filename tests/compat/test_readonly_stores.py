@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.compat.support import Agent, Steps, python_for, summary, watcher_config
-from tests.e2e.harness import Receiver, run_watcher, watcher_env
+from tests.compat.support import Agent, python_for, steps_in, watcher_config
+from tests.e2e.harness import Receiver, Steps, run_watcher, summary, watcher_env
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -28,6 +28,18 @@ def fingerprint(folder: Path) -> dict[str, str]:
         for path in sorted(folder.rglob("*"))
         if path.is_file()
     }
+
+
+def assert_no_stray_files(folder: Path) -> None:
+    """The watcher ran in `folder`: it holds the test's files and the state, no mlflow.db or
+    mlruns that MLflow's store would make in the working directory."""
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "client",
+        "registry",
+        "state.db",
+        "state.db.lock",
+        "watcher.toml",
+    ], "no stray mlflow.db or mlruns in the watcher's working directory"
 
 
 def schema_revision(db: Path) -> str:
@@ -62,12 +74,7 @@ def test_an_older_database_is_refused_and_left_byte_identical(
     old, new = schema_revision(db), str(_get_latest_schema_revision())
     assert old != new
     before = fingerprint(store)
-    config = watcher_config(
-        tmp_path / "watcher.toml",
-        tracking_uri=f"sqlite:///{db}",
-        webhook_url=receiver.url,
-        state=tmp_path / "state.db",
-    )
+    config = watcher_config(tmp_path, tracking_uri=f"sqlite:///{db}", webhook_url=receiver.url)
 
     for mode in ("--once", "--dry-run"):
         result = run_watcher("run", mode, "-c", str(config), cwd=tmp_path)
@@ -92,13 +99,7 @@ def test_a_database_of_the_watchers_revision_is_read_without_a_write(
     store.mkdir()
     uri = f"sqlite:///{db}"
     populate(Path(sys.executable), uri, tmp_path / "client")
-    config = watcher_config(
-        tmp_path / "watcher.toml",
-        tracking_uri=uri,
-        webhook_url=receiver.url,
-        state=tmp_path / "state.db",
-    )
-    steps = Steps(config, receiver, {}, cwd=tmp_path)
+    steps = steps_in(tmp_path, uri, receiver)
 
     before = fingerprint(store)
     assert steps.run() == []
@@ -122,26 +123,14 @@ def test_a_database_of_the_watchers_revision_is_read_without_a_write(
         ("MODEL_VERSION_TRANSITIONED_TO_STAGING", "fraud-model", "2"),
     ]
     assert fingerprint(store) == changed
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "client",
-        "registry",
-        "state.db",
-        "state.db.lock",
-        "watcher.toml",
-    ], "no stray mlflow.db or mlruns in the watcher's working directory"
+    assert_no_stray_files(tmp_path)
 
 
 def _file_store_steps(receiver: Receiver, tmp_path: Path) -> tuple[Path, Steps]:
     mlruns = tmp_path / "registry" / "mlruns"
     populate(Path(sys.executable), mlruns.as_uri(), tmp_path / "client")
-    config = watcher_config(
-        tmp_path / "watcher.toml",
-        tracking_uri=mlruns.as_uri(),
-        webhook_url=receiver.url,
-        state=tmp_path / "state.db",
-    )
     assert "MLFLOW_ALLOW_FILE_STORE" not in watcher_env(), "the watcher must allow it itself"
-    return mlruns, Steps(config, receiver, {}, cwd=tmp_path)
+    return mlruns, steps_in(tmp_path, mlruns.as_uri(), receiver)
 
 
 def test_a_file_store_is_read_without_a_write(receiver: Receiver, tmp_path: Path) -> None:
@@ -159,11 +148,5 @@ def test_a_file_store_leaves_no_stray_database_and_is_silent(
     _mlruns, steps = _file_store_steps(receiver, tmp_path)
     result = run_watcher("run", "--once", "-c", str(steps.config), env=steps.env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "client",
-        "registry",
-        "state.db",
-        "state.db.lock",
-        "watcher.toml",
-    ], "no stray mlflow.db in the watcher's working directory"
+    assert_no_stray_files(tmp_path)
     assert result.stderr == "", "run --once is silent on success (cron mails what it prints)"

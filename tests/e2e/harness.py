@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -24,6 +24,7 @@ from typing import Any
 import requests
 
 BIN = Path(sys.executable).parent
+STAGE_EVENT = "MODEL_VERSION_TRANSITIONED_STAGE"
 
 
 def free_port() -> int:
@@ -125,6 +126,47 @@ class MlflowServer:
         return MlflowClient(tracking_uri=self.url, registry_uri=self.url)
 
 
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler that keeps the test output clean."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+class LocalService:
+    """An HTTP server of the tests on 127.0.0.1 (over TLS when given a context), serving
+    handler() in daemon threads.
+
+    ``stop()`` closes the socket (a client then gets "connection refused"); ``start()``
+    listens again on the same port.
+    """
+
+    def __init__(self, port: int | None = None, tls: ssl.SSLContext | None = None) -> None:
+        self.port = port or free_port()
+        self.tls = tls
+        self._server: ThreadingHTTPServer | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self.handler())
+        self._server.daemon_threads = True
+        if self.tls is not None:
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
 @dataclass
 class Delivery:
     path: str
@@ -150,35 +192,30 @@ class ReceiverBehaviour:
     headers: dict[str, str] = field(default_factory=dict)
     reset: bool = False
     """Close the connection without an answer."""
+    hold: threading.Event | None = None
+    """Answer only once this is set (or after a minute): the sender waits as long as a test
+    wants, whatever the machine's load."""
 
 
-class Receiver:
-    """A real HTTP receiver on 127.0.0.1 that records every request and answers as told.
-
-    ``stop()`` closes the socket (the watcher then gets "connection refused"); ``start()``
-    listens again on the same port.
-    """
+class Receiver(LocalService):
+    """A real HTTP receiver that records every request and answers as told."""
 
     def __init__(self, port: int | None = None, tls: ssl.SSLContext | None = None) -> None:
-        self.port = port or free_port()
-        self.tls = tls
+        super().__init__(port, tls)
         self.behaviour = ReceiverBehaviour()
         self.choose: Callable[[str], ReceiverBehaviour] | None = None
         """When set, picks the behaviour for each request (from its path)."""
         self.received: list[Delivery] = []
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
-        scheme = "https" if self.tls else "http"
-        return f"{scheme}://127.0.0.1:{self.port}/hook"
+        return f"{self.base_url}/hook"
 
-    def start(self) -> None:
+    def handler(self) -> type[BaseHTTPRequestHandler]:
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
@@ -197,6 +234,8 @@ class Receiver:
                     )
                 if behaviour.delay:
                     time.sleep(behaviour.delay)
+                if behaviour.hold is not None:
+                    behaviour.hold.wait(timeout=60)
                 if behaviour.reset:
                     self.close_connection = True
                     return
@@ -207,21 +246,7 @@ class Receiver:
                 self.end_headers()
                 self.wfile.write(b"ok")
 
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._server.daemon_threads = True
-        if self.tls is not None:
-            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        return Handler
 
     def deliveries(self, event: str | None = None) -> list[Delivery]:
         with self._lock:
@@ -244,18 +269,22 @@ def write_config(
     extra: str = "",
     webhook_extra: str = "",
     webhook_timeout: str = "3s",
+    events: Sequence[str] = (STAGE_EVENT,),
+    mlflow_timeout: str = "5s",
+    watch_extra: str = "",
 ) -> Path:
+    """A config of one webhook "deploy" on `webhook_url`, retrying fast, polling every second."""
     secret = f'secret_env = "{secret_env}"\n' if secret_env else ""
     path.write_text(
         f"""
 [mlflow]
 tracking_uri = "{tracking_uri}"
-timeout = "5s"
+timeout = "{mlflow_timeout}"
 
 [watch]
 interval = "{interval}"
 models = ["{models}"]
-
+{watch_extra}
 [state]
 path = "{state}"
 
@@ -266,10 +295,41 @@ max_delay = "1s"
 [[webhooks]]
 name = "deploy"
 url = "{webhook_url}"
-events = ["MODEL_VERSION_TRANSITIONED_STAGE"]
+events = {json.dumps(list(events))}
 timeout = "{webhook_timeout}"
 {secret}{webhook_extra}
 """
+    )
+    return path
+
+
+def toml_value(value: Any) -> str:
+    """A TOML value: JSON's strings, numbers and arrays are TOML's; a dict is an inline table."""
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    return json.dumps(value)
+
+
+def hooks_config(
+    path: Path,
+    *,
+    tracking_uri: str,
+    state: Path,
+    models: str,
+    webhooks: Sequence[Mapping[str, Any]],
+    interval: str | None = None,
+) -> Path:
+    """A config of several webhooks, each given as its keys, and the defaults otherwise."""
+    tables = "".join(
+        "\n[[webhooks]]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in hook.items())
+        for hook in webhooks
+    )
+    path.write_text(
+        f'[mlflow]\ntracking_uri = "{tracking_uri}"\n'
+        + "[watch]\n"
+        + (f'interval = "{interval}"\n' if interval else "")
+        + f'models = ["{models}"]\n'
+        f'[state]\npath = "{state}"\n' + tables
     )
     return path
 
@@ -342,6 +402,33 @@ class Daemon:
     def wait_logged(self, event: str, count: int = 1, timeout: float = 30) -> None:
         wait_for(lambda: len(self.logged(event)) >= count, timeout, f"{count}x log {event}")
 
+    def polls(self) -> int:
+        """How many polls finished so far (its `poll.finished` lines)."""
+        return len(self.logged("poll.finished"))
+
+    def wait_polls(
+        self,
+        count: int,
+        *,
+        reading: str | None = None,
+        timeout: float = 30,
+    ) -> None:
+        """Until `count` more polls have finished from now: what "nothing more arrives" waits
+        for, instead of a sleep. `reading`: count only the polls whose read included it
+        ("models", "versions": a full scan of that kind)."""
+
+        def wanted(line: dict[str, Any]) -> bool:
+            # "incremental+models", "full", "incremental+versions(background)", ...
+            kinds = {kind.split("(")[0] for kind in str(line.get("read", "")).split("+")}
+            return reading is None or bool({reading, "full"} & kinds)
+
+        seen = len(self.logged("poll.finished"))
+        wait_for(
+            lambda: sum(map(wanted, self.logged("poll.finished")[seen:])) >= count,
+            timeout,
+            f"{count} more polls" + (f" reading {reading}" if reading else ""),
+        )
+
     def wait_started(self, timeout: float = 30) -> None:
         """Until the process that start() launched has its scheduler running."""
         self.wait_logged("service.started", count=self._starts + 1, timeout=timeout)
@@ -366,8 +453,59 @@ class Daemon:
             self.proc.wait(timeout=10)
 
 
+def blocked_on_a_lock(pid: int) -> bool:
+    """Whether process `pid` waits for a file lock (the kernel lists it in /proc/locks)."""
+    return any(
+        "->" in line and str(pid) in line.split()
+        for line in Path("/proc/locks").read_text().splitlines()
+    )
+
+
 def iter_lines(text: str) -> Iterator[dict[str, Any]]:
     for line in text.splitlines():
         line = line.strip()
         if line.startswith("{"):
             yield json.loads(line)
+
+
+Row = tuple[Any, ...]
+
+
+class Steps:
+    """One change, one `run --once`, then exactly what the receiver got in that run."""
+
+    def __init__(
+        self,
+        config: Path,
+        receiver: Receiver,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.config = config
+        self.receiver = receiver
+        self.env = watcher_env(env)
+        self.cwd = cwd
+        self.seen = 0
+        self.logged: list[dict[str, Any]] = []
+
+    def run(self, *extra: str) -> list[dict[str, Any]]:
+        result = run_watcher(
+            "run", "--once", "--verbose", "-c", str(self.config), *extra, env=self.env, cwd=self.cwd
+        )
+        assert result.returncode == 0, result.stderr
+        self.logged = list(iter_lines(result.stderr))
+        new = self.receiver.deliveries()[self.seen :]
+        self.seen += len(new)
+        return [d.json for d in new]
+
+    def last(self, event: str) -> dict[str, Any]:
+        """The log line `event` of the last run."""
+        return next(line for line in self.logged if line.get("event") == event)
+
+
+def summary(events: list[dict[str, Any]], *fields: str) -> list[Row]:
+    """(event, model, version, *fields) of each event, sorted: what a step is compared by."""
+    return sorted(
+        tuple([e["event"], e["model_name"], e.get("model_version"), *(e.get(f) for f in fields)])
+        for e in events
+    )

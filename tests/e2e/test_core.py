@@ -176,7 +176,8 @@ def test_daemon_delivers_promotions_and_survives_kill_9(
             receiver.behaviour.delay = random.uniform(0.0, 1.0)
             daemon.start()
             client.transition_model_version_stage(model_name, "1", stage)
-            wait_for(lambda n=round_: stage_events_detected(state) >= 2 + n, 30, "detection")
+            wanted = 2 + round_
+            wait_for(lambda: stage_events_detected(state) >= wanted, 30, "detection")  # noqa: B023
             time.sleep(random.uniform(0.0, 0.5))
             daemon.kill9()
         receiver.behaviour.delay = 0.0

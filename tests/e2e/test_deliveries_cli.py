@@ -10,10 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.conftest import watch_model
+from tests.e2e.conftest import Watch
 from tests.e2e.harness import (
     Daemon,
-    MlflowServer,
     Receiver,
     iter_lines,
     run_watcher,
@@ -42,9 +41,9 @@ def attempt_codes(state: Path, delivery_id: str) -> list[int | None]:
 
 
 def test_dead_delivery_is_listed_redelivered_under_its_id_and_purged(
-    client: Any, mlflow_server: MlflowServer, receiver: Receiver, model_name: str, tmp_path: Path
+    client: Any, receiver: Receiver, model_name: str, tmp_path: Path, watch: Watch
 ) -> None:
-    config, state = watch_model(client, mlflow_server, receiver, model_name, tmp_path, versions=2)
+    config, state = watch(2)
     missing = watcher(config, "deliveries")
     assert missing.returncode == 1
     assert missing.stderr.count("\n") == 1, missing.stderr
@@ -138,9 +137,9 @@ def test_dead_delivery_is_listed_redelivered_under_its_id_and_purged(
 
 
 def test_usage_errors_are_one_line_with_exit_2_and_unknown_ids_exit_1(
-    client: Any, mlflow_server: MlflowServer, receiver: Receiver, model_name: str, tmp_path: Path
+    client: Any, receiver: Receiver, model_name: str, tmp_path: Path, watch: Watch
 ) -> None:
-    config, _ = watch_model(client, mlflow_server, receiver, model_name, tmp_path, versions=1)
+    config, _ = watch()
     assert watcher(config, "run", "--once").returncode == 0
 
     for args, expected in [
@@ -167,9 +166,9 @@ def test_usage_errors_are_one_line_with_exit_2_and_unknown_ids_exit_1(
 
 
 def test_commands_work_beside_a_running_daemon_that_sends_the_redelivery(
-    client: Any, mlflow_server: MlflowServer, receiver: Receiver, model_name: str, tmp_path: Path
+    client: Any, receiver: Receiver, model_name: str, tmp_path: Path, watch: Watch
 ) -> None:
-    config, _ = watch_model(client, mlflow_server, receiver, model_name, tmp_path, versions=1)
+    config, _ = watch()
     daemon = Daemon(config)
     daemon.start()
     try:

@@ -12,49 +12,13 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import create_versions
-from tests.e2e.harness import MlflowServer, Receiver, run_watcher, write_config
-
-Row = tuple[Any, ...]
-
-
-class Steps:
-    def __init__(self, config: Path, receiver: Receiver) -> None:
-        self.config = config
-        self.receiver = receiver
-        self.seen = 0
-
-    def run(self) -> list[dict[str, Any]]:
-        result = run_watcher("run", "--once", "-c", str(self.config))
-        assert result.returncode == 0, result.stderr
-        new = self.receiver.deliveries()[self.seen :]
-        self.seen += len(new)
-        return [d.json for d in new]
-
-
-def summary(events: list[dict[str, Any]], *fields: str) -> list[Row]:
-    return sorted(
-        tuple([e["event"], e["model_name"], e.get("model_version"), *(e.get(f) for f in fields)])
-        for e in events
-    )
+from tests.e2e.conftest import ConfigFor, create_versions
+from tests.e2e.harness import MlflowServer, Receiver, Steps, hooks_config, summary
 
 
 @pytest.fixture
-def steps(
-    mlflow_server: MlflowServer, receiver: Receiver, model_name: str, tmp_path: Path
-) -> Steps:
-    config = write_config(
-        tmp_path / "watcher.toml",
-        tracking_uri=mlflow_server.url,
-        webhook_url=receiver.url,
-        state=tmp_path / "state.db",
-        models=f"{model_name}*",
-        webhook_extra='events = ["*"]\n',
-    )
-    # write_config subscribes to stage transitions; this test wants the whole catalogue.
-    text = config.read_text().replace('events = ["MODEL_VERSION_TRANSITIONED_STAGE"]\n', "")
-    config.write_text(text)
-    return Steps(config, receiver)
+def steps(config_for: ConfigFor, receiver: Receiver, model_name: str) -> Steps:
+    return Steps(config_for(f"{model_name}*", events=["*"]), receiver)
 
 
 def test_every_event_in_the_catalogue_arrives_once(
@@ -165,31 +129,31 @@ def test_filters_deliver_exactly_the_matching_events(
         r.start()
     try:
         fraud, other = f"{model_name}-fraud", f"{model_name}-other"
-        config = tmp_path / "watcher.toml"
-        config.write_text(
-            f"""
-[mlflow]
-tracking_uri = "{mlflow_server.url}"
-[watch]
-models = ["{model_name}*"]
-[state]
-path = "{tmp_path / "state.db"}"
-[[webhooks]]
-name = "prod"
-url = "{receivers["prod"].url}"
-events = ["MODEL_VERSION_TRANSITIONED_STAGE"]
-to_stages = ["Production"]
-[[webhooks]]
-name = "champion"
-url = "{receivers["champion"].url}"
-events = ["model_version_alias.created"]
-aliases = ["champion"]
-[[webhooks]]
-name = "fraud"
-url = "{receivers["fraud"].url}"
-events = ["*"]
-models = ["*-fraud"]
-"""
+        config = hooks_config(
+            tmp_path / "watcher.toml",
+            tracking_uri=mlflow_server.url,
+            state=tmp_path / "state.db",
+            models=f"{model_name}*",
+            webhooks=[
+                {
+                    "name": "prod",
+                    "url": receivers["prod"].url,
+                    "events": ["MODEL_VERSION_TRANSITIONED_STAGE"],
+                    "to_stages": ["Production"],
+                },
+                {
+                    "name": "champion",
+                    "url": receivers["champion"].url,
+                    "events": ["model_version_alias.created"],
+                    "aliases": ["champion"],
+                },
+                {
+                    "name": "fraud",
+                    "url": receivers["fraud"].url,
+                    "events": ["*"],
+                    "models": ["*-fraud"],
+                },
+            ],
         )
         create_versions(client, fraud, 2)
         create_versions(client, other, 2)

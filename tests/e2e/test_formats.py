@@ -18,7 +18,7 @@ from urllib.parse import parse_qs
 from standardwebhooks import Webhook
 
 from tests.e2e.conftest import create_versions
-from tests.e2e.harness import MlflowServer, Receiver, run_watcher, watcher_env
+from tests.e2e.harness import MlflowServer, Receiver, hooks_config, run_watcher, watcher_env
 
 STANDARD_KEY = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 SECRETS = {
@@ -29,80 +29,42 @@ SECRETS = {
     "JENKINS_API_TOKEN": "jenkins-api-token",
     "GH_TOKEN": "ghp_example",
 }
-EVENTS = '["MODEL_VERSION_TRANSITIONED_STAGE", "MODEL_VERSION_ALIAS_CREATED"]'
-
-
-def webhooks(base: str) -> str:
-    return f"""
-[[webhooks]]
-name = "plain"
-url = "{base}/plain"
-events = {EVENTS}
-secret_env = "HOOK_SECRET"
-
-[[webhooks]]
-name = "standard"
-url = "{base}/standard"
-events = {EVENTS}
-signature = "standard"
-secret_env = "STANDARD_SECRET"
-
-[[webhooks]]
-name = "databricks"
-url = "{base}/databricks"
-events = {EVENTS}
-format = "databricks"
-signature = "databricks"
-secret_env = "HOOK_SECRET"
-
-[[webhooks]]
-name = "mlflow"
-url = "{base}/mlflow"
-events = {EVENTS}
-format = "mlflow"
-secret_env = "HOOK_SECRET"
-
-[[webhooks]]
-name = "github"
-url = "{base}/github"
-events = {EVENTS}
-format = "github"
-event_type = "model_changed"
-signature = "github"
-secret_env = "HOOK_SECRET"
-headers = {{ Authorization = "Bearer ${{GH_TOKEN}}", Accept = "application/vnd.github+json" }}
-
-[[webhooks]]
-name = "gitlab"
-url = "{base}/gitlab"
-events = {EVENTS}
-format = "gitlab"
-ref = "release"
-secret_env = "GITLAB_TOKEN"
-
-[[webhooks]]
-name = "jenkins"
-url = "{base}/jenkins"
-events = {EVENTS}
-format = "jenkins"
-secret_env = "JENKINS_TOKEN"
-username = "ci-bot"
-password_env = "JENKINS_API_TOKEN"
-
-[[webhooks]]
-name = "slack"
-url = "{base}/slack"
-events = {EVENTS}
-format = "slack"
-
-[[webhooks]]
-name = "template"
-url = "{base}/template"
-events = {EVENTS}
-format = "template"
-content_type = "text/plain"
-template = "{{{{ event.event }}}} {{{{ model_name }}}}/{{{{ model_version }}}}"
-"""
+EVENTS = ["MODEL_VERSION_TRANSITIONED_STAGE", "MODEL_VERSION_ALIAS_CREATED"]
+WEBHOOKS: list[dict[str, Any]] = [
+    {"name": "plain", "secret_env": "HOOK_SECRET"},
+    {"name": "standard", "signature": "standard", "secret_env": "STANDARD_SECRET"},
+    {
+        "name": "databricks",
+        "format": "databricks",
+        "signature": "databricks",
+        "secret_env": "HOOK_SECRET",
+    },
+    {"name": "mlflow", "format": "mlflow", "secret_env": "HOOK_SECRET"},
+    {
+        "name": "github",
+        "format": "github",
+        "event_type": "model_changed",
+        "signature": "github",
+        "secret_env": "HOOK_SECRET",
+        "headers": {"Authorization": "Bearer ${GH_TOKEN}", "Accept": "application/vnd.github+json"},
+    },
+    {"name": "gitlab", "format": "gitlab", "ref": "release", "secret_env": "GITLAB_TOKEN"},
+    {
+        "name": "jenkins",
+        "format": "jenkins",
+        "secret_env": "JENKINS_TOKEN",
+        "username": "ci-bot",
+        "password_env": "JENKINS_API_TOKEN",
+    },
+    {"name": "slack", "format": "slack"},
+    {
+        "name": "template",
+        "format": "template",
+        "content_type": "text/plain",
+        "template": "{{ event.event }} {{ model_name }}/{{ model_version }}",
+    },
+]
+"""One webhook of each format and signature scheme, each on its own path of the receiver."""
 
 
 def hmac_hex(secret: str, body: bytes) -> str:
@@ -113,11 +75,16 @@ def test_each_format_lands_as_its_target_expects(
     client: Any, mlflow_server: MlflowServer, receiver: Receiver, model_name: str, tmp_path: Path
 ) -> None:
     create_versions(client, model_name, 2)
-    base = receiver.url.removesuffix("/hook")
-    config = tmp_path / "watcher.toml"
-    config.write_text(
-        f'[mlflow]\ntracking_uri = "{mlflow_server.url}"\n[watch]\nmodels = ["{model_name}"]\n'
-        f'[state]\npath = "{tmp_path / "state.db"}"\n' + webhooks(base)
+    config = hooks_config(
+        tmp_path / "watcher.toml",
+        tracking_uri=mlflow_server.url,
+        state=tmp_path / "state.db",
+        models=model_name,
+        webhooks=[
+            {"name": hook["name"], "url": f"{receiver.base_url}/{hook['name']}", "events": EVENTS}
+            | hook
+            for hook in WEBHOOKS
+        ],
     )
     env = watcher_env(SECRETS)
     assert run_watcher("run", "--once", "-c", str(config), env=env).returncode == 0
@@ -131,18 +98,7 @@ def test_each_format_lands_as_its_target_expects(
     for delivery in receiver.deliveries():
         by_path.setdefault(delivery.path, []).append(delivery)
     assert {path: len(items) for path, items in by_path.items()} == {
-        f"/{name}": 2
-        for name in (
-            "plain",
-            "standard",
-            "databricks",
-            "mlflow",
-            "github",
-            "gitlab",
-            "jenkins",
-            "slack",
-            "template",
-        )
+        f"/{hook['name']}": 2 for hook in WEBHOOKS
     }
 
     # mlflow signature (the default with a secret), MLflow's documented recipe.

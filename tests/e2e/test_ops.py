@@ -15,12 +15,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -28,21 +30,23 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import create_versions, watch_model
+from tests.e2e.conftest import ConfigFor, Watch, create_versions
 from tests.e2e.harness import (
     SECRET,
+    STAGE_EVENT,
     Daemon,
     MlflowServer,
     Receiver,
     ReceiverBehaviour,
+    blocked_on_a_lock,
     free_port,
     run_watcher,
     wait_for,
     watcher_env,
-    write_config,
 )
+from watcher.incremental import MODELS_SCAN_SHARE, VERSIONS_SCAN_SHARE
 
-STAGE = "MODEL_VERSION_TRANSITIONED_STAGE"
+STAGE = STAGE_EVENT
 
 
 class NotifySocket:
@@ -156,6 +160,16 @@ def sample(metrics: dict[Any, float], name: str, **labels: str) -> float:
     return metrics[(name, tuple(sorted(labels.items())))]
 
 
+def assert_auto_cadence(scan: str, every: float, took: float) -> None:
+    """auto's rule: a full scan runs every poll (1 s here), or less often once it costs more
+    than its share of max_duty (0.1 by default) of the time between two scans. (Its length
+    is a measurement: on a loaded machine a tiny registry's scan can take 100 ms.)"""
+    share = {"models": MODELS_SCAN_SHARE, "versions": VERSIONS_SCAN_SHARE}[scan]
+    assert every >= 1.0, scan
+    # took is shown rounded to the millisecond.
+    assert every == pytest.approx(max(1.0, took / (0.1 * share)), abs=0.02), scan
+
+
 def peak_rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -167,9 +181,9 @@ def peak_rss_kib(pid: int) -> int:
 
 
 def test_notify_protocol_on_a_real_socket(
-    client: Any, mlflow_server: MlflowServer, receiver: Receiver, model_name: str, tmp_path: Path
+    client: Any, receiver: Receiver, model_name: str, tmp_path: Path, watch: Watch
 ) -> None:
-    config, _ = watch_model(client, mlflow_server, receiver, model_name, tmp_path, versions=1)
+    config, _ = watch()
     notify = NotifySocket(tmp_path / "notify.sock")
     env = watcher_env({"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "4000000"})
     daemon = Daemon(config, env=env)
@@ -201,15 +215,9 @@ def test_notify_protocol_on_a_real_socket(
 
 
 def test_no_watchdog_pings_unless_systemd_asks_for_them(
-    mlflow_server: MlflowServer, receiver: Receiver, model_name: str, tmp_path: Path
+    config_for: ConfigFor, model_name: str, tmp_path: Path
 ) -> None:
-    config = write_config(
-        tmp_path / "watcher.toml",
-        tracking_uri=mlflow_server.url,
-        webhook_url=receiver.url,
-        state=tmp_path / "state.db",
-        models=model_name,
-    )
+    config = config_for(model_name)
     notify = NotifySocket(tmp_path / "notify.sock")
     daemon = Daemon(config, env=watcher_env({"NOTIFY_SOCKET": str(notify.path)}))
     daemon.start()
@@ -231,18 +239,15 @@ def test_health_readiness_and_metrics_follow_what_happened(
     client: Any,
     proxy: TcpProxy,
     receiver: Receiver,
+    config_for: ConfigFor,
     model_name: str,
-    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     create_versions(client, model_name, 2)
     port = free_port()
-    config = write_config(
-        tmp_path / "watcher.toml",
+    config = config_for(
+        model_name,
         tracking_uri=proxy.url,
-        webhook_url=receiver.url,
-        state=tmp_path / "state.db",
-        models=model_name,
         extra=f'[server]\nlisten = "127.0.0.1:{port}"\nmetrics_token_env = "METRICS_TOKEN"\n',
     )
     env = watcher_env({"METRICS_TOKEN": "scrape-token"})
@@ -294,7 +299,7 @@ def test_health_readiness_and_metrics_follow_what_happened(
         assert time.time() - 10 < last_ok <= time.time() + 1
         build = [k for k in m if k[0] == "mlflow_watcher_build_info"]
         assert build
-        assert ("version", "0.1.0") in build[0][1]
+        assert ("version", version("mlflow-registry-watcher")) in build[0][1]
         assert not any(model_name in str(key) for key in m), "no model names in labels"
 
         # The receiver fails: the next event waits in the outbox, and the gauges say so.
@@ -312,16 +317,20 @@ def test_health_readiness_and_metrics_follow_what_happened(
         status = run_watcher("status", "--json", "-c", str(config), env=env)
         assert status.returncode == 0, status.stderr
         assert json.loads(status.stdout)["deliveries"]["deploy"]["pending"] == 1
-        # The cadences the daemon chose (auto: a tiny registry is scanned every poll).
+        # The cadences the daemon chose: auto's rule, from the scans' measured lengths.
         scans = json.loads(status.stdout)["scans"]
-        assert scans["versions"]["every_s"] == 1.0
-        assert scans["versions"]["took_s"] is not None
+        for scan in ("models", "versions"):
+            assert_auto_cadence(scan, scans[scan]["every_s"], scans[scan]["took_s"])
+            assert_auto_cadence(
+                scan,
+                sample(m, "mlflow_watcher_scan_interval_seconds", scan=scan),
+                sample(m, "mlflow_watcher_scan_duration_seconds", scan=scan),
+            )
         # From a shell without the daemon's secrets too: status sends nothing.
         bare = {k: v for k, v in env.items() if k not in ("E2E_SECRET", "METRICS_TOKEN")}
         human = run_watcher("status", "-c", str(config), env=bare)
         assert human.returncode == 0, human.stderr
-        assert "full scans:     models every 1s" in human.stdout
-        assert sample(m, "mlflow_watcher_scan_interval_seconds", scan="versions") == 1.0
+        assert re.search(r"full scans: +models every \d+s \(last took", human.stdout), human.stdout
 
         # MLflow down: ready while the last good poll is recent, 503 after 3 intervals.
         proxy.stop()
@@ -456,14 +465,13 @@ retry = {{ max_attempts = 5 }}
 
 
 def test_overlapping_once_runs_deliver_once(
-    client: Any, mlflow_server: MlflowServer, receiver: Receiver, model_name: str, tmp_path: Path
+    client: Any, receiver: Receiver, model_name: str, tmp_path: Path, watch: Watch
 ) -> None:
-    config, _ = watch_model(
-        client, mlflow_server, receiver, model_name, tmp_path, versions=1, webhook_timeout="10s"
-    )
+    config, _ = watch(webhook_timeout="90s")
     assert run_watcher("run", "--once", "-c", str(config)).returncode == 0
     client.transition_model_version_stage(model_name, "1", "Staging")
-    receiver.behaviour = ReceiverBehaviour(delay=3.0)  # the first run holds the lock meanwhile
+    release = threading.Event()
+    receiver.behaviour = ReceiverBehaviour(hold=release)  # the first run holds the lock meanwhile
 
     def once(*extra: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
@@ -475,15 +483,19 @@ def test_overlapping_once_runs_deliver_once(
         )
 
     first = once()
-    receiver.wait_for_count(1)  # the first run is delivering, with the lock held
-    second = once()
-    waiting = once("--wait-for-lock")
-    second_out, second_err = second.communicate(timeout=30)
-    assert first.poll() is None, "the second run did not wait for the first"
-    assert second.returncode == 4
-    [line] = second_err.strip().splitlines()
-    assert line.startswith("mlflow-watcher: error: another watcher (pid")
-    assert second_out == ""
+    try:
+        receiver.wait_for_count(1, timeout=60)  # the first run is delivering, with the lock held
+        second = once()
+        waiting = once("--wait-for-lock")
+        second_out, second_err = second.communicate(timeout=60)
+        assert first.poll() is None, "the second run did not wait for the first"
+        assert second.returncode == 4
+        [line] = second_err.strip().splitlines()
+        assert line.startswith("mlflow-watcher: error: another watcher (pid")
+        assert second_out == ""
+        wait_for(lambda: blocked_on_a_lock(waiting.pid), 60, "--wait-for-lock to block")
+    finally:
+        release.set()
     assert first.wait(timeout=30) == 0, first.communicate()[1]
     assert waiting.wait(timeout=60) == 0, waiting.communicate()[1]
     receiver.behaviour = ReceiverBehaviour()
@@ -495,16 +507,15 @@ def test_overlapping_once_runs_deliver_once(
 
 
 def test_status_reports_the_runs_before_it(
-    client: Any, proxy: TcpProxy, receiver: Receiver, model_name: str, tmp_path: Path
+    client: Any,
+    proxy: TcpProxy,
+    receiver: Receiver,
+    config_for: ConfigFor,
+    model_name: str,
+    tmp_path: Path,
 ) -> None:
     create_versions(client, model_name, 3)
-    config = write_config(
-        tmp_path / "watcher.toml",
-        tracking_uri=proxy.url,
-        webhook_url=receiver.url,
-        state=tmp_path / "state.db",
-        models=model_name,
-    )
+    config = config_for(model_name, tracking_uri=proxy.url)
     missing = run_watcher("status", "-c", str(config))
     assert missing.returncode == 1
     assert "no state file" in missing.stderr

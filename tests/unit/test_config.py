@@ -367,7 +367,9 @@ def test_secret_file_with_an_unset_variable_is_rejected(tmp_path: Path) -> None:
 
 
 def test_missing_secret_file_is_rejected(tmp_path: Path) -> None:
-    missing = tmp_path / "nope.secret"
+    # A short path: messages shorten values past 80 characters, and a tmp_path under a pytest
+    # worker's folder (pytest -n) is long enough to be.
+    missing = Path("/nonexistent") / "nope.secret"
     only_problem_about(
         tmp_path,
         f'{HOOK}secret_file = "{missing}"\n',

@@ -47,19 +47,23 @@ class FakeReader(ScanReader):
         self.calls: list[tuple[str, tuple[str, ...], str]] = []
 
     @staticmethod
-    def _page(rows: list, token: str | None, size: int) -> tuple[list, str | None]:
+    def _page(rows: list[Any], token: str | None, size: int) -> tuple[list[Any], str | None]:
         start = int(token or 0)
         end = start + size
         return rows[start:end], (str(end) if end < len(rows) else None)
 
-    def _search_models(self, page_token, order_by, page_size):  # type: ignore[no-untyped-def]
+    def _search_models(
+        self, page_token: str | None, order_by: list[str], page_size: int
+    ) -> tuple[list[ModelState], str | None]:
         self.calls.append(("models", tuple(order_by), ""))
         rows = sorted(self.models, key=lambda m: m.name)
         if order_by == ["last_updated_timestamp DESC"]:
             rows = sorted(self.models, key=lambda m: -m.last_updated_timestamp)
         return self._page(rows, page_token, page_size)
 
-    def _search_versions(self, page_token, order_by, page_size, filter_string):  # type: ignore[no-untyped-def]
+    def _search_versions(
+        self, page_token: str | None, order_by: list[str], page_size: int, filter_string: str
+    ) -> tuple[list[VersionState], str | None]:
         self.calls.append(("versions", tuple(order_by), filter_string))
         if not filter_string and self.refuse_unfiltered:
             raise RegistryError("a name is required", code="INVALID_PARAMETER_VALUE", status=400)
@@ -86,14 +90,14 @@ def read_all(
 def test_full_read_pages_through_everything_and_merges_duplicates() -> None:
     versions = [version("a", str(i)) for i in range(1, 6)]
     reader = FakeReader([model("a")], versions, duplicate_page=True)
-    _, versions = read_all(reader, lambda _name: True)
-    assert sorted(versions) == [("a", str(i)) for i in range(1, 6)]
+    _, read = read_all(reader, lambda _name: True)
+    assert sorted(read) == [("a", str(i)) for i in range(1, 6)]
     assert reader.stats.requests == 0  # counted by the adapters, not the algorithm
 
 
 def test_prompts_are_not_models_to_watch() -> None:
     reader = FakeReader(
-        [model("a"), model("p", **{PROMPT_TAG: "true"})], [version("a", "1"), version("p", "1")]
+        [model("a"), model("p", 1, **{PROMPT_TAG: "true"})], [version("a", "1"), version("p", "1")]
     )
     models, versions = read_all(reader, lambda _name: True)
     assert list(models) == ["a"]
@@ -127,8 +131,8 @@ def test_a_burst_of_changes_is_read_in_full() -> None:
 def test_a_refused_unfiltered_scan_is_read_model_by_model() -> None:
     versions = [version("a", "1"), version("a", "2"), version("b", "1")]
     reader = FakeReader([model("a"), model("b")], versions, refuse_unfiltered=True)
-    _, versions = read_all(reader, lambda _name: True)
-    assert sorted(versions) == [("a", "1"), ("a", "2"), ("b", "1")]
+    _, read = read_all(reader, lambda _name: True)
+    assert sorted(read) == [("a", "1"), ("a", "2"), ("b", "1")]
     assert ("versions", ("version_number ASC",), "name = 'b'") in reader.calls
 
 
@@ -168,11 +172,15 @@ def test_one_predicate_tells_a_refused_read_from_a_failed_one(
 class LoopingReader(FakeReader):
     """A server that hands out the same page token again."""
 
-    def _search_models(self, page_token, order_by, page_size):  # type: ignore[no-untyped-def]
+    def _search_models(
+        self, page_token: str | None, order_by: list[str], page_size: int
+    ) -> tuple[list[ModelState], str | None]:
         page, _ = super()._search_models(None, order_by, page_size)
         return page, "again"
 
-    def _search_versions(self, page_token, order_by, page_size, filter_string):  # type: ignore[no-untyped-def]
+    def _search_versions(
+        self, page_token: str | None, order_by: list[str], page_size: int, filter_string: str
+    ) -> tuple[list[VersionState], str | None]:
         page, _ = super()._search_versions(None, order_by, page_size, filter_string)
         return page, "again"
 
