@@ -288,7 +288,7 @@ class ClientReader(ScanReader):
         except ImportError:
             raise RegistryError(
                 f"reading {self._where} directly needs the full MLflow package: "
-                "pip install 'mlflow-registry-watcher[sqlite]', or point tracking_uri at the "
+                "pip install 'mlflow-registry-watcher[sql]', or point tracking_uri at the "
                 "MLflow server's http:// URL"
             ) from None
         _settle_imports()

@@ -51,7 +51,7 @@ def _status_lines(status: dict[str, Any]) -> list[str]:
         if s["every_s"] is not None
     ]
     if scans:
-        lines.append("full scans:     " + ", ".join(scans))
+        lines.append("scans:          " + ", ".join(scans))
     oldest = status["oldest_pending"]
     lines.append(
         f"deliveries:     {status['pending']} pending, {status['dead']} dead"
