@@ -53,10 +53,12 @@ class MlflowConfig:
         return self.registry_uri or self.tracking_uri
 
     def __repr__(self) -> str:
-        return (
-            f"MlflowConfig(tracking_uri={redact_uri(self.tracking_uri)!r}, "
-            f"registry_uri={redact_uri(self.registry_uri)!r}, timeout={self.timeout!r}, "
-            f"page_size={self.page_size!r})"
+        return _shown(
+            self,
+            tracking_uri=redact_uri(self.tracking_uri),
+            registry_uri=redact_uri(self.registry_uri),
+            timeout=self.timeout,
+            page_size=self.page_size,
         )
 
 
@@ -197,10 +199,15 @@ class WebhookConfig:
         )
 
     def __repr__(self) -> str:
-        return (
-            f"WebhookConfig(name={self.name!r}, url={self.display_url!r}, "
-            f"events={sorted(e.value for e in self.events)!r}, format={self.format!r}, "
-            f"secret={self.secret!r}, signature={self.signature!r}, timeout={self.timeout!r})"
+        return _shown(
+            self,
+            name=self.name,
+            url=self.display_url,
+            events=sorted(e.value for e in self.events),
+            format=self.format,
+            secret=self.secret,
+            signature=self.signature,
+            timeout=self.timeout,
         )
 
 
@@ -217,6 +224,14 @@ class Config:
 
     def webhook(self, name: str) -> WebhookConfig | None:
         return next((w for w in self.webhooks if w.name == name), None)
+
+
+def _shown(config: object, **fields: object) -> str:
+    """A repr of only the fields given, as the caller shows them: a URI redacted, a secret
+    as its own redacted repr. A config's repr lands in logs and tracebacks, so no field is
+    shown unless a class lists it."""
+    listed = ", ".join(f"{key}={value!r}" for key, value in fields.items())
+    return f"{type(config).__name__}({listed})"
 
 
 def redact_uri(uri: str) -> str:
