@@ -186,11 +186,19 @@ def _fresh(timestamp: str, tolerance: int, now: float | None) -> str | None:
     return None
 
 
+_TIMESTAMPED_HEADERS = {
+    "mlflow": (MLFLOW_DELIVERY_ID, MLFLOW_TIMESTAMP, MLFLOW_SIGNATURE),
+    "standard": (STANDARD_ID, STANDARD_TIMESTAMP, STANDARD_SIGNATURE),
+}
+"""The (id, timestamp, signature) headers of the schemes that sign a delivery id and a time."""
+
+
 def _timestamped(
-    headers: Mapping[str, str], names: tuple[str, str, str], tolerance: int, now: float | None
+    scheme: str, headers: Mapping[str, str], tolerance: int, now: float | None
 ) -> tuple[str, str, str] | str:
     """The (id, timestamp, signature) headers of a scheme that signs them, or why the request
     is refused: one of them is missing, or the timestamp is outside the tolerance window."""
+    names = _TIMESTAMPED_HEADERS[scheme]
     delivery_id, timestamp, signature = (_header(headers, name) for name in names)
     if not signature or not delivery_id or not timestamp:
         return "missing signature headers"
@@ -209,41 +217,37 @@ def verify_mlflow(
     now: float | None = None,
 ) -> str | None:
     """None when the request is authentic and fresh, else the reason it is not."""
-    signed = _timestamped(
-        headers, (MLFLOW_DELIVERY_ID, MLFLOW_TIMESTAMP, MLFLOW_SIGNATURE), tolerance, now
-    )
-    if isinstance(signed, str):
-        return signed
-    delivery_id, timestamp, signature = signed
-    expected = mlflow_signature(secret, delivery_id, int(timestamp), body)
-    if not hmac.compare_digest(expected.encode(), signature.strip().encode()):
-        return "signature mismatch"
-    return None
+    return _verify_timestamped("mlflow", [secret], headers, body, tolerance, now)
 
 
-def _verify_standard(
+def _verify_timestamped(
+    scheme: str,
     secrets: Sequence[str],
     headers: Mapping[str, str],
     body: bytes,
     tolerance: int,
     now: float | None,
 ) -> str | None:
-    signed = _timestamped(
-        headers, (STANDARD_ID, STANDARD_TIMESTAMP, STANDARD_SIGNATURE), tolerance, now
-    )
+    """The mlflow or standard scheme: the headers first (missing, stale), then the secrets
+    (a standard one must decode), then any secret's signature among those offered."""
+    signed = _timestamped(scheme, headers, tolerance, now)
     if isinstance(signed, str):
         return signed
-    delivery_id, timestamp, signatures = signed
-    keys = []
-    for secret in secrets:
-        problem = _standard_secret_problem(secret)
+    delivery_id, timestamp, signature = signed
+    if scheme == "mlflow":
+        offered = [signature.strip().encode()]
+        expected = [mlflow_signature(s, delivery_id, int(timestamp), body) for s in secrets]
+    else:
+        problem = next(filter(None, map(_standard_secret_problem, secrets)), None)
         if problem is not None:
             return f"the secret is not a Standard Webhooks secret (expected {problem})"
-        keys.append(_decode_standard(secret))
-    offered = [s.encode() for s in signatures.split() if s.startswith("v1,")]
-    for key in keys:
-        expected = standard_signature(key, delivery_id, int(timestamp), body).encode()
-        if any(hmac.compare_digest(expected, candidate) for candidate in offered):
+        offered = [s.encode() for s in signature.split() if s.startswith("v1,")]
+        expected = [
+            standard_signature(_decode_standard(s), delivery_id, int(timestamp), body)
+            for s in secrets
+        ]
+    for candidate in expected:
+        if any(hmac.compare_digest(candidate.encode(), sent) for sent in offered):
             return None
     return "signature mismatch"
 
@@ -284,13 +288,8 @@ def verify(
     secrets = [s for s in secrets if s]
     if not secrets:
         return "no secret to verify with"
-    if scheme == "mlflow":
-        reasons = [verify_mlflow(s, headers, body, tolerance=tolerance, now=now) for s in secrets]
-        if None in reasons:
-            return None
-        return next((r for r in reasons if r != "signature mismatch"), "signature mismatch")
-    if scheme == "standard":
-        return _verify_standard(secrets, headers, body, tolerance, now)
+    if scheme in _TIMESTAMPED_HEADERS:
+        return _verify_timestamped(scheme, secrets, headers, body, tolerance, now)
     if scheme == "databricks":
         return _verify_body_hex(secrets, _header(headers, DATABRICKS_SIGNATURE), "", body)
     return _verify_body_hex(secrets, _header(headers, GITHUB_SIGNATURE), "sha256=", body)
