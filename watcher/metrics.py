@@ -42,29 +42,21 @@ class Metrics:
 
     def __init__(self, config: Config, store: Store) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.polls = Counter(
-            f"{PREFIX}_polls",
-            "Polls of the registry, by result.",
-            ["result"],
-            registry=self.registry,
-        )
+        self.polls = self._counter("polls", "Polls of the registry, by result.", "result")
         self.poll_duration = Histogram(
             f"{PREFIX}_poll_duration_seconds",
             "Time one poll took (read, detect, commit), failed polls included.",
             buckets=POLL_BUCKETS,
             registry=self.registry,
         )
-        self.events = Counter(
-            f"{PREFIX}_events_detected",
-            "Events detected in the registry, by type.",
-            ["type"],
-            registry=self.registry,
+        self.events = self._counter(
+            "events_detected", "Events detected in the registry, by type.", "type"
         )
-        self.deliveries = Counter(
-            f"{PREFIX}_deliveries",
+        self.deliveries = self._counter(
+            "deliveries",
             "Delivery attempts by webhook and result (retrying: failed, queued to try again).",
-            ["webhook", "result"],
-            registry=self.registry,
+            "webhook",
+            "result",
         )
         build = Info(f"{PREFIX}_build", "The watcher's version.", registry=self.registry)
         build.info({"version": __version__, "python": platform.python_version()})
@@ -77,6 +69,10 @@ class Metrics:
             for result in DELIVERY_RESULTS:
                 self.deliveries.labels(webhook=webhook.name, result=result)
         self.registry.register(StateCollector(store, config))
+
+    def _counter(self, name: str, documentation: str, *labels: str) -> Counter:
+        """A counter of this registry, named under the watcher's prefix, by bounded labels."""
+        return Counter(f"{PREFIX}_{name}", documentation, labels, registry=self.registry)
 
     def observe_cycle(self, report: CycleReport) -> None:
         if getattr(report, "skipped", False):
