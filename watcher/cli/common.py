@@ -1,11 +1,14 @@
 """What every command shares: the --config option, loading the config, one-line failures, the
-exit statuses in --help, duration options and the state file opened beside a daemon."""
+exit statuses in --help, duration options and the state file opened beside a daemon.
+
+How a command lays out text for a person (ages, clipped strings, tables) is in
+:mod:`watcher.cli.text`."""
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar
 
@@ -67,27 +70,3 @@ def open_state(config: Config) -> Iterator[Store]:
         fail(f"error: no state file at {str(path)!r} (has the watcher run yet?)", ExitCode.FAILED)
     with Store.open(path, lock=False) as store:
         yield store
-
-
-def age(seconds: float) -> str:
-    """A duration as a table shows it: ``45s``, ``3m``, ``2h``, ``5d``."""
-    seconds = max(0.0, seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)}{unit}"
-    return f"{int(seconds)}s"
-
-
-def clip(text: str, width: int) -> str:
-    """``text`` on one line, cut to ``width`` characters with ``...``."""
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
-def table(rows: Sequence[Sequence[str]], indent: str = "") -> list[str]:
-    """Rows (the first one the header) in left-aligned columns two spaces apart."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return [
-        indent + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    ]

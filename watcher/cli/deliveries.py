@@ -8,17 +8,8 @@ import time
 
 import click
 
-from watcher.cli.common import (
-    EXIT_STATUSES,
-    age,
-    clip,
-    config_option,
-    duration_value,
-    fail,
-    load,
-    open_state,
-    table,
-)
+from watcher.cli.common import EXIT_STATUSES, config_option, duration_value, fail, load, open_state
+from watcher.cli.text import age, clip, table
 from watcher.errors import ExitCode
 from watcher.store import DEAD, DELIVERED, MIN_ID_PREFIX, PENDING, DeliveryRow
 

@@ -10,17 +10,8 @@ from typing import Any
 
 import click
 
-from watcher.cli.common import (
-    EXIT_STATUSES,
-    age,
-    clip,
-    config_option,
-    duration_value,
-    fail,
-    load,
-    open_state,
-    table,
-)
+from watcher.cli.common import EXIT_STATUSES, config_option, duration_value, fail, load, open_state
+from watcher.cli.text import age, clip, table
 from watcher.errors import ExitCode
 from watcher.status import status_report
 from watcher.store import DEAD, DELIVERED, PENDING
