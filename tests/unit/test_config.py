@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import load_text as load
+from tests.helpers import write_config as write
 from watcher.config import (
     DEFAULT_TRACKING_URI,
     Config,
@@ -32,16 +34,6 @@ from watcher.payloads import example_event
 
 SECRET_VALUE = "s3cr3t-Value-that-must-never-leak"
 HOOK = '[[webhooks]]\nname = "deploy"\nurl = "http://receiver.example/hook"\n'
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "watcher.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def load(tmp_path: Path, text: str, env: Mapping[str, str] | None = None) -> Config:
-    return load_config(write(tmp_path, text), {} if env is None else env)
 
 
 def problems(tmp_path: Path, text: str, env: Mapping[str, str] | None = None) -> list[str]:

@@ -15,6 +15,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.helpers import (
+    ALIAS_CREATED,
+    ALIAS_DELETED,
+    M_CREATED,
+    M_DELETED,
+    STAGE,
+    TAG_DELETED,
+    TAG_SET,
+    TO_ARCHIVED,
+    TO_PRODUCTION,
+    TO_STAGING,
+    V_CREATED,
+    V_DELETED,
+)
 from watcher.detect import CREATION_SKEW_MS, Policy, detect, snapshot_delta
 from watcher.model import (
     NO_STAGE,
@@ -31,18 +45,6 @@ POLICY = Policy(registry=REGISTRY)
 EXISTING = Policy(registry=REGISTRY, emit_existing=True)
 READ_AT = 9_999
 
-M_CREATED = EventType.REGISTERED_MODEL_CREATED
-M_DELETED = EventType.REGISTERED_MODEL_DELETED
-V_CREATED = EventType.MODEL_VERSION_CREATED
-V_DELETED = EventType.MODEL_VERSION_DELETED
-STAGE = EventType.MODEL_VERSION_TRANSITIONED_STAGE
-TO_STAGING = EventType.MODEL_VERSION_TRANSITIONED_TO_STAGING
-TO_PRODUCTION = EventType.MODEL_VERSION_TRANSITIONED_TO_PRODUCTION
-TO_ARCHIVED = EventType.MODEL_VERSION_TRANSITIONED_TO_ARCHIVED
-TAG_SET = EventType.MODEL_VERSION_TAG_SET
-TAG_DELETED = EventType.MODEL_VERSION_TAG_DELETED
-ALIAS_CREATED = EventType.MODEL_VERSION_ALIAS_CREATED
-ALIAS_DELETED = EventType.MODEL_VERSION_ALIAS_DELETED
 SPECIFIC = {"Staging": TO_STAGING, "Production": TO_PRODUCTION, "Archived": TO_ARCHIVED}
 STAGES = (NO_STAGE, "Staging", "Production", "Archived")
 

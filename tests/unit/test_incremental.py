@@ -19,12 +19,25 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from tests.helpers import (
+    ALIAS_CREATED,
+    ALIAS_DELETED,
+    M_CREATED,
+    M_DELETED,
+    STAGE,
+    TAG_SET,
+    TO_PRODUCTION,
+    TO_STAGING,
+    V_CREATED,
+    V_DELETED,
+    RecordingLog,
+    offset_page,
+)
 from watcher.config import Config, MlflowConfig, WatchConfig
 from watcher.detect import detect
 from watcher.errors import RegistryError
@@ -44,17 +57,6 @@ from watcher.store import Store
 
 Key = tuple[str, str]
 Watches = Callable[[str], bool]
-
-M_CREATED = EventType.REGISTERED_MODEL_CREATED
-M_DELETED = EventType.REGISTERED_MODEL_DELETED
-V_CREATED = EventType.MODEL_VERSION_CREATED
-V_DELETED = EventType.MODEL_VERSION_DELETED
-STAGE = EventType.MODEL_VERSION_TRANSITIONED_STAGE
-TO_STAGING = EventType.MODEL_VERSION_TRANSITIONED_TO_STAGING
-TO_PRODUCTION = EventType.MODEL_VERSION_TRANSITIONED_TO_PRODUCTION
-TAG_SET = EventType.MODEL_VERSION_TAG_SET
-ALIAS_CREATED = EventType.MODEL_VERSION_ALIAS_CREATED
-ALIAS_DELETED = EventType.MODEL_VERSION_ALIAS_DELETED
 
 STAGES = (NO_STAGE, "Staging", "Production", "Archived")
 POLL = 30.0
@@ -283,13 +285,6 @@ class FakeRegistry(ScanReader):
         if self.after_request is not None:
             self.after_request(kind)
 
-    @staticmethod
-    def _page(rows: list[Any], token: str | None, size: int) -> tuple[list[Any], str | None]:
-        """Offset paging, as MLflow pages: the token is the offset of the next page."""
-        start = int(token or 0)
-        end = start + size
-        return rows[start:end], (str(end) if end < len(rows) else None)
-
     def _search_models(
         self, page_token: str | None, order_by: list[str], page_size: int
     ) -> tuple[list[ModelState], str | None]:
@@ -301,7 +296,7 @@ class FakeRegistry(ScanReader):
             rows = [m for m in rows if m.name not in self.hide_models_once]
         else:
             rows = sorted(self.models.values(), key=lambda m: -m.updated)
-        page, token = self._page([m.state() for m in rows], page_token, page_size)
+        page, token = offset_page([m.state() for m in rows], page_token, page_size)
         if scan and token is None:
             self.hide_models_once.clear()
         self._answered(kind)
@@ -323,7 +318,7 @@ class FakeRegistry(ScanReader):
             rows.sort(key=lambda v: (v.name, int(v.version)))
             rows = [v for v in rows if (v.name, v.version) not in self.hide_versions_once]
         self._request(kind)
-        page, token = self._page([v.state() for v in rows], page_token, page_size)
+        page, token = offset_page([v.state() for v in rows], page_token, page_size)
         if kind == "scan_versions" and token is None:
             self.hide_versions_once.clear()
         self._answered(kind)
@@ -343,22 +338,6 @@ class FakeRegistry(ScanReader):
 
 
 # --------------------------------------------------------------------------- the harness
-
-
-class RecordingLog:
-    def __init__(self) -> None:
-        self.records: list[tuple[str, str, dict[str, Any]]] = []
-
-    def _record(self, level: str) -> Callable[..., None]:
-        return lambda event, **fields: self.records.append((level, event, fields))
-
-    def __getattr__(self, level: str) -> Callable[..., None]:
-        if level in ("debug", "info", "warning", "error"):
-            return self._record(level)
-        raise AttributeError(level)
-
-    def named(self, event: str) -> list[tuple[str, str, dict[str, Any]]]:
-        return [r for r in self.records if r[1] == event]
 
 
 def watch_config(

@@ -13,7 +13,9 @@ import requests
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from watcher.config import Config, Secret, ServerConfig, WebhookConfig, load_config
+from tests.helpers import free_port
+from tests.helpers import load_text as load
+from watcher.config import Config, Secret, ServerConfig, WebhookConfig
 from watcher.deliver import Outcome
 from watcher.errors import ConfigError, WatcherError
 from watcher.health import HealthServer
@@ -23,13 +25,6 @@ from watcher.notify import Notifier
 from watcher.pipeline import CycleReport
 from watcher.state_meta import parse_time
 from watcher.store import Store
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 # --------------------------------------------------------------------------- notify
 
@@ -88,12 +83,6 @@ def test_watchdog_interval_is_half_of_watchdog_usec(
 
 
 # --------------------------------------------------------------------------- [server] config
-
-
-def load(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> Config:
-    path = tmp_path / "watcher.toml"
-    path.write_text(text)
-    return load_config(path, env or {})
 
 
 @pytest.mark.parametrize(
