@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.helpers import (
@@ -701,7 +701,6 @@ def about(events: list[Event], types: set[EventType], key: tuple[str, str]) -> l
     return [e for e in events if e.type in types and (e.model_name, e.model_version) == key]
 
 
-@settings(max_examples=300, deadline=None)
 @given(previous=observations(), current=observations())
 def test_one_transition_per_persisting_version_whose_stage_differs(
     previous: Observation, current: Observation
@@ -720,7 +719,6 @@ def test_one_transition_per_persisting_version_whose_stage_differs(
         assert specific == ({wanted} if wanted else set())
 
 
-@settings(max_examples=300, deadline=None)
 @given(previous=observations(), current=observations())
 def test_one_tag_event_per_tag_that_differs_on_a_persisting_version(
     previous: Observation, current: Observation
@@ -738,7 +736,6 @@ def test_one_tag_event_per_tag_that_differs_on_a_persisting_version(
             assert event.type is (TAG_SET if event.tag_key in after else TAG_DELETED)
 
 
-@settings(max_examples=300, deadline=None)
 @given(previous=observations(), current=observations())
 def test_one_alias_event_per_live_alias_that_differs_on_a_persisting_model(
     previous: Observation, current: Observation
@@ -763,7 +760,6 @@ def test_one_alias_event_per_live_alias_that_differs_on_a_persisting_model(
                 assert event.model_version == old[alias]
 
 
-@settings(max_examples=300, deadline=None)
 @given(previous=observations(), current=observations())
 def test_general_properties_of_every_detection(previous: Observation, current: Observation) -> None:
     events = detect(previous, current, POLICY)
@@ -777,7 +773,6 @@ def test_general_properties_of_every_detection(previous: Observation, current: O
     assert detect(previous, current, POLICY) == events
 
 
-@settings(max_examples=200, deadline=None)
 @given(observation=observations(), read_at=_TIMES)
 def test_nothing_changed_nothing_detected(observation: Observation, read_at: int) -> None:
     assert detect(observation, observation, POLICY) == []
@@ -792,7 +787,6 @@ def apply_delta(previous: Observation, delta: SnapshotDelta) -> Observation:
     return Observation(models=models, versions=versions, read_at=previous.read_at)
 
 
-@settings(max_examples=300, deadline=None)
 @given(previous=observations(), current=observations())
 def test_applying_snapshot_delta_yields_the_current_observation(
     previous: Observation, current: Observation
@@ -807,7 +801,6 @@ def test_applying_snapshot_delta_yields_the_current_observation(
     )
 
 
-@settings(max_examples=100, deadline=None)
 @given(current=observations())
 def test_baseline_emits_nothing_and_emit_existing_matches_an_empty_previous(
     current: Observation,

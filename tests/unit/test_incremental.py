@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
-from hypothesis import event, given, settings
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from tests.helpers import (
@@ -1082,7 +1082,6 @@ def starting_registry(initial: list[Op], step: int, mlflow3: bool) -> FakeRegist
     return fake
 
 
-@settings(max_examples=150, deadline=None)
 @given(
     initial=ops,
     rounds=st.lists(ops, min_size=1, max_size=6),
@@ -1298,7 +1297,6 @@ def writes_between(h: Harness, writes: list[Op]) -> Callable[[str], None]:
     return after_request
 
 
-@settings(max_examples=150, deadline=None)
 @given(
     initial=ops,
     rounds=st.lists(st.tuples(ops, ops, ops, st.booleans(), st.booleans()), min_size=1, max_size=5),
