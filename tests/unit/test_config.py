@@ -67,6 +67,15 @@ def only_problem_about(
     assert hides is None or hides not in problem
 
 
+def only_problem_with_a_secret(
+    tmp_path: Path, extra: str, start: str, *mentions: str, secret: str = SECRET_VALUE
+) -> None:
+    """The webhook takes ``secret`` from HOOK_SECRET, with ``extra`` keys after it: the config
+    has one problem, as ``only_problem_about`` checks, and it never shows the secret."""
+    text = f'{HOOK}secret_env = "HOOK_SECRET"\n{extra}'
+    only_problem_about(tmp_path, text, start, *mentions, env={"HOOK_SECRET": secret}, hides=secret)
+
+
 # --------------------------------------------------------------------------- defaults
 
 
@@ -382,14 +391,8 @@ def test_empty_secret_file_is_rejected(tmp_path: Path, content: str) -> None:
 def test_secret_env_and_secret_file_together_are_rejected(tmp_path: Path) -> None:
     secret_path = tmp_path / "hook.secret"
     secret_path.write_text(SECRET_VALUE)
-    text = f'{HOOK}secret_env = "HOOK_SECRET"\nsecret_file = "{secret_path}"\n'
-    only_problem_about(
-        tmp_path,
-        text,
-        "webhooks[0].secret_file:",
-        "only one",
-        env={"HOOK_SECRET": SECRET_VALUE},
-        hides=SECRET_VALUE,
+    only_problem_with_a_secret(
+        tmp_path, f'secret_file = "{secret_path}"\n', "webhooks[0].secret_file:", "only one"
     )
 
 
@@ -942,22 +945,15 @@ GOOD_WHSEC = "whsec_" + base64.b64encode(b"k" * 32).decode()
 
 
 def test_standard_signature_with_a_plain_secret_is_rejected(tmp_path: Path) -> None:
-    text = f'{HOOK}secret_env = "HOOK_SECRET"\nsignature = "standard"\n'
-    only_problem_about(
-        tmp_path,
-        text,
-        "webhooks[0].secret:",
-        "whsec_",
-        env={"HOOK_SECRET": SECRET_VALUE},
-        hides=SECRET_VALUE,
+    only_problem_with_a_secret(
+        tmp_path, 'signature = "standard"\n', "webhooks[0].secret:", "whsec_"
     )
 
 
 def test_standard_signature_with_a_short_whsec_key_is_rejected(tmp_path: Path) -> None:
     short = "whsec_" + base64.b64encode(b"k" * 8).decode()
-    text = f'{HOOK}secret_env = "HOOK_SECRET"\nsignature = "standard"\n'
-    only_problem_about(
-        tmp_path, text, "webhooks[0].secret:", env={"HOOK_SECRET": short}, hides=short
+    only_problem_with_a_secret(
+        tmp_path, 'signature = "standard"\n', "webhooks[0].secret:", secret=short
     )
 
 
