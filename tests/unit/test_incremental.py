@@ -646,6 +646,15 @@ def test_a_version_tag_is_seen_at_the_versions_scan(harness: Harness) -> None:
     harness.assert_exact()
 
 
+def gone_at_the_models_scan(harness: Harness, name: str) -> None:
+    """``name`` was renamed away: a steady poll cannot see a model go, so it announces
+    nothing; the models scan announces the deletion, and the observation is exact after."""
+    assert harness.cycle().events == []
+    report = harness.cycle(scan_models=True)
+    assert types(report.events) == [(M_DELETED, name, None)]
+    harness.assert_exact()
+
+
 def test_a_renamed_model_is_new_at_once_and_the_old_name_goes_at_the_models_scan(
     harness: Harness,
 ) -> None:
@@ -660,10 +669,7 @@ def test_a_renamed_model_is_new_at_once_and_the_old_name_goes_at_the_models_scan
         (TO_PRODUCTION, "retention", "1"),
     ]
     assert "churn" in harness.observed.models
-    assert harness.cycle().events == []
-    report = harness.cycle(scan_models=True)
-    assert types(report.events) == [(M_DELETED, "churn", None)]
-    harness.assert_exact()
+    gone_at_the_models_scan(harness, "churn")
 
 
 def test_a_model_renamed_away_and_back_is_announced_each_time(harness: Harness) -> None:
@@ -685,10 +691,7 @@ def test_a_model_renamed_away_and_back_is_announced_each_time(harness: Harness) 
 
 def test_a_model_renamed_out_of_the_watch_goes_at_the_models_scan(harness: Harness) -> None:
     harness.fake.rename_model("churn", "skip-churn")
-    assert harness.cycle().events == []
-    report = harness.cycle(scan_models=True)
-    assert types(report.events) == [(M_DELETED, "churn", None)]
-    harness.assert_exact()
+    gone_at_the_models_scan(harness, "churn")
 
 
 def test_a_model_description_moves_the_model_and_is_read_at_once(harness: Harness) -> None:
