@@ -447,6 +447,15 @@ class Daemon:
             self.proc.kill()
             self.proc.wait(timeout=10)
 
+    def __enter__(self) -> Daemon:
+        """``with Daemon(config) as daemon:`` starts it, and kills it after if the test has
+        not stopped it (a failed assertion must not leave a daemon behind)."""
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.ensure_stopped()
+
 
 def blocked_on_a_lock(pid: int) -> bool:
     """Whether process `pid` waits for a file lock (the kernel lists it in /proc/locks)."""

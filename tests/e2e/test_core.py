@@ -149,9 +149,7 @@ def test_daemon_delivers_promotions_and_survives_kill_9(
     config, state = watch_model(
         client, mlflow_server, receiver, model_name, tmp_path, versions=1, interval="1s"
     )
-    daemon = Daemon(config)
-    daemon.start()
-    try:
+    with Daemon(config) as daemon:
         daemon.wait_logged("poll.baseline")
         started = time.monotonic()
         client.transition_model_version_stage(model_name, "1", "Staging")
@@ -199,8 +197,6 @@ def test_daemon_delivers_promotions_and_survives_kill_9(
         assert len(redelivered) >= 2, "the in-flight delivery was sent again after the crash"
         assert {d.json["event_id"] for d in redelivered} == {in_flight.json["event_id"]}
         assert daemon.terminate() == 0
-    finally:
-        daemon.ensure_stopped()
 
 
 def test_daemon_survives_mlflow_outage_and_catches_up(
@@ -218,9 +214,7 @@ def test_daemon_survives_mlflow_outage_and_catches_up(
             state=tmp_path / "state.db",
             interval="1s",
         )
-        daemon = Daemon(config)
-        daemon.start()
-        try:
+        with Daemon(config) as daemon:
             daemon.wait_logged("poll.baseline")
             server.stop()
             daemon.wait_logged("poll.failed", count=3, timeout=60)
@@ -240,8 +234,6 @@ def test_daemon_survives_mlflow_outage_and_catches_up(
             assert delivery.json["model_version"] == "2"
             assert delivery.json["to_stage"] == "Production"
             assert daemon.terminate() == 0
-        finally:
-            daemon.ensure_stopped()
     finally:
         server.stop()
 

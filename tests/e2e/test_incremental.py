@@ -30,9 +30,7 @@ def test_steady_polls_are_cheap_and_every_kind_of_change_still_arrives(
         "[watch]\n", '[watch]\nmodels_scan_interval = "4s"\nversions_scan_interval = "6s"\n'
     ).replace('events = ["MODEL_VERSION_TRANSITIONED_STAGE"]\n', 'events = ["*"]\n')
     config.write_text(text)
-    daemon = Daemon(config)
-    daemon.start()
-    try:
+    with Daemon(config) as daemon:
         daemon.wait_logged("poll.baseline")
         time.sleep(2.0)  # a few quiet polls
         quiet = [
@@ -75,8 +73,6 @@ def test_steady_polls_are_cheap_and_every_kind_of_change_still_arrives(
         ids = [d.json["event_id"] for d in receiver.deliveries()]
         assert len(ids) == len(set(ids))
         assert daemon.terminate() == 0
-    finally:
-        daemon.ensure_stopped()
 
 
 def test_a_model_name_with_a_quote_is_read_by_name(
