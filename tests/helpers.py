@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from watcher.config import Config, load_config
-from watcher.model import EventType
+from watcher.model import NO_STAGE, EventType, ModelState, VersionState
 
 # The models' and the versions' lives.
 M_CREATED, M_DELETED = EventType.REGISTERED_MODEL_CREATED, EventType.REGISTERED_MODEL_DELETED
@@ -81,3 +81,53 @@ def load_text(tmp_path: Path, text: str, env: Mapping[str, str] | None = None) -
     """The config ``text`` says, loaded as the watcher loads its file (``env`` as the
     environment; empty unless given)."""
     return load_config(write_config(tmp_path, text), {} if env is None else env)
+
+
+def model_state(
+    name: str = "fraud",
+    *,
+    created: int = 100,
+    updated: int = 100,
+    aliases: Mapping[str, str] | None = None,
+    tags: Mapping[str, str] | None = None,
+    description: str = "",
+    user: str = "owner",
+) -> ModelState:
+    """A registered model as MLflow answers it."""
+    return ModelState(
+        name=name,
+        creation_timestamp=created,
+        last_updated_timestamp=updated,
+        description=description,
+        user_id=user,
+        tags=dict(tags or {}),
+        aliases=dict(aliases or {}),
+    )
+
+
+def version_state(
+    version: str,
+    stage: str = NO_STAGE,
+    *,
+    name: str = "fraud",
+    created: int = 1_000,
+    updated: int = 2_000,
+    user: str = "alice",
+    tags: Mapping[str, str] | None = None,
+    description: str = "",
+    source: str | None = None,
+    run_id: str | None = None,
+) -> VersionState:
+    """A version as MLflow answers it; the source and run default to ones named after it."""
+    return VersionState(
+        name=name,
+        version=version,
+        creation_timestamp=created,
+        last_updated_timestamp=updated,
+        current_stage=stage,
+        user_id=user,
+        source=f"models:/{name}/{version}" if source is None else source,
+        run_id=f"run-{version}" if run_id is None else run_id,
+        description=description,
+        tags=dict(tags or {}),
+    )

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -28,6 +27,12 @@ from tests.helpers import (
     TO_STAGING,
     V_CREATED,
     V_DELETED,
+)
+from tests.helpers import (
+    model_state as model,
+)
+from tests.helpers import (
+    version_state as ver,
 )
 from watcher.detect import CREATION_SKEW_MS, Policy, detect, snapshot_delta
 from watcher.model import (
@@ -50,52 +55,6 @@ STAGES = (NO_STAGE, "Staging", "Production", "Archived")
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def model(
-    name: str = "fraud",
-    *,
-    created: int = 100,
-    updated: int = 100,
-    aliases: Mapping[str, str] | None = None,
-    tags: Mapping[str, str] | None = None,
-    description: str = "",
-    user: str = "owner",
-) -> ModelState:
-    return ModelState(
-        name=name,
-        creation_timestamp=created,
-        last_updated_timestamp=updated,
-        description=description,
-        user_id=user,
-        tags=dict(tags or {}),
-        aliases=dict(aliases or {}),
-    )
-
-
-def ver(
-    version: str,
-    stage: str = NO_STAGE,
-    *,
-    name: str = "fraud",
-    created: int = 1_000,
-    updated: int = 2_000,
-    user: str = "alice",
-    tags: Mapping[str, str] | None = None,
-    description: str = "",
-) -> VersionState:
-    return VersionState(
-        name=name,
-        version=version,
-        creation_timestamp=created,
-        last_updated_timestamp=updated,
-        current_stage=stage,
-        user_id=user,
-        source=f"models:/{name}/{version}",
-        run_id=f"run-{version}",
-        description=description,
-        tags=dict(tags or {}),
-    )
 
 
 def obs(*items: ModelState | VersionState, read_at: int = READ_AT) -> Observation:

@@ -36,7 +36,9 @@ from tests.helpers import (
     V_CREATED,
     V_DELETED,
     RecordingLog,
+    model_state,
     offset_page,
+    version_state,
 )
 from watcher.config import Config, MlflowConfig, WatchConfig
 from watcher.detect import detect
@@ -81,14 +83,13 @@ class _Model:
     next_version: int = 1
 
     def state(self) -> ModelState:
-        return ModelState(
-            name=self.name,
-            creation_timestamp=self.created,
-            last_updated_timestamp=self.updated,
+        return model_state(
+            self.name,
+            created=self.created,
+            updated=self.updated,
             description=self.description,
-            user_id="owner",
-            tags=dict(self.tags),
-            aliases=dict(self.aliases),
+            tags=self.tags,
+            aliases=self.aliases,
         )
 
 
@@ -103,17 +104,16 @@ class _Version:
     tags: dict[str, str] = field(default_factory=dict)
 
     def state(self) -> VersionState:
-        return VersionState(
+        return version_state(
+            self.version,
+            self.stage,
             name=self.name,
-            version=self.version,
-            creation_timestamp=self.created,
-            last_updated_timestamp=self.updated,
-            current_stage=self.stage,
+            created=self.created,
+            updated=self.updated,
             source=f"runs:/run-{self.created}/model",
             run_id=f"run-{self.created}",
-            user_id="alice",
             description=self.description,
-            tags=dict(self.tags),
+            tags=self.tags,
         )
 
 
