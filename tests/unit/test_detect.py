@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -648,6 +649,16 @@ def persisting(previous: Observation, current: Observation) -> list[tuple[str, s
     ]
 
 
+def each_persisting_version(
+    previous: Observation, current: Observation
+) -> Iterator[tuple[tuple[str, str], VersionState, VersionState, list[Event]]]:
+    """What detect() says going from ``previous`` to ``current``, beside each persisting
+    version: (key, the version before, after, every event detected)."""
+    events = detect(previous, current, POLICY)
+    for key in persisting(previous, current):
+        yield key, previous.versions[key], current.versions[key], events
+
+
 def live_aliases(observation: Observation, name: str) -> dict[str, str]:
     return {
         alias: number
@@ -664,9 +675,7 @@ def about(events: list[Event], types: set[EventType], key: tuple[str, str]) -> l
 def test_one_transition_per_persisting_version_whose_stage_differs(
     previous: Observation, current: Observation
 ) -> None:
-    events = detect(previous, current, POLICY)
-    for key in persisting(previous, current):
-        before, after = previous.versions[key], current.versions[key]
+    for key, before, after, events in each_persisting_version(previous, current):
         generic = about(events, {STAGE}, key)
         changed = before.current_stage.lower() != after.current_stage.lower()
         assert len(generic) == int(changed)
@@ -682,9 +691,8 @@ def test_one_transition_per_persisting_version_whose_stage_differs(
 def test_one_tag_event_per_tag_that_differs_on_a_persisting_version(
     previous: Observation, current: Observation
 ) -> None:
-    events = detect(previous, current, POLICY)
-    for key in persisting(previous, current):
-        before, after = previous.versions[key].tags, current.versions[key].tags
+    for key, version_before, version_after, events in each_persisting_version(previous, current):
+        before, after = version_before.tags, version_after.tags
         differing = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
         tag_events = about(events, {TAG_SET, TAG_DELETED}, key)
         assert len(tag_events) == len(differing)
