@@ -874,6 +874,16 @@ Row = tuple[str, str, str, str]
 OK = {True: "pass", False: "FAIL"}
 
 
+def info(measure: str, value: str) -> Row:
+    """A row that only reports: no target, no verdict."""
+    return (measure, value, "", "")
+
+
+def judged(measure: str, value: str, target: str, met: bool) -> Row:
+    """A row measured against its target, with the verdict."""
+    return (measure, value, target, OK[met])
+
+
 def table(r: dict[str, Any]) -> str:
     rows: list[Row] = []
     if "steady" in r:
@@ -887,11 +897,11 @@ def table(r: dict[str, Any]) -> str:
     if "daemon" in r:
         c = r["daemon"]
         rows.append(
-            (
+            judged(
                 "daemon peak RSS (VmHWM, after full scans)",
                 f"{c['peak_rss_mb']:.0f} MB",
                 f"<= {TARGETS['peak_rss_mb']:.0f} MB",
-                OK[r["verdicts"]["peak_rss_mb"]],
+                r["verdicts"]["peak_rss_mb"],
             )
         )
     if "throughput" in r:
@@ -913,53 +923,42 @@ def table(r: dict[str, Any]) -> str:
 def steady_rows(r: dict[str, Any]) -> list[Row]:
     s, v, kb = r["steady"], r["verdicts"], 1024
     rows: list[Row] = [
-        (
-            "steady cycle, no change: wall (median)",
-            f"{s['quiet']['wall_s_median'] * 1000:.0f} ms",
-            "",
-            "",
+        info(
+            "steady cycle, no change: wall (median)", f"{s['quiet']['wall_s_median'] * 1000:.0f} ms"
         ),
-        (
+        info(
             "steady cycle, one change: wall (median)",
             f"{s['one_change']['wall_s_median'] * 1000:.0f} ms",
-            "",
-            "",
         ),
-        (
+        info(
             "steady cycle, no change: waiting for MLflow / watcher's own",
             f"{s['quiet']['mlflow_ms_median']:.0f} / "
             f"{s['quiet']['duration_ms_median'] - s['quiet']['mlflow_ms_median']:.0f} ms",
-            "",
-            "",
         ),
-        (
+        judged(
             "steady cycle: requests (max, no change / one change)",
             f"{s['quiet']['requests_max']} / {s['one_change']['requests_max']}",
             f"<= {TARGETS['steady_requests']}",
-            OK[v["steady_requests"]],
+            v["steady_requests"],
         ),
-        (
+        info(
             "steady cycle: bytes read (median, no change / one change)",
             f"{s['quiet']['bytes_median'] / kb:.0f} / "
             f"{s['one_change']['bytes_median'] / kb:.0f} KiB",
-            "",
-            "",
         ),
     ]
     if "naive" in r:
         n = r["naive"]
         rows += [
-            (
+            info(
                 f"naive full scan (MlflowClient, page {n['page_size']}): wall (median)",
                 f"{n['wall_s_median']:.2f} s, {n['requests']} requests",
-                "",
-                "",
             ),
-            (
+            judged(
                 "naive / steady wall time",
                 f"{speedup(r):.0f}x",
                 f">= {TARGETS['speedup']:.0f}x",
-                OK[v["speedup"]],
+                v["speedup"],
             ),
         ]
     return rows
@@ -967,69 +966,53 @@ def steady_rows(r: dict[str, Any]) -> list[Row]:
 
 def latency_rows(c: dict[str, Any], v: dict[str, bool]) -> list[Row]:
     return [
-        (
+        judged(
             f"stage transition -> webhook, p50 / p99 (n={c['transitions_delivered']})",
             f"{c['latency_p50_s']} / {c['latency_p99_s']} s",
             f"p99 <= {TARGETS['latency_p99_s']:g} s",
-            OK[v["latency_p99_s"]],
+            v["latency_p99_s"],
         ),
-        (
+        info(
             "  transitions made while a full scan ran: n, max latency",
             f"{c['transitions_during_scans']}, "
             + (f"{max(c['latencies_during_scans_s'])} s" if c["latencies_during_scans_s"] else "-"),
-            "",
-            "",
         ),
-        (
+        info(
             "  full scans after the baseline: kind, duration",
             scan_summary(
                 c["scans_ms"][1:]
                 if c["scans_ms"][:1] and c["scans_ms"][0][0] == "full"
                 else c["scans_ms"]
             ),
-            "",
-            "",
         ),
-        (
-            "  polls with or merging a scan: kind, duration",
-            scan_summary(c["scan_polls_ms"][1:]),
-            "",
-            "",
+        info(
+            "  polls with or merging a scan: kind, duration", scan_summary(c["scan_polls_ms"][1:])
         ),
-        (
-            "  slowest poll",
-            f"{c['slowest_poll_ms'] / 1000:.2f} s",
-            "",
-            "",
-        ),
+        info("  slowest poll", f"{c['slowest_poll_ms'] / 1000:.2f} s"),
     ]
 
 
 def reconcile_rows(d: dict[str, Any], v: dict[str, bool]) -> list[Row]:
     return [
-        (
+        info(
             "full reconcile: total / waiting for MLflow",
             f"{d['duration_ms'] / 1000:.2f} / {d['mlflow_ms'] / 1000:.2f} s",
-            "",
-            "",
         ),
-        (
+        judged(
             "full reconcile: watcher time / MLflow time",
             f"{d['inside_share'] * 100:.1f}%",
             f"<= {TARGETS['reconcile_inside_share'] * 100:.0f}%",
-            OK[v["reconcile_inside_share"]],
+            v["reconcile_inside_share"],
         ),
     ]
 
 
 def once_rows(o: dict[str, Any], v: dict[str, bool]) -> list[Row]:
     return [
-        (
+        info(
             "run --once, whole command: wall / waiting for MLflow / own",
             f"{o['wall_s']:.2f} / {o['mlflow_s']:.2f} / {o['own_s']:.2f} s"
             f" (CPU {o['cpu_s']:.2f} s)",
-            "",
-            "",
         ),
         (
             "run --once: watcher's own time / MLflow time",
@@ -1043,28 +1026,26 @@ def once_rows(o: dict[str, Any], v: dict[str, bool]) -> list[Row]:
 
 def throughput_rows(t: dict[str, Any], v: dict[str, bool]) -> list[Row]:
     return [
-        (
+        judged(
             f"delivery throughput, backlog {t['backlog']} on {t['lanes']} lanes",
             f"{t['events_per_s']:.0f} events/s",
             f">= {TARGETS['throughput_eps']:.0f}/s",
-            OK[v["throughput_eps"]],
+            v["throughput_eps"],
         ),
-        (
+        info(
             f"  the same backlog on {t['ten_lanes']['lanes']} lanes",
             f"{t['ten_lanes']['events_per_s']:.0f} events/s",
-            "",
-            "",
         ),
     ]
 
 
 def event_rows(c: dict[str, Any], v: dict[str, bool]) -> list[Row]:
     rows: list[Row] = [
-        (
+        judged(
             "every event type delivered",
             "yes" if c["all_delivered"] else "NO: " + ", ".join(c["undelivered"]),
             "all",
-            OK[v["every_event_delivered"]],
+            v["every_event_delivered"],
         )
     ]
     for label, worst in c["worst_latency_by_change_s"].items():

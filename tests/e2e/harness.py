@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -23,14 +22,10 @@ from typing import Any
 
 import requests
 
+from tests.helpers import free_port as free_port  # the e2e tests import it from here
+
 BIN = Path(sys.executable).parent
 STAGE_EVENT = "MODEL_VERSION_TRANSITIONED_STAGE"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(
@@ -451,6 +446,15 @@ class Daemon:
             assert self.proc is not None
             self.proc.kill()
             self.proc.wait(timeout=10)
+
+    def __enter__(self) -> Daemon:
+        """``with Daemon(config) as daemon:`` starts it, and kills it after if the test has
+        not stopped it (a failed assertion must not leave a daemon behind)."""
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.ensure_stopped()
 
 
 def blocked_on_a_lock(pid: int) -> bool:

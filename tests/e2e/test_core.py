@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.conftest import create_versions, watch_model
+from tests.e2e.conftest import config_in, create_versions, watch_model
 from tests.e2e.harness import (
     SECRET,
     Daemon,
@@ -62,13 +62,7 @@ def test_baseline_then_one_signed_delivery_per_promotion(
     create_versions(client, model_name, 3)
     client.transition_model_version_stage(model_name, "1", "Staging")
     client.transition_model_version_stage(model_name, "2", "Production")
-    config = write_config(
-        tmp_path / "watcher.toml",
-        tracking_uri=mlflow_server.url,
-        webhook_url=receiver.url,
-        state=tmp_path / "state.db",
-        models=model_name,
-    )
+    config = config_in(tmp_path, mlflow_server, receiver, model_name)
 
     first = run_watcher("run", "--once", "-c", str(config))
     assert first.returncode == 0, first.stderr
@@ -149,9 +143,7 @@ def test_daemon_delivers_promotions_and_survives_kill_9(
     config, state = watch_model(
         client, mlflow_server, receiver, model_name, tmp_path, versions=1, interval="1s"
     )
-    daemon = Daemon(config)
-    daemon.start()
-    try:
+    with Daemon(config) as daemon:
         daemon.wait_logged("poll.baseline")
         started = time.monotonic()
         client.transition_model_version_stage(model_name, "1", "Staging")
@@ -199,8 +191,6 @@ def test_daemon_delivers_promotions_and_survives_kill_9(
         assert len(redelivered) >= 2, "the in-flight delivery was sent again after the crash"
         assert {d.json["event_id"] for d in redelivered} == {in_flight.json["event_id"]}
         assert daemon.terminate() == 0
-    finally:
-        daemon.ensure_stopped()
 
 
 def test_daemon_survives_mlflow_outage_and_catches_up(
@@ -211,16 +201,8 @@ def test_daemon_survives_mlflow_outage_and_catches_up(
     try:
         client = server.client()
         create_versions(client, model_name, 2)
-        config = write_config(
-            tmp_path / "watcher.toml",
-            tracking_uri=server.url,
-            webhook_url=receiver.url,
-            state=tmp_path / "state.db",
-            interval="1s",
-        )
-        daemon = Daemon(config)
-        daemon.start()
-        try:
+        config = config_in(tmp_path, server, receiver, "*", interval="1s")
+        with Daemon(config) as daemon:
             daemon.wait_logged("poll.baseline")
             server.stop()
             daemon.wait_logged("poll.failed", count=3, timeout=60)
@@ -240,8 +222,6 @@ def test_daemon_survives_mlflow_outage_and_catches_up(
             assert delivery.json["model_version"] == "2"
             assert delivery.json["to_stage"] == "Production"
             assert daemon.terminate() == 0
-        finally:
-            daemon.ensure_stopped()
     finally:
         server.stop()
 

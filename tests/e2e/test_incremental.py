@@ -6,8 +6,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.conftest import create_versions
-from tests.e2e.harness import Daemon, MlflowServer, Receiver, wait_for, write_config
+from tests.e2e.conftest import config_in, create_versions
+from tests.e2e.harness import Daemon, MlflowServer, Receiver, wait_for
 
 
 def test_steady_polls_are_cheap_and_every_kind_of_change_still_arrives(
@@ -16,23 +16,13 @@ def test_steady_polls_are_cheap_and_every_kind_of_change_still_arrives(
     create_versions(client, model_name, 2)
     doomed = f"{model_name}-doomed"
     create_versions(client, doomed, 1)
-    config = write_config(
-        tmp_path / "watcher.toml",
-        tracking_uri=mlflow_server.url,
-        webhook_url=receiver.url,
-        state=tmp_path / "state.db",
-        models=f"{model_name}*",
-        interval="500ms",
-        extra="",
-    )
+    config = config_in(tmp_path, mlflow_server, receiver, f"{model_name}*", interval="500ms")
     text = config.read_text()
     text = text.replace(
         "[watch]\n", '[watch]\nmodels_scan_interval = "4s"\nversions_scan_interval = "6s"\n'
     ).replace('events = ["MODEL_VERSION_TRANSITIONED_STAGE"]\n', 'events = ["*"]\n')
     config.write_text(text)
-    daemon = Daemon(config)
-    daemon.start()
-    try:
+    with Daemon(config) as daemon:
         daemon.wait_logged("poll.baseline")
         time.sleep(2.0)  # a few quiet polls
         quiet = [
@@ -75,8 +65,6 @@ def test_steady_polls_are_cheap_and_every_kind_of_change_still_arrives(
         ids = [d.json["event_id"] for d in receiver.deliveries()]
         assert len(ids) == len(set(ids))
         assert daemon.terminate() == 0
-    finally:
-        daemon.ensure_stopped()
 
 
 def test_a_model_name_with_a_quote_is_read_by_name(
@@ -105,13 +93,7 @@ def test_a_registry_too_big_to_scan_in_a_poll_is_scanned_beside_the_polls(
     server.start(timeout=180)
     try:
         client = server.client()
-        config = write_config(
-            tmp_path / "watcher.toml",
-            tracking_uri=server.url,
-            webhook_url=receiver.url,
-            state=tmp_path / "state.db",
-            interval="1s",
-        )
+        config = config_in(tmp_path, server, receiver, "*", interval="1s")
         config.write_text(
             config.read_text().replace(
                 'events = ["MODEL_VERSION_TRANSITIONED_STAGE"]\n',

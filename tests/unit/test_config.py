@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import load_text as load
+from tests.helpers import write_config as write
 from watcher.config import (
     DEFAULT_TRACKING_URI,
     Config,
@@ -32,16 +34,6 @@ from watcher.payloads import example_event
 
 SECRET_VALUE = "s3cr3t-Value-that-must-never-leak"
 HOOK = '[[webhooks]]\nname = "deploy"\nurl = "http://receiver.example/hook"\n'
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "watcher.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def load(tmp_path: Path, text: str, env: Mapping[str, str] | None = None) -> Config:
-    return load_config(write(tmp_path, text), {} if env is None else env)
 
 
 def problems(tmp_path: Path, text: str, env: Mapping[str, str] | None = None) -> list[str]:
@@ -73,6 +65,15 @@ def only_problem_about(
     for mention in mentions:
         assert mention in problem, problem
     assert hides is None or hides not in problem
+
+
+def only_problem_with_a_secret(
+    tmp_path: Path, extra: str, start: str, *mentions: str, secret: str = SECRET_VALUE
+) -> None:
+    """The webhook takes ``secret`` from HOOK_SECRET, with ``extra`` keys after it: the config
+    has one problem, as ``only_problem_about`` checks, and it never shows the secret."""
+    text = f'{HOOK}secret_env = "HOOK_SECRET"\n{extra}'
+    only_problem_about(tmp_path, text, start, *mentions, env={"HOOK_SECRET": secret}, hides=secret)
 
 
 # --------------------------------------------------------------------------- defaults
@@ -390,14 +391,8 @@ def test_empty_secret_file_is_rejected(tmp_path: Path, content: str) -> None:
 def test_secret_env_and_secret_file_together_are_rejected(tmp_path: Path) -> None:
     secret_path = tmp_path / "hook.secret"
     secret_path.write_text(SECRET_VALUE)
-    text = f'{HOOK}secret_env = "HOOK_SECRET"\nsecret_file = "{secret_path}"\n'
-    only_problem_about(
-        tmp_path,
-        text,
-        "webhooks[0].secret_file:",
-        "only one",
-        env={"HOOK_SECRET": SECRET_VALUE},
-        hides=SECRET_VALUE,
+    only_problem_with_a_secret(
+        tmp_path, f'secret_file = "{secret_path}"\n', "webhooks[0].secret_file:", "only one"
     )
 
 
@@ -950,22 +945,15 @@ GOOD_WHSEC = "whsec_" + base64.b64encode(b"k" * 32).decode()
 
 
 def test_standard_signature_with_a_plain_secret_is_rejected(tmp_path: Path) -> None:
-    text = f'{HOOK}secret_env = "HOOK_SECRET"\nsignature = "standard"\n'
-    only_problem_about(
-        tmp_path,
-        text,
-        "webhooks[0].secret:",
-        "whsec_",
-        env={"HOOK_SECRET": SECRET_VALUE},
-        hides=SECRET_VALUE,
+    only_problem_with_a_secret(
+        tmp_path, 'signature = "standard"\n', "webhooks[0].secret:", "whsec_"
     )
 
 
 def test_standard_signature_with_a_short_whsec_key_is_rejected(tmp_path: Path) -> None:
     short = "whsec_" + base64.b64encode(b"k" * 8).decode()
-    text = f'{HOOK}secret_env = "HOOK_SECRET"\nsignature = "standard"\n'
-    only_problem_about(
-        tmp_path, text, "webhooks[0].secret:", env={"HOOK_SECRET": short}, hides=short
+    only_problem_with_a_secret(
+        tmp_path, 'signature = "standard"\n', "webhooks[0].secret:", secret=short
     )
 
 

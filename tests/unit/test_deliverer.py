@@ -17,6 +17,7 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.helpers import RecordingLog
 from tests.store_helpers import NOW, attempts, deliveries, deliveries_for, event, queue
 from watcher.config import Config, DeliveryConfig, RetryPolicy, WebhookConfig
 from watcher.deliver import Deliverer, Outcome, Result
@@ -83,22 +84,6 @@ class FakeSender:
         self.closed = True
 
 
-class Log:
-    """Keeps every line the deliverer logs."""
-
-    def __init__(self) -> None:
-        self.lines: list[tuple[str, str, dict[str, Any]]] = []
-
-    def _line(self, level: str) -> Callable[..., None]:
-        return lambda event, **fields: self.lines.append((level, event, fields))
-
-    def __getattr__(self, level: str) -> Callable[..., None]:
-        return self._line(level)
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        return [fields for _, event, fields in self.lines if event == name]
-
-
 class LowestDraw(random.Random):
     """Backoff at the bottom of its jitter range: a retry is due after initial_delay / 2."""
 
@@ -143,7 +128,7 @@ def store(tmp_path: Path) -> Iterator[WatchedStore]:
 
 
 def deliverer(
-    store: Store, config: Config, sender: FakeSender, log: Log, **kwargs: Any
+    store: Store, config: Config, sender: FakeSender, log: RecordingLog, **kwargs: Any
 ) -> Deliverer:
     kwargs.setdefault("clock", Clock())
     return Deliverer(store, config, log, sender=sender, rng=LowestDraw(), **kwargs)
@@ -165,7 +150,7 @@ def test_a_lane_keeps_detection_order_and_waits_behind_a_retry(store: Store) -> 
     first, second, other = queued(store, [("fraud", "1"), ("fraud", "2"), ("churn", "1")], "a")
     sender = FakeSender({first: [500]})
     clock = Clock()
-    subject = deliverer(store, make_config("a"), sender, Log(), clock=clock)
+    subject = deliverer(store, make_config("a"), sender, RecordingLog(), clock=clock)
 
     report = subject.drain()
 
@@ -189,7 +174,7 @@ def test_each_webhook_has_at_most_workers_lanes_in_flight(store: Store) -> None:
     (quiet,) = queued(store, [("other", "1")], "quiet")
     sender = FakeSender()
     sender.gate = threading.Event()
-    subject = deliverer(store, make_config("busy", "quiet", workers=2), sender, Log())
+    subject = deliverer(store, make_config("busy", "quiet", workers=2), sender, RecordingLog())
     reports = []
     drain = threading.Thread(target=lambda: reports.append(subject.drain()))
     drain.start()
@@ -211,7 +196,7 @@ def test_a_lane_never_has_two_requests_in_flight(store: WatchedStore) -> None:
     first, second = queued(store, [("fraud", "1"), ("fraud", "2")], "a")
     sender = FakeSender()
     sender.gate = threading.Event()
-    subject = deliverer(store, make_config("a"), sender, Log())
+    subject = deliverer(store, make_config("a"), sender, RecordingLog())
     drain = threading.Thread(target=subject.drain)
     drain.start()
     try:
@@ -229,7 +214,7 @@ def test_a_stop_lets_requests_in_flight_finish_within_the_grace(store: Store) ->
     stop = threading.Event()
     sender = FakeSender()
     sender.on_post = stop.set  # the stop comes while the first request is in flight
-    log = Log()
+    log = RecordingLog()
     subject = deliverer(store, make_config("a"), sender, log, monotonic=lambda: 0.0)
 
     report = subject.drain(stop=stop, forever=True)
@@ -247,7 +232,7 @@ def test_a_request_that_outlives_the_grace_is_left_queued(store: Store) -> None:
     sender.gate = threading.Event()
     sender.on_post = stop.set
     ticks = iter(range(0, 10_000, 100))  # each look at the monotonic clock is 100 s later
-    log = Log()
+    log = RecordingLog()
     subject = deliverer(store, make_config("a"), sender, log, monotonic=lambda: float(next(ticks)))
 
     report = subject.drain(stop=stop, forever=True)
@@ -267,7 +252,7 @@ def test_rows_of_a_webhook_no_longer_configured_stay_queued(store: Store) -> Non
     (kept,) = queued(store, [("fraud", "1")], "kept")
     gone = queued(store, [("fraud", "2"), ("churn", "1")], "gone")
     sender = FakeSender()
-    log = Log()
+    log = RecordingLog()
     subject = deliverer(store, make_config("kept"), sender, log)
 
     assert subject.drain().delivered == 1
@@ -281,7 +266,7 @@ def test_rows_of_a_webhook_no_longer_configured_stay_queued(store: Store) -> Non
 def test_once_tries_each_pending_row_once_whatever_its_schedule(store: Store) -> None:
     (delivery,) = queued(store, [("fraud", "1")], "a")
     sender = FakeSender({delivery: [503, 503, 503]})
-    subject = deliverer(store, make_config("a"), sender, Log())
+    subject = deliverer(store, make_config("a"), sender, RecordingLog())
 
     first = subject.drain(ignore_schedule=True)
     second = subject.drain(ignore_schedule=True)
@@ -296,7 +281,7 @@ def test_a_row_dies_when_its_attempts_are_used_up(store: Store) -> None:
     (delivery,) = queued(store, [("fraud", "1")], "a")
     sender = FakeSender({delivery: [500, 500]})
     policy = RetryPolicy(initial_delay=2.0, max_attempts=2)
-    subject = deliverer(store, make_config("a", retry=policy), sender, Log())
+    subject = deliverer(store, make_config("a", retry=policy), sender, RecordingLog())
 
     assert subject.drain(ignore_schedule=True).retrying == 1
     assert subject.drain(ignore_schedule=True).dead == 1
@@ -310,7 +295,7 @@ def test_each_outcome_is_counted_by_metrics(store: Store) -> None:
     config = make_config("deploy", "slack")
     metrics = Metrics(config, store)
     sender = FakeSender({retry: [503], dead: [404]})
-    log = Log()
+    log = RecordingLog()
     subject = deliverer(store, config, sender, log, observer=metrics)
 
     subject.drain()
@@ -341,7 +326,7 @@ def test_an_observer_that_fails_does_not_fail_the_delivery(store: Store) -> None
             seen.append((webhook, outcome))
             raise RuntimeError("counting failed")
 
-    log = Log()
+    log = RecordingLog()
     subject = deliverer(store, make_config("a"), FakeSender(), log, observer=Broken())
 
     assert subject.drain().delivered == 1
@@ -352,5 +337,5 @@ def test_an_observer_that_fails_does_not_fail_the_delivery(store: Store) -> None
 
 def test_close_closes_the_sender(store: Store) -> None:
     sender = FakeSender()
-    deliverer(store, make_config("a"), sender, Log()).close()
+    deliverer(store, make_config("a"), sender, RecordingLog()).close()
     assert sender.closed

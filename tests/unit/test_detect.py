@@ -7,14 +7,34 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.helpers import (
+    ALIAS_CREATED,
+    ALIAS_DELETED,
+    M_CREATED,
+    M_DELETED,
+    STAGE,
+    TAG_DELETED,
+    TAG_SET,
+    TO_ARCHIVED,
+    TO_PRODUCTION,
+    TO_STAGING,
+    V_CREATED,
+    V_DELETED,
+)
+from tests.helpers import (
+    model_state as model,
+)
+from tests.helpers import (
+    version_state as ver,
+)
 from watcher.detect import CREATION_SKEW_MS, Policy, detect, snapshot_delta
 from watcher.model import (
     NO_STAGE,
@@ -31,69 +51,11 @@ POLICY = Policy(registry=REGISTRY)
 EXISTING = Policy(registry=REGISTRY, emit_existing=True)
 READ_AT = 9_999
 
-M_CREATED = EventType.REGISTERED_MODEL_CREATED
-M_DELETED = EventType.REGISTERED_MODEL_DELETED
-V_CREATED = EventType.MODEL_VERSION_CREATED
-V_DELETED = EventType.MODEL_VERSION_DELETED
-STAGE = EventType.MODEL_VERSION_TRANSITIONED_STAGE
-TO_STAGING = EventType.MODEL_VERSION_TRANSITIONED_TO_STAGING
-TO_PRODUCTION = EventType.MODEL_VERSION_TRANSITIONED_TO_PRODUCTION
-TO_ARCHIVED = EventType.MODEL_VERSION_TRANSITIONED_TO_ARCHIVED
-TAG_SET = EventType.MODEL_VERSION_TAG_SET
-TAG_DELETED = EventType.MODEL_VERSION_TAG_DELETED
-ALIAS_CREATED = EventType.MODEL_VERSION_ALIAS_CREATED
-ALIAS_DELETED = EventType.MODEL_VERSION_ALIAS_DELETED
 SPECIFIC = {"Staging": TO_STAGING, "Production": TO_PRODUCTION, "Archived": TO_ARCHIVED}
 STAGES = (NO_STAGE, "Staging", "Production", "Archived")
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def model(
-    name: str = "fraud",
-    *,
-    created: int = 100,
-    updated: int = 100,
-    aliases: Mapping[str, str] | None = None,
-    tags: Mapping[str, str] | None = None,
-    description: str = "",
-    user: str = "owner",
-) -> ModelState:
-    return ModelState(
-        name=name,
-        creation_timestamp=created,
-        last_updated_timestamp=updated,
-        description=description,
-        user_id=user,
-        tags=dict(tags or {}),
-        aliases=dict(aliases or {}),
-    )
-
-
-def ver(
-    version: str,
-    stage: str = NO_STAGE,
-    *,
-    name: str = "fraud",
-    created: int = 1_000,
-    updated: int = 2_000,
-    user: str = "alice",
-    tags: Mapping[str, str] | None = None,
-    description: str = "",
-) -> VersionState:
-    return VersionState(
-        name=name,
-        version=version,
-        creation_timestamp=created,
-        last_updated_timestamp=updated,
-        current_stage=stage,
-        user_id=user,
-        source=f"models:/{name}/{version}",
-        run_id=f"run-{version}",
-        description=description,
-        tags=dict(tags or {}),
-    )
 
 
 def obs(*items: ModelState | VersionState, read_at: int = READ_AT) -> Observation:
@@ -687,6 +649,16 @@ def persisting(previous: Observation, current: Observation) -> list[tuple[str, s
     ]
 
 
+def each_persisting_version(
+    previous: Observation, current: Observation
+) -> Iterator[tuple[tuple[str, str], VersionState, VersionState, list[Event]]]:
+    """What detect() says going from ``previous`` to ``current``, beside each persisting
+    version: (key, the version before, after, every event detected)."""
+    events = detect(previous, current, POLICY)
+    for key in persisting(previous, current):
+        yield key, previous.versions[key], current.versions[key], events
+
+
 def live_aliases(observation: Observation, name: str) -> dict[str, str]:
     return {
         alias: number
@@ -699,14 +671,11 @@ def about(events: list[Event], types: set[EventType], key: tuple[str, str]) -> l
     return [e for e in events if e.type in types and (e.model_name, e.model_version) == key]
 
 
-@settings(max_examples=300, deadline=None)
 @given(previous=observations(), current=observations())
 def test_one_transition_per_persisting_version_whose_stage_differs(
     previous: Observation, current: Observation
 ) -> None:
-    events = detect(previous, current, POLICY)
-    for key in persisting(previous, current):
-        before, after = previous.versions[key], current.versions[key]
+    for key, before, after, events in each_persisting_version(previous, current):
         generic = about(events, {STAGE}, key)
         changed = before.current_stage.lower() != after.current_stage.lower()
         assert len(generic) == int(changed)
@@ -718,14 +687,12 @@ def test_one_transition_per_persisting_version_whose_stage_differs(
         assert specific == ({wanted} if wanted else set())
 
 
-@settings(max_examples=300, deadline=None)
 @given(previous=observations(), current=observations())
 def test_one_tag_event_per_tag_that_differs_on_a_persisting_version(
     previous: Observation, current: Observation
 ) -> None:
-    events = detect(previous, current, POLICY)
-    for key in persisting(previous, current):
-        before, after = previous.versions[key].tags, current.versions[key].tags
+    for key, version_before, version_after, events in each_persisting_version(previous, current):
+        before, after = version_before.tags, version_after.tags
         differing = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
         tag_events = about(events, {TAG_SET, TAG_DELETED}, key)
         assert len(tag_events) == len(differing)
@@ -736,7 +703,6 @@ def test_one_tag_event_per_tag_that_differs_on_a_persisting_version(
             assert event.type is (TAG_SET if event.tag_key in after else TAG_DELETED)
 
 
-@settings(max_examples=300, deadline=None)
 @given(previous=observations(), current=observations())
 def test_one_alias_event_per_live_alias_that_differs_on_a_persisting_model(
     previous: Observation, current: Observation
@@ -761,7 +727,6 @@ def test_one_alias_event_per_live_alias_that_differs_on_a_persisting_model(
                 assert event.model_version == old[alias]
 
 
-@settings(max_examples=300, deadline=None)
 @given(previous=observations(), current=observations())
 def test_general_properties_of_every_detection(previous: Observation, current: Observation) -> None:
     events = detect(previous, current, POLICY)
@@ -775,7 +740,6 @@ def test_general_properties_of_every_detection(previous: Observation, current: O
     assert detect(previous, current, POLICY) == events
 
 
-@settings(max_examples=200, deadline=None)
 @given(observation=observations(), read_at=_TIMES)
 def test_nothing_changed_nothing_detected(observation: Observation, read_at: int) -> None:
     assert detect(observation, observation, POLICY) == []
@@ -790,7 +754,6 @@ def apply_delta(previous: Observation, delta: SnapshotDelta) -> Observation:
     return Observation(models=models, versions=versions, read_at=previous.read_at)
 
 
-@settings(max_examples=300, deadline=None)
 @given(previous=observations(), current=observations())
 def test_applying_snapshot_delta_yields_the_current_observation(
     previous: Observation, current: Observation
@@ -805,7 +768,6 @@ def test_applying_snapshot_delta_yields_the_current_observation(
     )
 
 
-@settings(max_examples=100, deadline=None)
 @given(current=observations())
 def test_baseline_emits_nothing_and_emit_existing_matches_an_empty_previous(
     current: Observation,

@@ -312,18 +312,36 @@ def test_github_leaves_a_small_payload_untouched() -> None:
 # --------------------------------------------------------------------------- gitlab, jenkins
 
 
+@pytest.mark.parametrize(
+    ("fmt", "event", "variable", "stages"),
+    [
+        ("gitlab", "MODEL_VERSION_TRANSITIONED_STAGE", "variables[{}]", ("Staging", "Production")),
+        ("jenkins", "MODEL_VERSION_TRANSITIONED_TO_ARCHIVED", "{}", ("Production", "Archived")),
+    ],
+)
+def test_a_trigger_form_carries_the_transition(
+    fmt: str, event: str, variable: str, stages: tuple[str, str]
+) -> None:
+    """GitLab's pipeline trigger takes the values as variables[NAME], Jenkins's
+    buildWithParameters as NAME."""
+    kind = EventType[event]
+    form = as_form(fmt, kind)
+    expected = {
+        "MODEL_NAME": "fraud-model",
+        "MODEL_VERSION": "3",
+        "EVENT": event,
+        "FROM_STAGE": stages[0],
+        "TO_STAGE": stages[1],
+        "EVENT_ID": example_event(kind).event_id,
+    }
+    assert form["token"] == TOKEN
+    assert {name: form[variable.format(name)] for name in expected} == expected
+    assert variable.format("ALIAS") not in form
+
+
 def test_gitlab_trigger_form() -> None:
     form = as_form("gitlab", EventType.MODEL_VERSION_TRANSITIONED_STAGE, ref="release")
-    event = example_event(EventType.MODEL_VERSION_TRANSITIONED_STAGE)
-    assert form["token"] == TOKEN
     assert form["ref"] == "release"
-    assert form["variables[MODEL_NAME]"] == "fraud-model"
-    assert form["variables[MODEL_VERSION]"] == "3"
-    assert form["variables[EVENT]"] == "MODEL_VERSION_TRANSITIONED_STAGE"
-    assert form["variables[FROM_STAGE]"] == "Staging"
-    assert form["variables[TO_STAGE]"] == "Production"
-    assert form["variables[EVENT_ID]"] == event.event_id
-    assert "variables[ALIAS]" not in form
     assert all(k in {"token", "ref"} or k.startswith("variables[") for k in form)
 
 
@@ -340,20 +358,6 @@ def test_gitlab_model_events_have_no_version() -> None:
     form = as_form("gitlab", EventType.REGISTERED_MODEL_DELETED)
     assert "variables[MODEL_VERSION]" not in form
     assert form["variables[EVENT]"] == "REGISTERED_MODEL_DELETED"
-
-
-def test_jenkins_build_parameters() -> None:
-    form = as_form("jenkins", EventType.MODEL_VERSION_TRANSITIONED_TO_ARCHIVED)
-    assert form["token"] == TOKEN
-    assert form["MODEL_NAME"] == "fraud-model"
-    assert form["MODEL_VERSION"] == "3"
-    assert form["FROM_STAGE"] == "Production"
-    assert form["TO_STAGE"] == "Archived"
-    assert form["EVENT"] == "MODEL_VERSION_TRANSITIONED_TO_ARCHIVED"
-    assert (
-        form["EVENT_ID"] == example_event(EventType.MODEL_VERSION_TRANSITIONED_TO_ARCHIVED).event_id
-    )
-    assert "ALIAS" not in form
 
 
 def test_jenkins_without_a_token_and_with_a_tag() -> None:

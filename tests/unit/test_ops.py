@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,9 @@ import requests
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from watcher.config import Config, Secret, ServerConfig, WebhookConfig, load_config
+from tests.helpers import free_port
+from tests.helpers import load_text as load
+from watcher.config import Config, Secret, ServerConfig, WebhookConfig
 from watcher.deliver import Outcome
 from watcher.errors import ConfigError, WatcherError
 from watcher.health import HealthServer
@@ -23,13 +27,6 @@ from watcher.notify import Notifier
 from watcher.pipeline import CycleReport
 from watcher.state_meta import parse_time
 from watcher.store import Store
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 # --------------------------------------------------------------------------- notify
 
@@ -88,12 +85,6 @@ def test_watchdog_interval_is_half_of_watchdog_usec(
 
 
 # --------------------------------------------------------------------------- [server] config
-
-
-def load(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> Config:
-    path = tmp_path / "watcher.toml"
-    path.write_text(text)
-    return load_config(path, env or {})
 
 
 @pytest.mark.parametrize(
@@ -238,9 +229,10 @@ def test_textfile_is_replaced_whole(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- health server
 
 
-def _server(
-    tmp_path: Path, ready: tuple[bool, str], token: str | None = None
-) -> tuple[HealthServer, str, Store]:
+@contextmanager
+def _serving(tmp_path: Path, ready: tuple[bool, str], token: str | None = None) -> Iterator[str]:
+    """A started health server over a real state file, as its base URL; stopped and closed
+    after."""
     store = Store.open(tmp_path / "state.db")
     metrics = Metrics(_config(), store)
 
@@ -258,36 +250,31 @@ def _server(
     )
     server.start()
     host, port = server.address
-    return server, f"http://{host}:{port}", store
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+        store.close()
 
 
 def test_probes_answer_200_or_503_with_the_reason(tmp_path: Path) -> None:
-    server, base, store = _server(tmp_path, (False, "no poll has read the registry yet"))
-    try:
+    with _serving(tmp_path, (False, "no poll has read the registry yet")) as base:
         assert requests.get(f"{base}/healthz", timeout=5).status_code == 200
         answer = requests.get(f"{base}/readyz", timeout=5)
         assert (answer.status_code, answer.text) == (503, "no poll has read the registry yet\n")
         assert requests.get(f"{base}/metrics", timeout=5).status_code == 200
         assert requests.get(f"{base}/", timeout=5).status_code == 404
-    finally:
-        server.stop()
-        store.close()
 
 
 def test_a_crashing_probe_is_a_failing_probe(tmp_path: Path) -> None:
-    server, base, store = _server(tmp_path, (False, "crash"))
-    try:
+    with _serving(tmp_path, (False, "crash")) as base:
         answer = requests.get(f"{base}/healthz", timeout=5)
         assert answer.status_code == 503
         assert "RuntimeError: boom" in answer.text
-    finally:
-        server.stop()
-        store.close()
 
 
 def test_metrics_want_the_bearer_token_and_probes_do_not(tmp_path: Path) -> None:
-    server, base, store = _server(tmp_path, (True, "ok"), token="tok")
-    try:
+    with _serving(tmp_path, (True, "ok"), token="tok") as base:
         assert requests.get(f"{base}/readyz", timeout=5).status_code == 200
         denied = requests.get(f"{base}/metrics", timeout=5)
         assert denied.status_code == 401
@@ -297,9 +284,6 @@ def test_metrics_want_the_bearer_token_and_probes_do_not(tmp_path: Path) -> None
         good = requests.get(f"{base}/metrics", headers={"Authorization": "Bearer tok"}, timeout=5)
         assert good.status_code == 200
         assert "mlflow_watcher_build_info" in good.text
-    finally:
-        server.stop()
-        store.close()
 
 
 def test_a_port_in_use_fails_the_start(tmp_path: Path) -> None:

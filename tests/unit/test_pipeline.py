@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.test_incremental import TAG_SET, FakeRegistry, Harness, types
+from tests.helpers import TAG_SET
+from tests.unit.test_incremental import FakeRegistry, Harness, types
 from watcher import state_meta as sm
 from watcher.errors import RegistryError
 

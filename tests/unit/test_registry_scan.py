@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import offset_page
 from watcher.errors import RegistryError
 from watcher.model import ModelState, VersionState
 from watcher.scan import (
@@ -46,11 +47,7 @@ class FakeReader(ScanReader):
         self.duplicate_page = duplicate_page
         self.calls: list[tuple[str, tuple[str, ...], str]] = []
 
-    @staticmethod
-    def _page(rows: list[Any], token: str | None, size: int) -> tuple[list[Any], str | None]:
-        start = int(token or 0)
-        end = start + size
-        return rows[start:end], (str(end) if end < len(rows) else None)
+    _page = staticmethod(offset_page)  # an attribute, so a test can watch the page sizes
 
     def _search_models(
         self, page_token: str | None, order_by: list[str], page_size: int
@@ -213,7 +210,7 @@ def test_a_recent_read_starts_with_a_small_page_then_reads_on_in_big_ones() -> N
         sizes.append(size)
         return original(rows, token, size)
 
-    reader._page = record  # type: ignore[method-assign]
+    reader._page = record
     reader.versions_updated_since(1_001, lambda _name: True)
     assert sizes[0] == RECENT_FIRST_PAGE
     assert set(sizes[1:]) == {100}
