@@ -3,6 +3,7 @@ adapters are tested against real servers in tests/e2e)."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from watcher.scan import (
     ScanReader,
     Watches,
     is_refused,
+    pages,
 )
 
 
@@ -214,3 +216,106 @@ def test_a_recent_read_starts_with_a_small_page_then_reads_on_in_big_ones() -> N
     reader.versions_updated_since(1_001, lambda _name: True)
     assert sizes[0] == RECENT_FIRST_PAGE
     assert set(sizes[1:]) == {100}
+
+
+# Prefetching paging ------------------------------------------------------------------------
+
+
+class PagedServer:
+    """A paged search answering pages "p0", "p1", ... with the next token, recording the tokens
+    asked for and how many requests were ever in flight at once."""
+
+    def __init__(self, count: int, fail_at: str | None = None, repeat_at: str | None = None):
+        self.count = count
+        self.fail_at = fail_at
+        self.repeat_at = repeat_at
+        self.asked: list[str | None] = []
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.lock = threading.Lock()
+        self.gate: dict[str | None, threading.Event] = {}  # a request waits for its event
+        self.sent: dict[str | None, threading.Event] = {}  # set when a request is received
+
+    def __call__(self, token: str | None) -> tuple[str, str | None]:
+        with self.lock:
+            self.asked.append(token)
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        self.sent.setdefault(token, threading.Event()).set()
+        try:
+            if token in self.gate:
+                assert self.gate[token].wait(10), "the caller never let the request finish"
+            if token is not None and token == self.fail_at:
+                raise RegistryError(f"page {token} failed")
+            index = 0 if token is None else int(token)
+            if token is not None and token == self.repeat_at:
+                return f"p{index}", token
+            following = str(index + 1) if index + 1 < self.count else None
+            return f"p{index}", following
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_paging_yields_every_page_in_order(prefetch: bool) -> None:
+    server = PagedServer(4)
+    assert list(pages(server, prefetch)) == ["p0", "p1", "p2", "p3"]
+    assert server.asked == [None, "1", "2", "3"]
+    assert server.most_in_flight == 1
+
+
+def test_prefetch_asks_for_the_next_page_while_the_caller_holds_the_current_one() -> None:
+    server = PagedServer(3)
+    read = pages(server, prefetch=True)
+    assert next(read) == "p0"
+    # The caller has not asked for page 1 yet, and the request for it is already sent.
+    assert server.sent.setdefault("1", threading.Event()).wait(10)
+    assert list(read) == ["p1", "p2"]
+    assert server.most_in_flight == 1
+
+
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_a_failed_page_raises_when_the_caller_asks_for_it(prefetch: bool) -> None:
+    server = PagedServer(5, fail_at="2")
+    got: list[str] = []
+    with pytest.raises(RegistryError, match="page 2 failed"):
+        got.extend(pages(server, prefetch))  # keeps the pages read before the error
+    assert got == ["p0", "p1"]
+    assert server.asked == [None, "1", "2"]  # nothing asked for after the failure
+
+
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_a_repeated_token_is_never_sent_again_and_abandons_after_its_page(prefetch: bool) -> None:
+    server = PagedServer(5, repeat_at="1")
+    got: list[str] = []
+    with pytest.raises(RegistryError, match="same page token twice"):
+        got.extend(pages(server, prefetch))  # keeps the pages read before the error
+    assert got == ["p0", "p1"]
+    assert server.asked == [None, "1"]
+
+
+def test_leaving_a_prefetching_read_early_waits_for_the_request_in_flight() -> None:
+    server = PagedServer(5)
+    server.gate["1"] = threading.Event()
+    read = pages(server, prefetch=True)
+    assert next(read) == "p0"
+    assert server.sent.setdefault("1", threading.Event()).wait(10)
+    server.gate["1"].set()
+    read.close()  # as a caller breaking out of its loop does
+    assert server.in_flight == 0
+    assert server.asked == [None, "1"]  # its answer dropped, nothing asked for after it
+
+
+class PrefetchingReader(FakeReader):
+    prefetch = True
+
+
+def test_a_prefetching_reader_reads_what_a_plain_one_does() -> None:
+    versions = [version("a", str(i)) for i in range(1, 6)] + [version("b", "1")]
+    models = [model("a"), model("b"), model("c")]
+    plain = FakeReader(models, versions, duplicate_page=True)
+    prefetching = PrefetchingReader(models, versions, duplicate_page=True)
+    assert read_all(prefetching, lambda _n: True) == read_all(plain, lambda _n: True)
+    assert prefetching.versions_of("a") == plain.versions_of("a")
+    assert prefetching.calls == plain.calls
