@@ -276,23 +276,25 @@ def test_prefetch_asks_for_the_next_page_while_the_caller_holds_the_current_one(
 
 
 @pytest.mark.parametrize("prefetch", [False, True])
-def test_a_failed_page_raises_when_the_caller_asks_for_it(prefetch: bool) -> None:
-    server = PagedServer(5, fail_at="2")
+@pytest.mark.parametrize(
+    ("server", "error", "asked"),
+    [
+        # A failed request raises when the caller asks for its page; nothing is asked after it.
+        (lambda: PagedServer(5, fail_at="2"), "page 2 failed", [None, "1", "2"]),
+        # A repeated token is never sent again; the read is abandoned after the page giving it.
+        (lambda: PagedServer(5, repeat_at="1"), "same page token twice", [None, "1"]),
+    ],
+    ids=["failed-page", "repeated-token"],
+)
+def test_a_read_fails_at_the_page_it_failed_on(
+    prefetch: bool, server: Any, error: str, asked: list[str | None]
+) -> None:
+    search = server()
     got: list[str] = []
-    with pytest.raises(RegistryError, match="page 2 failed"):
-        got.extend(pages(server, prefetch))  # keeps the pages read before the error
+    with pytest.raises(RegistryError, match=error):
+        got.extend(pages(search, prefetch))  # keeps the pages read before the error
     assert got == ["p0", "p1"]
-    assert server.asked == [None, "1", "2"]  # nothing asked for after the failure
-
-
-@pytest.mark.parametrize("prefetch", [False, True])
-def test_a_repeated_token_is_never_sent_again_and_abandons_after_its_page(prefetch: bool) -> None:
-    server = PagedServer(5, repeat_at="1")
-    got: list[str] = []
-    with pytest.raises(RegistryError, match="same page token twice"):
-        got.extend(pages(server, prefetch))  # keeps the pages read before the error
-    assert got == ["p0", "p1"]
-    assert server.asked == [None, "1"]
+    assert search.asked == asked
 
 
 def test_leaving_a_prefetching_read_early_waits_for_the_request_in_flight() -> None:
