@@ -25,7 +25,7 @@ import gc
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -169,14 +169,7 @@ def _model_from_entity(rm: Any) -> ModelState:
 
 
 class RestReader(ScanReader):
-    """Reads a tracking server's REST API with MLflow's own credentials plumbing.
-
-    Its scans prefetch (a request holds nothing the caller's thread uses, and only one is in
-    flight at a time), and a search page's rows are converted as the caller iterates them, on
-    its thread, while the next page is being read.
-    """
-
-    prefetch = True
+    """Reads a tracking server's REST API with MLflow's own credentials plumbing."""
 
     def __init__(self, settings: ReaderSettings) -> None:
         super().__init__(settings)
@@ -235,18 +228,18 @@ class RestReader(ScanReader):
 
     def _search_models(
         self, page_token: str | None, order_by: list[str], page_size: int
-    ) -> tuple[Iterable[ModelState], str | None]:
+    ) -> tuple[list[ModelState], str | None]:
         params: list[tuple[str, Any]] = [("max_results", page_size)]
         params.extend(("order_by", o) for o in order_by)
         if page_token:
             params.append(("page_token", page_token))
         body = self._get(_SEARCH_MODELS, params) or {}
-        models = map(_model_from_json, body.get("registered_models", []))
+        models = [_model_from_json(m) for m in body.get("registered_models", [])]
         return models, body.get("next_page_token")
 
     def _search_versions(
         self, page_token: str | None, order_by: list[str], page_size: int, filter_string: str
-    ) -> tuple[Iterable[VersionState], str | None]:
+    ) -> tuple[list[VersionState], str | None]:
         params: list[tuple[str, Any]] = [("max_results", page_size)]
         params.extend(("order_by", o) for o in order_by)
         if filter_string:
@@ -254,7 +247,7 @@ class RestReader(ScanReader):
         if page_token:
             params.append(("page_token", page_token))
         body = self._get(_SEARCH_VERSIONS, params) or {}
-        versions = map(_version_from_json, body.get("model_versions", []))
+        versions = [_version_from_json(v) for v in body.get("model_versions", [])]
         return versions, body.get("next_page_token")
 
     def get_model(self, name: str) -> ModelState | None:

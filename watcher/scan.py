@@ -23,8 +23,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -123,14 +122,7 @@ class Reader(Protocol):
 
 
 class ScanReader:
-    """The read algorithms; subclasses supply paged searches and single gets.
-
-    A search primitive returns its page's rows as an iterable, which a reader may convert
-    lazily, as the caller iterates. A reader whose primitives may run on another thread sets
-    ``prefetch``: its scans then fetch the next page while the caller converts the current one.
-    """
-
-    prefetch = False
+    """The read algorithms; subclasses supply paged searches and single gets."""
 
     def __init__(self, settings: ReaderSettings) -> None:
         self.settings = settings
@@ -142,12 +134,12 @@ class ScanReader:
 
     def _search_models(
         self, page_token: str | None, order_by: list[str], page_size: int
-    ) -> tuple[Iterable[ModelState], str | None]:
+    ) -> tuple[list[ModelState], str | None]:
         raise NotImplementedError
 
     def _search_versions(
         self, page_token: str | None, order_by: list[str], page_size: int, filter_string: str
-    ) -> tuple[Iterable[VersionState], str | None]:
+    ) -> tuple[list[VersionState], str | None]:
         raise NotImplementedError
 
     def get_model(self, name: str) -> ModelState | None:
@@ -181,8 +173,7 @@ class ScanReader:
         """
         models: dict[str, ModelState] = {}
         page_size = min(self.settings.page_size, MODELS_PAGE_MAX)
-        search = functools.partial(self._search_models, order_by=NAME_ORDER, page_size=page_size)
-        for page in pages(search, self.prefetch):
+        for page in pages(lambda t: self._search_models(t, NAME_ORDER, page_size)):
             for model in page:
                 if self._keep_model(model, watches):
                     models[model.name] = _same(reuse, model.name, model)
@@ -206,10 +197,7 @@ class ScanReader:
         size = self.settings.page_size
         watches = functools.cache(watches)  # a few model names over 100k rows: match each once
         try:
-            search = functools.partial(
-                self._search_versions, order_by=VERSION_ORDER, page_size=size, filter_string=""
-            )
-            for page in pages(search, self.prefetch):
+            for page in pages(lambda t: self._search_versions(t, VERSION_ORDER, size, "")):
                 for version in page:
                     if self._keep_version(version, watches):
                         keep_newer(versions, _same(reuse, version.key, version))
@@ -253,10 +241,7 @@ class ScanReader:
         condition = f"name = {quote}{name}{quote}"
         size = self.settings.page_size
         versions: dict[Key, VersionState] = {}
-        search = functools.partial(
-            self._search_versions, order_by=BY_NAME_ORDER, page_size=size, filter_string=condition
-        )
-        for page in pages(search, self.prefetch):
+        for page in pages(lambda t: self._search_versions(t, BY_NAME_ORDER, size, condition)):
             for version in page:
                 if version.name == name and self._keep_version(version, lambda _n: True):
                     keep_newer(versions, version)
@@ -264,65 +249,41 @@ class ScanReader:
 
     def _recent(
         self,
-        fetch: Callable[[str | None, int], tuple[Iterable[Any], str | None]],
+        fetch: Callable[[str | None, int], tuple[list[Any], str | None]],
         since_ms: int,
     ) -> list[Any]:
         """Page through newest-first results until past since_ms (ties merged by the caller).
 
         The first page is small (a quiet poll needs no other); a burst of changes is read on
-        in pages of page_size. Never prefetched: a read that stops early must not have asked for
-        a page it does not need.
+        in pages of page_size.
         """
         items: list[Any] = []
         size = self.settings.page_size
-        for rows in pages(lambda t: fetch(t, RECENT_FIRST_PAGE if t is None else size)):
-            page = list(rows)
+        for page in pages(lambda t: fetch(t, RECENT_FIRST_PAGE if t is None else size)):
             items.extend(x for x in page if x.last_updated_timestamp >= since_ms)
             if not page or page[-1].last_updated_timestamp < since_ms:
                 break
         return items
 
 
-_Rows = TypeVar("_Rows")
-Fetch = Callable[[str | None], tuple[_Rows, str | None]]
+_Row = TypeVar("_Row")
 
 
-def pages(fetch: Fetch[_Rows], prefetch: bool = False) -> Generator[_Rows, None, None]:
+def pages(
+    fetch: Callable[[str | None], tuple[list[_Row], str | None]],
+) -> Iterator[list[_Row]]:
     """Every page of a paged search, following its tokens: the one loop that guards against a
-    server handing out the same token twice (an endless read otherwise).
-
-    With ``prefetch`` the next page is requested, on one helper thread, as soon as its token is
-    known, while the caller works on the current one: the wait for MLflow (which frees the GIL)
-    overlaps the caller's CPU work. One request at most is in flight; a failed request raises
-    in the caller when it asks for that page, as without prefetch; leaving the loop early waits
-    for the request in flight (its answer is dropped), so none outlives the read.
-    """
-    if not prefetch:
-        yield from _follow(lambda token: functools.partial(fetch, token))
-        return
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-page") as helper:
-        yield from _follow(lambda token: helper.submit(fetch, token).result)
-
-
-def _follow(
-    ask: Callable[[str | None], Callable[[], tuple[_Rows, str | None]]],
-) -> Iterator[_Rows]:
-    """The token loop of :func:`pages`. ``ask`` starts the read of a page (at once or later)
-    and returns what hands its answer over; the next page is asked for before the current one
-    is yielded, unless its token was seen already (the read is then abandoned after it)."""
-    answer = ask(None)
+    server handing out the same token twice (an endless read otherwise)."""
+    token: str | None = None
     seen_tokens: set[str] = set()
     while True:
-        page, token = answer()
-        repeated = token is not None and token in seen_tokens
-        if token and not repeated:
-            seen_tokens.add(token)
-            answer = ask(token)
+        page, token = fetch(token)
         yield page
         if not token:
             return
-        if repeated:
+        if token in seen_tokens:
             raise RegistryError("MLflow returned the same page token twice; the read is abandoned")
+        seen_tokens.add(token)
 
 
 def keep_newer(versions: dict[Key, VersionState], version: VersionState) -> None:

@@ -3,7 +3,6 @@ adapters are tested against real servers in tests/e2e)."""
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import pytest
@@ -18,7 +17,6 @@ from watcher.scan import (
     ScanReader,
     Watches,
     is_refused,
-    pages,
 )
 
 
@@ -216,108 +214,3 @@ def test_a_recent_read_starts_with_a_small_page_then_reads_on_in_big_ones() -> N
     reader.versions_updated_since(1_001, lambda _name: True)
     assert sizes[0] == RECENT_FIRST_PAGE
     assert set(sizes[1:]) == {100}
-
-
-# Prefetching paging ------------------------------------------------------------------------
-
-
-class PagedServer:
-    """A paged search answering pages "p0", "p1", ... with the next token, recording the tokens
-    asked for and how many requests were ever in flight at once."""
-
-    def __init__(self, count: int, fail_at: str | None = None, repeat_at: str | None = None):
-        self.count = count
-        self.fail_at = fail_at
-        self.repeat_at = repeat_at
-        self.asked: list[str | None] = []
-        self.in_flight = 0
-        self.most_in_flight = 0
-        self.lock = threading.Lock()
-        self.gate: dict[str | None, threading.Event] = {}  # a request waits for its event
-        self.sent: dict[str | None, threading.Event] = {}  # set when a request is received
-
-    def __call__(self, token: str | None) -> tuple[str, str | None]:
-        with self.lock:
-            self.asked.append(token)
-            self.in_flight += 1
-            self.most_in_flight = max(self.most_in_flight, self.in_flight)
-        self.sent.setdefault(token, threading.Event()).set()
-        try:
-            if token in self.gate:
-                assert self.gate[token].wait(10), "the caller never let the request finish"
-            if token is not None and token == self.fail_at:
-                raise RegistryError(f"page {token} failed")
-            index = 0 if token is None else int(token)
-            if token is not None and token == self.repeat_at:
-                return f"p{index}", token
-            following = str(index + 1) if index + 1 < self.count else None
-            return f"p{index}", following
-        finally:
-            with self.lock:
-                self.in_flight -= 1
-
-
-@pytest.mark.parametrize("prefetch", [False, True])
-def test_paging_yields_every_page_in_order(prefetch: bool) -> None:
-    server = PagedServer(4)
-    assert list(pages(server, prefetch)) == ["p0", "p1", "p2", "p3"]
-    assert server.asked == [None, "1", "2", "3"]
-    assert server.most_in_flight == 1
-
-
-def test_prefetch_asks_for_the_next_page_while_the_caller_holds_the_current_one() -> None:
-    server = PagedServer(3)
-    read = pages(server, prefetch=True)
-    assert next(read) == "p0"
-    # The caller has not asked for page 1 yet, and the request for it is already sent.
-    assert server.sent.setdefault("1", threading.Event()).wait(10)
-    assert list(read) == ["p1", "p2"]
-    assert server.most_in_flight == 1
-
-
-@pytest.mark.parametrize("prefetch", [False, True])
-@pytest.mark.parametrize(
-    ("server", "error", "asked"),
-    [
-        # A failed request raises when the caller asks for its page; nothing is asked after it.
-        (lambda: PagedServer(5, fail_at="2"), "page 2 failed", [None, "1", "2"]),
-        # A repeated token is never sent again; the read is abandoned after the page giving it.
-        (lambda: PagedServer(5, repeat_at="1"), "same page token twice", [None, "1"]),
-    ],
-    ids=["failed-page", "repeated-token"],
-)
-def test_a_read_fails_at_the_page_it_failed_on(
-    prefetch: bool, server: Any, error: str, asked: list[str | None]
-) -> None:
-    search = server()
-    got: list[str] = []
-    with pytest.raises(RegistryError, match=error):
-        got.extend(pages(search, prefetch))  # keeps the pages read before the error
-    assert got == ["p0", "p1"]
-    assert search.asked == asked
-
-
-def test_leaving_a_prefetching_read_early_waits_for_the_request_in_flight() -> None:
-    server = PagedServer(5)
-    server.gate["1"] = threading.Event()
-    read = pages(server, prefetch=True)
-    assert next(read) == "p0"
-    assert server.sent.setdefault("1", threading.Event()).wait(10)
-    server.gate["1"].set()
-    read.close()  # as a caller breaking out of its loop does
-    assert server.in_flight == 0
-    assert server.asked == [None, "1"]  # its answer dropped, nothing asked for after it
-
-
-class PrefetchingReader(FakeReader):
-    prefetch = True
-
-
-def test_a_prefetching_reader_reads_what_a_plain_one_does() -> None:
-    versions = [version("a", str(i)) for i in range(1, 6)] + [version("b", "1")]
-    models = [model("a"), model("b"), model("c")]
-    plain = FakeReader(models, versions, duplicate_page=True)
-    prefetching = PrefetchingReader(models, versions, duplicate_page=True)
-    assert read_all(prefetching, lambda _n: True) == read_all(plain, lambda _n: True)
-    assert prefetching.versions_of("a") == plain.versions_of("a")
-    assert prefetching.calls == plain.calls
