@@ -86,4 +86,4 @@ constraints:
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .compat-venvs .hypothesis build dist \
-		*.egg-info .constraints-venv
+		*.egg-info .constraints-venv .bench-venvs
