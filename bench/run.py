@@ -351,7 +351,7 @@ def drain_backlog(
     receiver.start()
     store = Store.open(path)
     try:
-        config = config_for("http://127.0.0.1:1", store.path, receiver.url, fixed_cadences=True)
+        config = config_for("http://127.0.0.1:1", path, receiver.url, fixed_cadences=True)
         deliveries = [
             NewDelivery(make_delivery_id(e.event_id, "bench"), e.event_id, "bench", e.model_name)
             for e in events
@@ -839,8 +839,9 @@ def in_process(
         return
     size = result["versions"]
     client = server.client()
-    store = Store.open(workdir / "bench-state.db")
-    config = config_for(server.url, store.path, hook, fixed_cadences=True)
+    state_path = workdir / "bench-state.db"
+    store = Store.open(state_path)
+    config = config_for(server.url, state_path, hook, fixed_cadences=True)
     pipeline = Pipeline(config, store, get_logger())
     try:
         if "a" in parts:

@@ -3,13 +3,11 @@
 ``event``, ``deliveries_for`` and ``queue`` put events and their outbox rows in a store. The
 queries go through the store's public queries where one answers the question; the attempt log,
 which the product only ever reads as counts and the last answer, is read straight from the
-state file (SQLite in WAL mode, so a second connection sees every committed attempt).
+store's backend.
 """
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
 from collections.abc import Iterable
 
 from watcher.model import Event, EventType, SnapshotDelta, make_delivery_id, make_event_id
@@ -71,10 +69,9 @@ def oldest_pending(store: Store) -> float | None:
 
 def attempts(store: Store, delivery_id: str) -> list[Attempt]:
     """Every logged attempt of one delivery, oldest first."""
-    with contextlib.closing(sqlite3.connect(store.path)) as conn:
-        rows = conn.execute(
-            "SELECT delivery_id, attempted_at, status_code, error, latency_ms, response"
-            " FROM attempts WHERE delivery_id = ? ORDER BY id",
-            (delivery_id,),
-        ).fetchall()
-    return [Attempt(*row) for row in rows]
+    rows = store.backend.query(
+        "SELECT delivery_id, attempted_at, status_code, error, latency_ms, response"
+        " FROM attempts WHERE delivery_id = ? ORDER BY id",
+        (delivery_id,),
+    )
+    return [Attempt(*row.values()) for row in rows]

@@ -134,7 +134,7 @@ class Pipeline:
         recorded = self.store.get_meta(sm.REGISTRY.name)
         if recorded is not None and recorded != self.registry:
             raise StoreError(
-                f"state file {str(self.store.path)!r} holds the snapshot of registry {recorded}, "
+                f"state {self.store.location!r} holds the snapshot of registry {recorded}, "
                 f"not {self.registry}; use a separate [state] path for each registry"
             )
 

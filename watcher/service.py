@@ -280,7 +280,7 @@ class Service:
             interval_s=self.config.watch.interval,
             registry=self.pipeline.registry,
             webhooks=[w.name for w in self.config.webhooks],
-            state=str(self.pipeline.store.path),
+            state=self.pipeline.store.location,
             **({"listen": self.config.server.display_listen} if self.server else {}),
         )
         # The config is valid, the state is open and locked, the server (if any) is bound.

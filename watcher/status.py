@@ -28,7 +28,7 @@ def status_report(config: Config, store: Store, now: float) -> dict[str, Any]:
     }
     oldest = summary.oldest_pending
     return {
-        "state": str(store.path),
+        "state": store.location,
         "registry": sm.REGISTRY.get(meta),
         "last_poll": _last_poll(meta, now),
         "models": sm.MODELS.get(meta),

@@ -6,16 +6,15 @@ rows read and change; the deliverer itself uses ``outbox``.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
 from watcher.errors import StoreError
+from watcher.store.database import Database, Row, Tx
 from watcher.store.rows import DEAD, DELIVERED, MIN_ID_PREFIX, DeliveryRow
-from watcher.store.sqlite import SqliteDatabase
 
 
-class DeliveryLogQueries(SqliteDatabase):
+class DeliveryLogQueries(Database):
     """The operator's view of the outbox, and the rules for removing settled rows."""
 
     def list_deliveries(
@@ -68,14 +67,14 @@ class DeliveryLogQueries(SqliteDatabase):
         """
         if not ids and not dead and webhook is None and since is None:
             raise ValueError("redeliver needs ids, dead, webhook or since")
-        with self._transaction() as conn:
-            resolved = _resolve_ids(conn, ids) if ids else None
+        with self._transaction() as tx:
+            resolved = _resolve_ids(tx, ids) if ids else None
             status = DEAD if dead or (resolved is None and since is None) else None
             where, params = _filters(status=status, webhook=webhook, since=since)
             if resolved is not None:
                 where += f" AND d.delivery_id IN ({', '.join('?' * len(resolved))})"
                 params.extend(resolved)
-            cursor = conn.execute(
+            cursor = tx.execute(
                 "UPDATE deliveries SET status = 'pending', attempts = 0, created_at = ?,"  # noqa: S608
                 " next_attempt_at = ?, updated_at = ?, delivered_at = NULL, dead_at = NULL"
                 f" WHERE delivery_id IN (SELECT d.delivery_id FROM deliveries d WHERE {where})",
@@ -103,30 +102,28 @@ class DeliveryLogQueries(SqliteDatabase):
         """Delete rows of ``status`` settled before ``cutoff``, their attempts, and the events
         they leave unreferenced (and, with ``events_before``, older orphan events too): an
         event goes only when no row needs it, so a listed delivery always has its event."""
-        with self._transaction() as conn:
+        with self._transaction() as tx:
             doomed = [
                 (str(r[0]), str(r[1]))
-                for r in conn.execute(
+                for r in tx.execute(
                     f"SELECT delivery_id, event_id FROM deliveries"  # noqa: S608 - fixed names
                     f" WHERE {column} < ? AND status = ?",
                     (cutoff, status),
                 )
             ]
-            conn.executemany(
-                "DELETE FROM attempts WHERE delivery_id = ?", ((d,) for d, _ in doomed)
-            )
-            conn.executemany(
+            tx.executemany("DELETE FROM attempts WHERE delivery_id = ?", ((d,) for d, _ in doomed))
+            tx.executemany(
                 "DELETE FROM deliveries WHERE delivery_id = ?", ((d,) for d, _ in doomed)
             )
             unreferenced = (
                 "NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.event_id)"
             )
-            conn.executemany(
+            tx.executemany(
                 f"DELETE FROM events WHERE event_id = ? AND {unreferenced}",  # noqa: S608
                 {(e,) for _, e in doomed},
             )
             if events_before is not None:
-                conn.execute(
+                tx.execute(
                     f"DELETE FROM events WHERE detected_at < ? AND {unreferenced}",  # noqa: S608
                     (events_before,),
                 )
@@ -141,7 +138,7 @@ def _filters(
     since: float | None = None,
 ) -> tuple[str, list[Any]]:
     """A WHERE clause over ``deliveries d`` and its parameters."""
-    clauses = ["1"]
+    clauses = ["TRUE"]
     params: list[Any] = []
     for column, value in (("status", status), ("webhook", webhook), ("model_name", model)):
         if value is not None:
@@ -153,7 +150,7 @@ def _filters(
     return " AND ".join(clauses), params
 
 
-def _resolve_ids(conn: sqlite3.Connection, ids: Sequence[str]) -> list[str]:
+def _resolve_ids(tx: Tx, ids: Sequence[str]) -> list[str]:
     """Full delivery ids for ids or unique prefixes; StoreError naming every one that is not."""
     resolved: list[str] = []
     unknown: list[str] = []
@@ -166,7 +163,7 @@ def _resolve_ids(conn: sqlite3.Connection, ids: Sequence[str]) -> list[str]:
             continue
         matches = [
             str(r[0])
-            for r in conn.execute(
+            for r in tx.execute(
                 "SELECT delivery_id FROM deliveries WHERE substr(delivery_id, 1, ?) = ? LIMIT 2",
                 (len(key), key),
             )
@@ -189,7 +186,7 @@ def _resolve_ids(conn: sqlite3.Connection, ids: Sequence[str]) -> list[str]:
     return resolved
 
 
-def _delivery_row(r: sqlite3.Row) -> DeliveryRow:
+def _delivery_row(r: Row) -> DeliveryRow:
     return DeliveryRow(
         delivery_id=str(r["delivery_id"]),
         event_id=str(r["event_id"]),

@@ -11,11 +11,11 @@ import json
 from collections.abc import Iterable, Sequence
 
 from watcher.model import Event
+from watcher.store.database import Database
 from watcher.store.rows import DEAD, DELIVERED, Attempt, DueDelivery, Head, OutboxSummary
-from watcher.store.sqlite import SqliteDatabase
 
 
-class OutboxQueries(SqliteDatabase):
+class OutboxQueries(Database):
     """Dispatching and settling deliveries, and the outbox summary shown by status and
     /metrics."""
 
@@ -70,8 +70,8 @@ class OutboxQueries(SqliteDatabase):
     ) -> None:
         """Log one attempt and move its delivery to ``status`` (pending: retry at that time),
         both in one transaction, so the log and the row never disagree."""
-        with self._transaction() as conn:
-            conn.execute(
+        with self._transaction() as tx:
+            tx.execute(
                 "INSERT INTO attempts"
                 " (delivery_id, attempted_at, status_code, error, latency_ms, response)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
@@ -84,7 +84,7 @@ class OutboxQueries(SqliteDatabase):
                     attempt.response,
                 ),
             )
-            conn.execute(
+            tx.execute(
                 "UPDATE deliveries SET status = ?, attempts = attempts + 1,"
                 " next_attempt_at = COALESCE(?, next_attempt_at), updated_at = ?,"
                 " last_status_code = ?, last_error = ?, delivered_at = ?, dead_at = ?"
@@ -106,7 +106,9 @@ class OutboxQueries(SqliteDatabase):
         return [
             Event.from_dict(json.loads(r["data"]))
             for r in self._query(
-                "SELECT data FROM events ORDER BY detected_at DESC, rowid DESC LIMIT ?", (limit,)
+                "SELECT data FROM events"  # noqa: S608 - a fixed column name
+                f" ORDER BY detected_at DESC, {self.backend.rowid} DESC LIMIT ?",
+                (limit,),
             )
         ]
 

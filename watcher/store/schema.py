@@ -12,6 +12,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from watcher.errors import StoreError
+from watcher.store.database import Tx
 
 # Each migration takes the schema from its index to index + 1. Append, never edit.
 _MIGRATIONS: Sequence[str] = (
@@ -78,7 +79,7 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 def migrate(
     conn: sqlite3.Connection,
     path: Path,
-    transaction: Callable[[], AbstractContextManager[sqlite3.Connection]],
+    transaction: Callable[[], AbstractContextManager[Tx]],
 ) -> None:
     """Bring the file's schema up to SCHEMA_VERSION, one migration per transaction, so a crash
     mid-way leaves a schema version that matches the tables."""

@@ -7,17 +7,16 @@ crash (even ``kill -9``) either keeps both or neither: an event, once detected, 
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Sequence
 
 from watcher import state_meta as sm
 from watcher.model import Event, ModelState, Observation, SnapshotDelta, VersionState
+from watcher.store.database import Database, Tx, dumps, set_meta
 from watcher.store.rows import NewDelivery
-from watcher.store.sqlite import SqliteDatabase, dumps, set_meta
 
 
-class SnapshotQueries(SqliteDatabase):
+class SnapshotQueries(Database):
     """Reading the last snapshot and committing a cycle over it."""
 
     def load_snapshot(self) -> Observation | None:
@@ -30,10 +29,10 @@ class SnapshotQueries(SqliteDatabase):
             for r in self._query("SELECT name, data FROM snapshot_models")
         }
         versions: dict[tuple[str, str], VersionState] = {}
-        with self._mutex:  # row by row: 100k rows of JSON are never all in memory at once
-            for (data,) in self._conn.execute("SELECT data FROM snapshot_versions"):
-                version = VersionState.from_dict(json.loads(data))
-                versions[version.key] = version
+        # row by row: 100k rows of JSON are never all in memory at once
+        for (data,) in self._stream("SELECT data FROM snapshot_versions"):
+            version = VersionState.from_dict(json.loads(data))
+            versions[version.key] = version
         read_at = int(self.get_meta(sm.SNAPSHOT_READ_AT.name) or 0)
         return Observation(models=models, versions=versions, read_at=read_at)
 
@@ -51,49 +50,49 @@ class SnapshotQueries(SqliteDatabase):
         detected again after a crash) are left as they are.
         """
         now = time.time() if now is None else now
-        with self._transaction() as conn:
-            _apply_delta(conn, delta)
-            _insert_events(conn, events, now)
-            before = conn.total_changes
-            conn.executemany(
-                "INSERT OR IGNORE INTO deliveries (delivery_id, event_id, webhook, model_name,"
+        with self._transaction() as tx:
+            _apply_delta(tx, delta)
+            _insert_events(tx, events, now)
+            queued = tx.executemany(
+                "INSERT INTO deliveries (delivery_id, event_id, webhook, model_name,"
                 " status, created_at, next_attempt_at, updated_at)"
-                " VALUES (?, ?, ?, ?, 'pending', ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, 'pending', ?, ?, ?) ON CONFLICT DO NOTHING",
                 (
                     (d.delivery_id, d.event_id, d.webhook, d.model_name, now, now, now)
                     for d in deliveries
                 ),
             )
-            queued = conn.total_changes - before
-            set_meta(conn, meta)
+            set_meta(tx, meta)
         return queued
 
 
-def _apply_delta(conn: sqlite3.Connection, delta: SnapshotDelta) -> None:
+def _apply_delta(tx: Tx, delta: SnapshotDelta) -> None:
     """Only what changed is written, so a quiet cycle over 100k versions touches a handful of
     rows."""
-    conn.executemany(
+    tx.executemany(
         "DELETE FROM snapshot_models WHERE name = ?", ((n,) for n in delta.delete_models)
     )
-    conn.executemany(
+    tx.executemany(
         "DELETE FROM snapshot_versions WHERE name = ? AND version = ?", delta.delete_versions
     )
-    conn.executemany(
-        "INSERT OR REPLACE INTO snapshot_models (name, data) VALUES (?, ?)",
+    tx.executemany(
+        "INSERT INTO snapshot_models (name, data) VALUES (?, ?)"
+        " ON CONFLICT (name) DO UPDATE SET data = excluded.data",
         ((m.name, dumps(m.to_dict())) for m in delta.upsert_models),
     )
-    conn.executemany(
-        "INSERT OR REPLACE INTO snapshot_versions (name, version, data) VALUES (?, ?, ?)",
+    tx.executemany(
+        "INSERT INTO snapshot_versions (name, version, data) VALUES (?, ?, ?)"
+        " ON CONFLICT (name, version) DO UPDATE SET data = excluded.data",
         ((v.name, v.version, dumps(v.to_dict())) for v in delta.upsert_versions),
     )
 
 
-def _insert_events(conn: sqlite3.Connection, events: Sequence[Event], now: float) -> None:
+def _insert_events(tx: Tx, events: Sequence[Event], now: float) -> None:
     """Events already stored (detected again after a crash) keep their first detection time."""
-    conn.executemany(
-        "INSERT OR IGNORE INTO events"
+    tx.executemany(
+        "INSERT INTO events"
         " (event_id, type, model_name, model_version, data, detected_at)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         (
             (e.event_id, e.type.value, e.model_name, e.model_version, dumps(e.to_dict()), now)
             for e in events

@@ -1,31 +1,34 @@
-"""The SQLite connection under the store: opening, the single-writer lock, transactions, meta.
+"""The SQLite backend: opening the file, the single-writer lock, transactions.
 
-Everything SQLite-specific but the SQL itself lives here and in ``schema``: the pragmas, the
-lock file, how a transaction is taken. The query mixins build on ``_transaction`` and
-``_query`` only.
+Everything SQLite-specific lives here and in ``schema``: the pragmas, the lock file, how a
+transaction is taken. The query groups see it through ``database.Backend``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, Self
 
 from watcher.errors import LockError, StoreError
+from watcher.store.database import Row
 from watcher.store.schema import migrate
 
 
-class SqliteDatabase:
+class SqliteBackend:
     """One SQLite connection shared by every thread, serialised by a re-entrant mutex."""
+
+    kind = "sqlite"
+    rowid = "rowid"
 
     def __init__(self, path: Path, conn: sqlite3.Connection, lock_file: IO[bytes] | None) -> None:
         self.path = path
+        self.location = str(path)
         self._conn = conn
         self._lock_file = lock_file
         self._mutex = threading.RLock()
@@ -47,8 +50,8 @@ class SqliteDatabase:
         conn: sqlite3.Connection | None = None
         try:
             conn = _connect(path)
-            store = cls(path, conn, lock_file)
-            migrate(conn, path, store._transaction)
+            backend = cls(path, conn, lock_file)
+            migrate(conn, path, backend.transaction)
         except (sqlite3.DatabaseError, StoreError) as exc:
             if conn is not None:
                 conn.close()
@@ -57,7 +60,7 @@ class SqliteDatabase:
             if isinstance(exc, StoreError):
                 raise
             raise StoreError(f"state file {str(path)!r} is not usable: {exc}") from None
-        return store
+        return backend
 
     def close(self) -> None:
         with self._mutex:
@@ -66,59 +69,42 @@ class SqliteDatabase:
                 self._lock_file.close()
                 self._lock_file = None
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[_SqliteTx]:
         """A write transaction. IMMEDIATE takes the write lock up front, so two writers queue
         instead of failing half-way with SQLITE_BUSY."""
         with self._mutex:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                yield self._conn
+                yield _SqliteTx(self._conn)
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
 
-    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         """Rows by column name, read under the mutex: the connection is shared by threads."""
         with self._mutex:
             cursor = self._conn.execute(sql, tuple(params))
-            cursor.row_factory = sqlite3.Row
-            return cursor.fetchall()
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
 
-    # ----------------------------------------------------------------- meta
-
-    def get_meta(self, key: str) -> str | None:
-        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
-        return str(rows[0]["value"]) if rows else None
-
-    def set_meta(self, values: dict[str, str]) -> None:
-        with self._transaction() as conn:
-            set_meta(conn, values)
-
-    def all_meta(self) -> dict[str, str]:
-        return {str(r["key"]): str(r["value"]) for r in self._query("SELECT key, value FROM meta")}
+    def stream(self, sql: str) -> Iterator[Sequence[Any]]:
+        with self._mutex:
+            yield from self._conn.execute(sql)
 
 
-def set_meta(conn: sqlite3.Connection, values: dict[str, str]) -> None:
-    """Upsert meta keys inside the caller's transaction (a cycle commits them with its
-    snapshot)."""
-    conn.executemany(
-        "INSERT INTO meta (key, value) VALUES (?, ?)"
-        " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        values.items(),
-    )
+class _SqliteTx:
+    """sqlite3 speaks ``?`` already: statements go straight to the connection."""
 
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
 
-def dumps(data: dict[str, Any]) -> str:
-    """Compact, key-sorted JSON: the same state always stores the same text."""
-    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        return self._conn.execute(sql, tuple(params))
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+        return self._conn.executemany(sql, rows).rowcount
 
 
 def _connect(path: Path) -> sqlite3.Connection:
