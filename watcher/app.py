@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from watcher.config import Config
+from watcher.config import Config, StateConfig
 from watcher.deliver import Deliverer
 from watcher.incremental import thread_runner
+from watcher.leader import Leadership, LeaseTimings
 from watcher.metrics import Metrics
 from watcher.pipeline import CycleReport, Pipeline, PipelineOptions
 from watcher.registry import Progress
@@ -35,18 +36,31 @@ class Assembly:
     pipeline: Pipeline
     deliverer: Deliverer
     metrics: Metrics
+    leadership: Leadership | None = None
+    """On a shared (PostgreSQL) state: this replica's part in the leader election."""
+    wait_for_lock: bool = False
 
     def once(self, stopping: threading.Event) -> OnceResult:
-        """``run --once``: one cycle reading everything, then each pending delivery once."""
+        """``run --once``: one cycle reading everything, then each pending delivery once (on
+        a shared state, as its leader for that long)."""
         try:
-            return run_once(self.pipeline, self.deliverer, stopping, self.metrics)
+            if self.leadership is None:
+                return run_once(self.pipeline, self.deliverer, stopping, self.metrics)
+            with self.leadership.held(wait=self.wait_for_lock):
+                return run_once(self.pipeline, self.deliverer, stopping, self.metrics)
         finally:
             self.deliverer.close()
 
     def serve(self, stopping: threading.Event) -> int:
         """The daemon, until a signal (or ``stopping``) ends it; its exit status."""
         service = Service(
-            self.config, self.pipeline, self.deliverer, self.log, stopping, metrics=self.metrics
+            self.config,
+            self.pipeline,
+            self.deliverer,
+            self.log,
+            stopping,
+            metrics=self.metrics,
+            leadership=self.leadership,
         )
         return service.run()
 
@@ -66,7 +80,7 @@ def assemble(
     The daemon's slow scans run on a thread of their own; ``--once`` reads everything in its
     one poll.
     """
-    with Store.open(config.state.path, wait_for_lock=wait_for_lock) as store:
+    with Store.for_config(config.state, wait_for_lock=wait_for_lock) as store:
         options = PipelineOptions(
             emit_existing=emit_existing,
             progress=progress,
@@ -74,14 +88,25 @@ def assemble(
         )
         pipeline = _checked_pipeline(config, store, log, options)
         metrics = Metrics(config, store)
-        # Metrics counts each delivery outcome the deliverer reports.
-        deliverer = Deliverer(store, config, log, observer=metrics)
-        yield Assembly(config, log, pipeline, deliverer, metrics)
+        leadership = None
+        if config.state.shared:
+            timings = LeaseTimings.derive(config.watch.interval, config.state.lease)
+            leadership = Leadership(store, timings, log)
+        # Metrics counts each delivery outcome the deliverer reports; a replica sends only
+        # while its lease can be trusted.
+        deliverer = Deliverer(
+            store,
+            config,
+            log,
+            observer=metrics,
+            may_send=None if leadership is None else leadership.trusted,
+        )
+        yield Assembly(config, log, pipeline, deliverer, metrics, leadership, wait_for_lock)
 
 
 def dry_run(config: Config, log: Any, *, emit_existing: bool = False) -> CycleReport:
     """``run --dry-run``: observe one cycle reading everything; write and send nothing."""
-    with _readonly_state(config.state.path) as store:
+    with _readonly_state(config.state) as store:
         options = PipelineOptions(emit_existing=emit_existing)
         pipeline = _checked_pipeline(config, store, log, options)
         return pipeline.observe(full=True).report
@@ -95,10 +120,10 @@ def _checked_pipeline(config: Config, store: Store, log: Any, options: PipelineO
 
 
 @contextmanager
-def _readonly_state(path: Path) -> Iterator[Store]:
+def _readonly_state(state: StateConfig) -> Iterator[Store]:
     """The state for a dry run: the real one if it exists (unlocked, not written), else empty."""
-    if path.exists():
-        with Store.open(path, lock=False) as store:
+    if state.shared or state.path.exists():
+        with Store.for_config(state, lock=False) as store:
             yield store
         return
     with (

@@ -112,22 +112,35 @@ class Pipeline:
         self._snapshot_loaded = False
         self._baseline_ms: int | None = None
         """When the baseline was read (state meta baseline_read_at), read once."""
-        watch = config.watch
-        runner = options.scan_runner
-        self.incremental = IncrementalReader(
+        self._scan_runner = options.scan_runner
+        self.incremental = self._new_incremental()
+        self._cadences: dict[str, float] = {}
+        self._failures = FailureStreak(config.watch.interval)
+
+    def _new_incremental(self) -> IncrementalReader:
+        config, watch, runner = self.config, self.config.watch, self._scan_runner
+        reader_factory = self._reader_factory
+        return IncrementalReader(
             watch.watches,
             watch.interval,
             watch.models_scan_interval,
             watch.versions_scan_interval,
             watch.max_duty,
-            log,
+            self.log,
             scan_reader=(lambda: reader_factory(reader_settings(config)))
             if runner is not None
             else None,
             runner=runner,
         )
-        self._cadences: dict[str, float] = {}
-        self._failures = FailureStreak(config.watch.interval)
+
+    def resume(self) -> None:
+        """Forget what this process remembered of the registry, as a restart would: another
+        replica may have led (and committed) since. The next poll starts from the committed
+        snapshot."""
+        self._snapshot = None
+        self._snapshot_loaded = False
+        self._baseline_ms = None
+        self.incremental = self._new_incremental()
 
     def check_registry_matches(self) -> None:
         """Refuse a state file recorded for another registry: its diff would be nonsense."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
@@ -14,7 +15,9 @@ from typing import Any
 from watcher import state_meta as sm
 from watcher.config import Config
 from watcher.deliver import Deliverer, DrainReport
+from watcher.errors import StoreError
 from watcher.health import HealthServer
+from watcher.leader import Leadership
 from watcher.metrics import Metrics
 from watcher.notify import Notifier
 from watcher.pipeline import CycleReport, Pipeline
@@ -87,6 +90,7 @@ class Service:
         *,
         metrics: Metrics | None = None,
         notifier: Notifier | None = None,
+        leadership: Leadership | None = None,
     ) -> None:
         from apscheduler.schedulers.blocking import BlockingScheduler
 
@@ -100,8 +104,13 @@ class Service:
         self.metrics = metrics
         self.notifier = notifier or Notifier()
         self.server: HealthServer | None = None
+        self.leadership = leadership
+        """Replicas on a shared state: only the leader polls and delivers. None: SQLite."""
+        if leadership is not None:
+            leadership.on_acquired = self.took_over
         self._cycles = 0
         self._delivery: threading.Thread | None = None
+        self._leading: threading.Thread | None = None
         self._poll_started: float | None = None
         """time.monotonic() when the running poll started; None between polls."""
         self._last_ok: float | None = None
@@ -116,6 +125,8 @@ class Service:
         """The poll job: one cycle, then wake the delivery thread if it queued anything."""
         if self.stopping.is_set():
             return
+        if self.leadership is not None and not self.leadership.is_leader:
+            return  # a standby: the leader polls
         self._poll_started = time.monotonic()
         try:
             report = self.pipeline.run_cycle()
@@ -126,6 +137,8 @@ class Service:
             if report.queued:
                 self.wake.set()
             self._after_poll(report)
+        except StoreError as exc:  # the database went away, or this replica lost the lease
+            self.log.warning("poll.not_committed", error=str(exc))
         except Exception as exc:  # a bug or a broken disk must not kill the daemon silently
             self.log.exception("poll.crashed", error=f"{type(exc).__name__}: {exc}")
         finally:
@@ -174,6 +187,8 @@ class Service:
         """Readiness: a poll succeeded within READY_POLLS intervals and the state is writable."""
         if self.stopping.is_set():
             return False, "stopping"
+        if self.leadership is not None and not self.leadership.is_leader:
+            return self._standby_ready()
         if self._last_ok is None:
             return False, "no poll has read the registry yet"
         window = READY_POLLS * max(self.config.watch.interval, self._last_ok_duration)
@@ -184,7 +199,16 @@ class Service:
             self.pipeline.store.set_meta(sm.meta(sm.READY_CHECKED_AT.entry(time.time())))
         except Exception as exc:
             return False, f"the state is not writable: {exc}"
-        return True, "ok"
+        return True, "ok" if self.leadership is None else "ok (leader)"
+
+    def _standby_ready(self) -> tuple[bool, str]:
+        """A healthy standby is ready (it is not a failure): it can read the shared state."""
+        try:
+            info = self.pipeline.store.lease_info()
+        except Exception as exc:
+            return False, f"standby: the state cannot be read: {exc}"
+        leader = f"{info.holder} (epoch {info.epoch})" if info.valid else "none"
+        return True, f"ok (standby; leader: {leader})"
 
     @property
     def _tick_every(self) -> float:
@@ -200,11 +224,30 @@ class Service:
     def deliver(self) -> None:
         """The delivery thread: drains until stopped, woken early by polls that queued rows."""
         while not self.stopping.is_set():
+            if self.leadership is not None and not self.leadership.trusted():
+                self.stopping.wait(self.leadership.timings.standby_retry)
+                continue
             try:
                 self.deliverer.drain(stop=self.stopping, wake=self.wake, forever=True)
             except Exception as exc:
                 self.log.exception("delivery.crashed", error=f"{type(exc).__name__}: {exc}")
                 self.stopping.wait(DRAIN_EVERY)
+
+    def lead(self) -> None:
+        """The leadership thread: renew (leader) or try to take (standby) the lease, on its
+        own thread so that a long poll never delays a renewal."""
+        assert self.leadership is not None
+        self.leadership.run(self.stopping)
+
+    def took_over(self, _token: object) -> None:
+        """Called by the leadership when this replica took the lease: resume from the
+        committed snapshot, as a restarted daemon does, and poll and deliver at once."""
+        from datetime import datetime
+
+        self.pipeline.resume()
+        self.wake.set()
+        with contextlib.suppress(Exception):  # the scheduler may not be running yet
+            self.scheduler.modify_job("poll", next_run_time=datetime.now(UTC))
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         if self.stopping.is_set():
@@ -274,6 +317,9 @@ class Service:
             self.server.start()
         self._delivery = threading.Thread(target=self.deliver, name="delivery", daemon=True)
         self._delivery.start()
+        if self.leadership is not None:
+            self._leading = threading.Thread(target=self.lead, name="leadership", daemon=True)
+            self._leading.start()
         self._last_tick = time.monotonic()
         self.log.info(
             "service.started",
@@ -296,6 +342,11 @@ class Service:
         self.wake.set()
         if self._delivery is not None:
             self._delivery.join(self.config.delivery.shutdown_grace + 2 * DRAIN_EVERY)
+        if self.leadership is not None:
+            # In-flight requests have finished or been abandoned: hand over at once.
+            if self._leading is not None:
+                self._leading.join(5.0)
+            self.leadership.release()
         self.deliverer.close()
         if self.server is not None:
             self.server.stop()

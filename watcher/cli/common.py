@@ -63,10 +63,11 @@ def duration_value(ctx: click.Context, param: click.Parameter, value: str | None
 
 @contextmanager
 def open_state(config: Config) -> Iterator[Store]:
-    """The existing state file, unlocked: a running daemon holds the lock, and SQLite's WAL
-    lets a second connection read and make small writes beside it."""
+    """The existing state, unlocked: a running daemon holds the lock of a SQLite file, and its
+    WAL lets a second connection read and make small writes beside it; a PostgreSQL state is
+    shared anyway."""
     path = config.state.path
-    if not path.exists():
+    if not config.state.shared and not path.exists():
         fail(f"error: no state file at {str(path)!r} (has the watcher run yet?)", ExitCode.FAILED)
-    with Store.open(path, lock=False) as store:
+    with Store.for_config(config.state, lock=False) as store:
         yield store

@@ -51,9 +51,9 @@ def _pick_event(
         if event_type is None:
             fail(f"usage error: --event: unknown event {event_name!r}", ExitCode.USAGE)
     if from_log:
-        if not config.state.path.exists():
+        if not config.state.shared and not config.state.path.exists():
             fail(f"error: no state file at {str(config.state.path)!r} yet", ExitCode.FAILED)
-        with Store.open(config.state.path, lock=False) as store:
+        with Store.for_config(config.state, lock=False) as store:
             for event in store.recent_events(limit=1000):
                 if (event_type is None or event.type == event_type) and webhook.wants(event):
                     return webhook, event

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from watcher.config.keys import RETRY_KEYS, SECTIONS, Key, lookup, parse_table
 from watcher.config.parsers import Problems, format_duration
@@ -27,6 +28,7 @@ from watcher.config.types import (
     ServerConfig,
     StateConfig,
     WatchConfig,
+    redact_uri,
 )
 from watcher.config.webhooks import parse_webhooks, read_secret
 from watcher.errors import ConfigError
@@ -66,9 +68,9 @@ def load_config(
     env = os.environ if env is None else env
     raw = _read_toml(path) if path is not None else {}
     problems = Problems(credentials)
-    _apply_env_overrides(raw, env, problems)
+    from_env = _apply_env_overrides(raw, env, problems)
     base_dir = path.parent if path is not None else Path()
-    config = _build(raw, env, problems, base_dir)
+    config = _build(raw, env, problems, base_dir, from_env)
     for warning in problems.warnings:
         warn(warning)
     if problems.items or config is None:
@@ -90,8 +92,11 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError([f"config file {str(path)!r} is not valid TOML: {exc}"]) from None
 
 
-def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str], problems: Problems) -> None:
-    """``WATCHER_SECTION__KEY`` replaces the file's key, under its current or old name."""
+def _apply_env_overrides(
+    raw: dict[str, Any], env: Mapping[str, str], problems: Problems
+) -> set[tuple[str, str]]:
+    """``WATCHER_SECTION__KEY`` replaces the file's key, under its current or old name.
+    Returns the (section, key) pairs the environment set."""
     set_by: dict[tuple[str, str], str] = {}
     for name in sorted(env):
         if name == "WATCHER_WEBHOOKS":
@@ -122,6 +127,7 @@ def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str], problems: 
         if value is not None and isinstance(table, dict):
             table.pop(keys[key].old_name or key, None)
             table[key] = value
+    return set(set_by)
 
 
 def _env_value(name: str, text: str, key: Key, problems: Problems) -> Any:
@@ -136,7 +142,11 @@ def _env_value(name: str, text: str, key: Key, problems: Problems) -> Any:
 
 
 def _build(
-    raw: dict[str, Any], env: Mapping[str, str], problems: Problems, base_dir: Path
+    raw: dict[str, Any],
+    env: Mapping[str, str],
+    problems: Problems,
+    base_dir: Path,
+    from_env: set[tuple[str, str]],
 ) -> Config | None:
     for key in raw:
         if key not in SECTIONS and key != "webhooks":
@@ -153,12 +163,13 @@ def _build(
     delivery = _delivery(sections.get("delivery", {}), problems)
     webhooks = parse_webhooks(raw.get("webhooks", []), env, problems, base_dir, delivery)
     server = _server(sections.get("server", {}), env, problems)
-    if problems.items:
+    state = _state(sections.get("state", {}), env, problems, from_env)
+    if problems.items or state is None:
         return None
     return Config(
         mlflow=_mlflow(sections.get("mlflow", {}), env),
         watch=WatchConfig(**sections.get("watch", {})),
-        state=StateConfig(**sections.get("state", {})),
+        state=state,
         log=LogConfig(**sections.get("log", {})),
         delivery=delivery,
         webhooks=webhooks,
@@ -189,3 +200,33 @@ def _delivery(values: dict[str, Any], problems: Problems) -> DeliveryConfig:
 def _server(values: dict[str, Any], env: Mapping[str, str], problems: Problems) -> ServerConfig:
     token = read_secret(values, env, "server", problems, "metrics_token")
     return ServerConfig(listen=values.get("listen"), metrics_token=token)
+
+
+def _state(
+    values: dict[str, Any],
+    env: Mapping[str, str],
+    problems: Problems,
+    from_env: set[tuple[str, str]],
+) -> StateConfig | None:
+    """SQLite at ``path``, or PostgreSQL at ``url`` (not both); a password only from the
+    environment or a file, never from the config file itself."""
+    password = read_secret(values, env, "state", problems, "password")
+    fields = {k: v for k, v in values.items() if k not in ("password_env", "password_file")}
+    url = values.get("url")
+    if url is None:
+        for key in ("password_env", "password_file", "namespace", "lease"):
+            if key in values:
+                problems.note(f"state.{key}", "applies only to a PostgreSQL state (state.url)")
+        return None if problems.items else StateConfig(**fields)
+    if ("state", "url") in from_env:
+        fields.pop("path", None)  # the environment's URL wins over the file's path
+    elif "path" in values:
+        problems.note("state.path", "and state.url are both set; set only one")
+    if urlsplit(url).password is not None and ("state", "url") not in from_env:
+        problems.add(
+            "state.url",
+            redact_uri(url),
+            "a URL without a password (give it with state.password_env, state.password_file, "
+            "PGPASSWORD or PGPASSFILE, or the whole URL in WATCHER_STATE__URL)",
+        )
+    return None if problems.items else StateConfig(password=password, **fields)

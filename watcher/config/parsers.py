@@ -79,6 +79,33 @@ def parse_fraction(value: object) -> float:
     return float(value)
 
 
+_NAMESPACE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+def parse_namespace(value: object) -> str:
+    if not isinstance(value, str) or not _NAMESPACE.fullmatch(value):
+        raise Invalid(
+            "a lower-case name of letters, digits and _ (at most 63, not starting with a "
+            "digit), e.g. fraud_team"
+        )
+    return value
+
+
+def parse_state_url(value: object) -> str:
+    """A libpq URL; its password, if any, must come from the environment (checked by the
+    loader, which knows where the value came from)."""
+    if not isinstance(value, str) or not value.strip():
+        raise Invalid("a postgresql:// URL, e.g. postgresql://watcher@db.internal/mlflow")
+    text = value.strip()
+    try:
+        scheme = urlsplit(text).scheme
+    except ValueError:
+        raise Invalid("a postgresql:// URL, e.g. postgresql://watcher@db.internal/mlflow") from None
+    if scheme not in ("postgresql", "postgres"):
+        raise Invalid("a postgresql:// URL, e.g. postgresql://watcher@db.internal/mlflow")
+    return text
+
+
 def parse_nonempty_str(value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise Invalid("a non-empty string")

@@ -81,9 +81,38 @@ class WatchConfig:
         )
 
 
+DEFAULT_NAMESPACE = "mlflow_watcher"
+
+
 @dataclass(frozen=True)
 class StateConfig:
     path: Path = Path(".watcher/state.db")
+    url: str | None = None
+    """A ``postgresql://`` URL: the state in PostgreSQL, shared by replicas (``path`` unused)."""
+    namespace: str = DEFAULT_NAMESPACE
+    """The PostgreSQL schema holding this watcher's tables and lease."""
+    password: Secret | None = None
+    """From ``password_env``/``password_file``; None leaves it to libpq (PGPASSWORD,
+    PGPASSFILE)."""
+    lease: float | None = None
+    """Seconds a leader's lease lasts; None: derived from watch.interval."""
+    connect_timeout: float = 5.0
+    statement_timeout: float = 30.0
+
+    @property
+    def shared(self) -> bool:
+        """Whether the state is a PostgreSQL database shared by replicas."""
+        return self.url is not None
+
+    @property
+    def display(self) -> str:
+        """Where the state is, safe to show."""
+        if self.url is None:
+            return str(self.path)
+        return f"{redact_uri(self.url)} (namespace {self.namespace})"
+
+    def __repr__(self) -> str:
+        return _shown(self, where=self.display, password=self.password, lease=self.lease)
 
 
 @dataclass(frozen=True)

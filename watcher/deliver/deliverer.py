@@ -22,7 +22,7 @@ from watcher.config import Config, RetryPolicy, WebhookConfig
 from watcher.deliver.http import Sender
 from watcher.deliver.policy import Result, backoff_delay, is_dead_at_once
 from watcher.model import Event
-from watcher.store import DEAD, DELIVERED, PENDING, Attempt, DueDelivery, Store
+from watcher.store import DEAD, DELIVERED, PENDING, Attempt, DueDelivery, LeaseLost, Store
 
 _TICK = 0.25
 """Seconds the dispatcher waits for a result before looking for newly due rows."""
@@ -40,6 +40,8 @@ class Outcome(StrEnum):
 
 
 _OUTCOMES = {DELIVERED: Outcome.DELIVERED, PENDING: Outcome.RETRYING, DEAD: Outcome.DEAD}
+SKIPPED = "skipped"
+"""Not sent after all: no longer pending, or this replica may no longer send (not counted)."""
 
 
 class DeliverySender(Protocol):
@@ -73,6 +75,8 @@ class DrainReport:
         return self.retrying + self.dead
 
     def add(self, delivery_id: str, status: str) -> None:
+        if status == SKIPPED:
+            return
         if status == DELIVERED:
             self.delivered += 1
             return
@@ -102,10 +106,13 @@ class Deliverer:
         rng: random.Random | None = None,
         sender: DeliverySender | None = None,
         observer: DeliveryObserver | None = None,
+        may_send: Callable[[], bool] | None = None,
     ) -> None:
         """``clock`` stamps attempts and decides what is due; ``monotonic`` times the shutdown
-        grace; ``observer`` (Metrics, in the daemon and ``--once``) hears every outcome. All
-        injectable so tests drive time and answers without a network or a wait."""
+        grace; ``observer`` (Metrics, in the daemon and ``--once``) hears every outcome;
+        ``may_send`` (a replica's leadership) is asked before every request, and while it says
+        no, nothing is sent. All injectable so tests drive time and answers without a network
+        or a wait."""
         self._store = store
         self._config = config
         self._log = log
@@ -113,6 +120,7 @@ class Deliverer:
         self._monotonic = monotonic
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._observer = observer
+        self._may_send = may_send or (lambda: True)
         self._drain_lock = threading.Lock()
         self._warned_orphans: set[str] = set()
         self.sender: DeliverySender = sender if sender is not None else Sender()
@@ -157,7 +165,9 @@ class Deliverer:
         attempted: set[str] = set()
         grace_ends: float | None = None
         while True:
-            stopping = stop is not None and stop.is_set()
+            # A replica that may no longer send (its lease cannot be trusted) stops as on a
+            # signal: what is in flight finishes, nothing new starts.
+            stopping = (stop is not None and stop.is_set()) or not self._may_send()
             if not stopping:
                 self._dispatch(ignore_schedule, attempted, busy, per_webhook, results)
             if not busy:
@@ -240,6 +250,13 @@ class Deliverer:
         status = PENDING
         try:
             status = self.deliver_one(due)
+        except LeaseLost as exc:
+            status = SKIPPED
+            self._log.warning(
+                "delivery.unrecorded",
+                delivery_id=due.delivery_id,
+                reason=f"{exc}; the leader that holds it now sends it again, same delivery id",
+            )
         except Exception as exc:  # a broken disk must not lose the lane forever
             self._log.error(
                 "delivery.crashed",
@@ -270,6 +287,8 @@ class Deliverer:
         """One attempt for one row; records it and returns the row's new status."""
         webhook = self._config.webhook(due.webhook)
         assert webhook is not None
+        if not self._store.claim(due.delivery_id) or not self._may_send():
+            return SKIPPED
         now = self._clock()
         result = self.sender.post(webhook, due.event, due.delivery_id)
         status, next_at = self._settle(webhook.retry, due, result, now)

@@ -8,9 +8,12 @@ database shared by replicas.
 - ``database``: the backend interface the query groups stand on, and meta;
 - ``schema``: the SQLite migrations and the schema version;
 - ``sqlite``: the SQLite file, its single-writer lock and its transactions;
+- ``postgres`` and ``pg_schema``: the PostgreSQL pool, one schema per namespace, its
+  migrations and the leader lease's tables;
 - ``snapshot``: loading the snapshot and committing a cycle (snapshot, events, outbox in one
   transaction);
 - ``outbox``: what the deliverer asks and records;
+- ``lease``: the leader lease of a shared state (the fence itself is in ``database``);
 - ``log``: listing, redelivering, purging and pruning for the operator.
 
 ``Store`` puts the query groups together on one connection; import everything from here.
@@ -21,9 +24,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Self
 
-from watcher.store.database import Backend
+from watcher.config import StateConfig
+from watcher.store.database import Backend, LeaseLost, Token
+from watcher.store.lease import LeaseInfo, LeaseQueries
 from watcher.store.log import DeliveryLogQueries
 from watcher.store.outbox import OutboxQueries
+from watcher.store.postgres import PgSettings, PostgresBackend, StateUnavailable
 from watcher.store.rows import (
     DEAD,
     DELIVERED,
@@ -41,7 +47,7 @@ from watcher.store.snapshot import SnapshotQueries
 from watcher.store.sqlite import SqliteBackend
 
 
-class Store(SnapshotQueries, OutboxQueries, DeliveryLogQueries):
+class Store(SnapshotQueries, OutboxQueries, DeliveryLogQueries, LeaseQueries):
     """The state database. One instance per process; safe to share between threads."""
 
     def __init__(self, backend: Backend) -> None:
@@ -52,6 +58,31 @@ class Store(SnapshotQueries, OutboxQueries, DeliveryLogQueries):
         """The SQLite state file at ``path``, created and migrated as needed. With ``lock``,
         the single-writer lock is taken first (LockError if another watcher holds it)."""
         return cls(SqliteBackend.open(path, lock=lock, wait_for_lock=wait_for_lock))
+
+    @classmethod
+    def connect(cls, settings: PgSettings) -> Self:
+        """The PostgreSQL state of ``settings.namespace``, its schema created and migrated as
+        needed (StoreError, one line and no password, when the database cannot be used)."""
+        return cls(PostgresBackend.connect(settings))
+
+    @classmethod
+    def for_config(
+        cls, state: StateConfig, *, lock: bool = True, wait_for_lock: bool = False
+    ) -> Self:
+        """The state ``[state]`` names: the SQLite file (``lock`` as in ``open``), or the
+        PostgreSQL namespace at ``url`` (replicas share it; the leader lease, not a lock,
+        decides who writes)."""
+        if state.url is None:
+            return cls.open(state.path, lock=lock, wait_for_lock=wait_for_lock)
+        return cls.connect(
+            PgSettings(
+                url=state.url,
+                namespace=state.namespace,
+                password=None if state.password is None else state.password.reveal(),
+                connect_timeout=state.connect_timeout,
+                statement_timeout=state.statement_timeout,
+            )
+        )
 
 
 __all__ = [
@@ -65,7 +96,12 @@ __all__ = [
     "DeliveryRow",
     "DueDelivery",
     "Head",
+    "LeaseInfo",
+    "LeaseLost",
     "NewDelivery",
     "OutboxSummary",
+    "PgSettings",
+    "StateUnavailable",
     "Store",
+    "Token",
 ]

@@ -11,7 +11,10 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, Self
+
+from watcher.errors import StoreError
 
 Row = Mapping[str, Any]
 """A result row by column name."""
@@ -67,11 +70,26 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+class LeaseLost(StoreError):
+    """This replica no longer holds the lease with its epoch: the write was not made."""
+
+
+@dataclass(frozen=True)
+class Token:
+    """What a leader of a shared state writes under: who it is and the epoch it acquired."""
+
+    holder: str
+    epoch: int
+
+
 class Database:
-    """The base of every query group: a backend, and the meta keys every group may read."""
+    """The base of every query group: a backend, the fence of a leader's writes, and the meta
+    keys every group may read."""
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
+        self.fence_token: Token | None = None
+        """Set while this process leads a shared state: every fenced write checks it."""
 
     @property
     def location(self) -> str:
@@ -88,6 +106,27 @@ class Database:
 
     def _transaction(self) -> contextlib.AbstractContextManager[Tx]:
         return self.backend.transaction()
+
+    @contextlib.contextmanager
+    def _fenced(self) -> Iterator[Tx]:
+        """A leader's write transaction (a cycle's commit, a claim, an attempt's result).
+
+        With a fence token, it first proves inside itself that this replica still holds the
+        lease with its epoch, and raises LeaseLost, writing nothing, otherwise. The check takes
+        a share lock on the lease row, so a replica taking the lease over waits until this
+        transaction has committed: no write of an old epoch lands after a newer one began.
+        """
+        with self._transaction() as tx:
+            token = self.fence_token
+            if token is not None:
+                held = tx.execute(
+                    "SELECT 1 FROM leader WHERE holder = ? AND epoch = ?"
+                    " AND expires_at > clock_timestamp() FOR SHARE",
+                    (token.holder, token.epoch),
+                ).fetchall()
+                if not held:
+                    raise LeaseLost(f"the leader lease of epoch {token.epoch} is no longer held")
+            yield tx
 
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
         return self.backend.query(sql, tuple(params))

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 
 from watcher.model import Event
 from watcher.store.database import Database
-from watcher.store.rows import DEAD, DELIVERED, Attempt, DueDelivery, Head, OutboxSummary
+from watcher.store.rows import DEAD, DELIVERED, PENDING, Attempt, DueDelivery, Head, OutboxSummary
 
 
 class OutboxQueries(Database):
@@ -69,12 +69,14 @@ class OutboxQueries(Database):
         next_attempt_at: float | None = None,
     ) -> None:
         """Log one attempt and move its delivery to ``status`` (pending: retry at that time),
-        both in one transaction, so the log and the row never disagree."""
-        with self._transaction() as tx:
+        both in one transaction, so the log and the row never disagree. A leader of a shared
+        state records only under its own epoch (LeaseLost, nothing written, otherwise)."""
+        epoch = None if self.fence_token is None else self.fence_token.epoch
+        with self._fenced() as tx:
             tx.execute(
                 "INSERT INTO attempts"
-                " (delivery_id, attempted_at, status_code, error, latency_ms, response)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                " (delivery_id, attempted_at, status_code, error, latency_ms, response, epoch)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     attempt.delivery_id,
                     attempt.attempted_at,
@@ -82,6 +84,7 @@ class OutboxQueries(Database):
                     attempt.error,
                     attempt.latency_ms,
                     attempt.response,
+                    epoch,
                 ),
             )
             tx.execute(
@@ -100,6 +103,19 @@ class OutboxQueries(Database):
                     attempt.delivery_id,
                 ),
             )
+
+    def claim(self, delivery_id: str) -> bool:
+        """Mark a pending delivery as sent by this leader's epoch, before its request starts;
+        False when it is no longer pending. A SQLite state has one writer and skips this."""
+        token = self.fence_token
+        if token is None:
+            return True
+        with self._fenced() as tx:
+            cursor = tx.execute(
+                "UPDATE deliveries SET claimed_epoch = ? WHERE delivery_id = ? AND status = ?",
+                (token.epoch, delivery_id, PENDING),
+            )
+            return cursor.rowcount == 1
 
     def recent_events(self, limit: int = 100) -> list[Event]:
         """The most recently detected events, newest first."""

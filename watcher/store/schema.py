@@ -72,6 +72,12 @@ _MIGRATIONS: Sequence[str] = (
     CREATE INDEX deliveries_dead_at ON deliveries (dead_at) WHERE dead_at IS NOT NULL;
     CREATE INDEX events_detected ON events (detected_at);
     """,
+    # 3: the epoch that claimed a delivery and made an attempt (always empty on SQLite, which
+    # has one writer; kept so both backends answer the same queries and a state can be copied).
+    """
+    ALTER TABLE deliveries ADD COLUMN claimed_epoch INTEGER;
+    ALTER TABLE attempts ADD COLUMN epoch INTEGER;
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 

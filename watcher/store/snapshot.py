@@ -50,7 +50,7 @@ class SnapshotQueries(Database):
         detected again after a crash) are left as they are.
         """
         now = time.time() if now is None else now
-        with self._transaction() as tx:
+        with self._fenced() as tx:
             _apply_delta(tx, delta)
             _insert_events(tx, events, now)
             queued = tx.executemany(

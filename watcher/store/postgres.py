@@ -1,0 +1,186 @@
+"""The PostgreSQL backend: a psycopg connection pool, one schema per namespace, transactions.
+
+Everything here works through PgBouncer in transaction pooling mode: no session state is
+relied on. Each transaction starts by setting, for itself only (``set_config(..., true)``),
+the namespace's schema as its search path and its statement, lock and idle timeouts;
+statements are never prepared server-side; nothing uses session advisory locks or LISTEN.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Self
+
+from watcher.config.types import redact_uri
+from watcher.errors import StoreError
+from watcher.store.database import Row
+from watcher.store.pg_schema import migrate
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg_pool import ConnectionPool
+
+
+class StateUnavailable(StoreError):
+    """The database could not be reached or refused a statement: a retried poll, not a crash."""
+
+
+@dataclass(frozen=True)
+class PgSettings:
+    """How to reach and use the database (config's ``[state]`` for PostgreSQL)."""
+
+    url: str
+    namespace: str = "mlflow_watcher"
+    password: str | None = None
+    """From ``password_env``/``password_file``; None leaves it to libpq (PGPASSWORD,
+    PGPASSFILE, ~/.pgpass)."""
+    connect_timeout: float = 5.0
+    statement_timeout: float = 30.0
+    lock_timeout: float = 5.0
+    idle_in_transaction_timeout: float = 30.0
+    pool_size: int = 8
+
+
+def _connect_kwargs(settings: PgSettings) -> dict[str, Any]:
+    """libpq options that notice a dead peer in seconds, and no server-side prepared
+    statements (PgBouncer in transaction mode would hand them to another client)."""
+    kwargs: dict[str, Any] = {
+        "autocommit": True,
+        "prepare_threshold": None,
+        "connect_timeout": max(2, round(settings.connect_timeout)),
+        "application_name": f"mlflow-watcher:{settings.namespace}@{socket.gethostname()}",
+        "keepalives": 1,
+        "keepalives_idle": 5,
+        "keepalives_interval": 2,
+        "keepalives_count": 3,
+        "tcp_user_timeout": 10_000,
+    }
+    if settings.password is not None:
+        kwargs["password"] = settings.password
+    return kwargs
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+@lru_cache(maxsize=512)
+def _pg_sql(sql: str) -> str:
+    """``?`` placeholders as psycopg's ``%s`` (and a literal ``%`` doubled)."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class _PgTx:
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+        return self._conn.execute(_pg_sql(sql), tuple(params))
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+        rows = list(rows)
+        if not rows:
+            return 0
+        with self._conn.cursor() as cursor:
+            cursor.executemany(_pg_sql(sql), rows)
+            return cursor.rowcount
+
+
+class PostgresBackend:
+    """The state in one schema (the namespace) of a PostgreSQL database, shared by replicas."""
+
+    kind = "postgresql"
+    rowid = "seq"
+
+    def __init__(self, settings: PgSettings, pool: ConnectionPool[Any]) -> None:
+        self.settings = settings
+        self.location = f"{redact_uri(settings.url)} (namespace {settings.namespace})"
+        self._pool = pool
+        self._prelude_params = (
+            f'"{settings.namespace}"',
+            f"{round(settings.statement_timeout * 1000)}ms",
+            f"{round(settings.lock_timeout * 1000)}ms",
+            f"{round(settings.idle_in_transaction_timeout * 1000)}ms",
+        )
+
+    @classmethod
+    def connect(cls, settings: PgSettings) -> Self:
+        """Connect, create the namespace's schema and migrate it; StoreError (one line, no
+        password) when the database cannot be used."""
+        try:
+            import psycopg
+            from psycopg_pool import ConnectionPool
+        except ImportError:
+            raise StoreError(
+                "a postgresql:// state needs psycopg: "
+                "pip install 'mlflow-registry-watcher[postgres]'"
+            ) from None
+        kwargs = _connect_kwargs(settings)
+        where = redact_uri(settings.url)
+        try:
+            with psycopg.connect(settings.url, **kwargs) as conn:
+                migrate(conn, settings.namespace, where)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot use PostgreSQL state {where}: {_one_line(exc)}") from None
+        pool: ConnectionPool[Any] = ConnectionPool(
+            settings.url,
+            kwargs=kwargs,
+            min_size=1,
+            max_size=settings.pool_size,
+            timeout=settings.connect_timeout,
+            check=ConnectionPool.check_connection,
+            name=f"watcher-{os.getpid()}",
+            open=True,
+        )
+        return cls(settings, pool)
+
+    def close(self) -> None:
+        self._pool.close()
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection inside a transaction that knows its schema and timeouts."""
+        import psycopg
+        from psycopg_pool import PoolTimeout
+
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                conn.execute(
+                    "SELECT set_config('search_path', %s, true),"
+                    " set_config('statement_timeout', %s, true),"
+                    " set_config('lock_timeout', %s, true),"
+                    " set_config('idle_in_transaction_session_timeout', %s, true)",
+                    self._prelude_params,
+                )
+                yield conn
+        except (psycopg.OperationalError, psycopg.errors.QueryCanceled, PoolTimeout) as exc:
+            raise StateUnavailable(
+                f"PostgreSQL state {redact_uri(self.settings.url)}: {_one_line(exc)}"
+            ) from None
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[_PgTx]:
+        with self._connection() as conn:
+            yield _PgTx(conn)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        with self._connection() as conn:
+            cursor = conn.execute(_pg_sql(sql), tuple(params))
+            if cursor.description is None:
+                return []
+            names = [d.name for d in cursor.description]
+            return [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
+
+    def stream(self, sql: str) -> Iterator[Sequence[Any]]:
+        """A server-side cursor inside the transaction (fine under PgBouncer's transaction
+        mode), fetched a few thousand rows at a time."""
+        with self._connection() as conn, conn.cursor(name="watcher_stream") as cursor:
+            cursor.itersize = 2000
+            cursor.execute(_pg_sql(sql))
+            yield from cursor
