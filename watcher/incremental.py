@@ -99,6 +99,8 @@ class Cadence:
     share: float
     last_at: float = float("-inf")
     last_seconds: float = 0.0
+    ran: bool = False
+    """Whether this scan has run in this process (a restart, or a new leader, owes one)."""
 
     def interval(self, poll_interval: float, max_duty: float) -> float:
         if self.fixed is not None:
@@ -112,6 +114,7 @@ class Cadence:
     def done(self, at: float, seconds: float) -> None:
         self.last_at = at
         self.last_seconds = seconds
+        self.ran = True
 
 
 class IncrementalReader:
@@ -367,11 +370,17 @@ class IncrementalReader:
     # ----------------------------------------------------------------- background scans
 
     def _offload(self, cadence: Cadence) -> bool:
-        """Whether this scan goes to the background: it is slow, and the daemon allows it."""
+        """Whether this scan goes to the background, when the daemon allows it: it is slow, or
+        it has not run in this process yet. A restarted daemon, or a replica that has just
+        taken the lead, resumes from the committed snapshot with an incremental poll (its
+        watermarks come from the snapshot), and the scans it owes do not hold that poll up."""
         return (
             self._runner is not None
             and self._scan_reader_factory is not None
-            and cadence.last_seconds >= BACKGROUND_AFTER * self.poll_interval
+            and (
+                not cadence.ran
+                or cadence.last_seconds >= BACKGROUND_AFTER * self.poll_interval
+            )
         )
 
     def _start(self, kinds: tuple[str, ...], snapshot: Observation) -> None:
