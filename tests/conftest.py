@@ -53,18 +53,18 @@ def model_name() -> str:
 def pg_cluster() -> Iterator[PgCluster]:
     """A private PostgreSQL cluster for the session (for each xdist worker: its own), made and
     started only when a test asks for it, stopped and removed at the end whatever happened."""
-    cluster = PgCluster()
-    try:
-        cluster.start()
+    with PgCluster() as cluster:
         yield cluster
-    finally:
-        cluster.close()
 
 
 @pytest.fixture
 def pg_db(pg_cluster: PgCluster) -> Iterator[PgDatabase]:
     """A fresh database of this test's own on the session's cluster, owned by `watcher`; dropped
-    afterwards (whatever is still connected to it is terminated)."""
+    afterwards (whatever is still connected to it is terminated). The cluster is started again
+    first if an earlier test stopped it."""
+    if not pg_cluster.running:
+        pg_cluster.stop()  # forgets a server that died
+        pg_cluster.start()
     db = pg_cluster.create_database()
     yield db
     with contextlib.suppress(psycopg.Error):
@@ -80,12 +80,8 @@ def pg_url(pg_db: PgDatabase) -> str:
 @pytest.fixture(scope="session")
 def pg_bouncer(pg_cluster: PgCluster) -> Iterator[PgBouncer]:
     """PgBouncer in transaction pooling mode in front of the session's cluster."""
-    bouncer = PgBouncer(pg_cluster)
-    try:
-        bouncer.start()
+    with PgBouncer(pg_cluster) as bouncer:
         yield bouncer
-    finally:
-        bouncer.stop()
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 from urllib.parse import quote
 
 import psycopg
@@ -132,6 +132,28 @@ def stop_process(proc: subprocess.Popen[bytes], sig: int, timeout: float = 30) -
         proc.wait(timeout=10)
 
 
+class Managed:
+    """``with X(...) as x:`` starts x and closes it on the way out, whatever happened (a start
+    that failed half-way included)."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 @dataclass(frozen=True)
 class PgDatabase:
     """One test's database, and the ways to reach it as the `watcher` role."""
@@ -154,7 +176,7 @@ class PgDatabase:
         return f"PgDatabase(name={self.name!r}, url={self.url!r})"
 
 
-class PgCluster:
+class PgCluster(Managed):
     """A private PostgreSQL cluster in a temporary directory (``initdb`` on the first
     ``start()``), with the login role ``watcher`` and its generated password.
 
@@ -196,6 +218,10 @@ class PgCluster:
                     sql.Identifier(ROLE), sql.Literal(self.password)
                 )
             )
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def stop(self) -> None:
         """Fast shutdown (SIGINT): open transactions roll back, connections are closed."""
@@ -329,7 +355,7 @@ class PgCluster:
         return int(rows[0][0])
 
 
-class PgBouncer:
+class PgBouncer(Managed):
     """Debian's `pgbouncer` in front of a cluster, on a free 127.0.0.1 port, in transaction
     pooling mode by default. Clients log in as ``watcher`` with the cluster's password (SCRAM,
     from a userlist file); PgBouncer reaches the server over its trusted socket."""
@@ -391,6 +417,8 @@ class PgBouncer:
         if self.proc is not None:
             stop_process(self.proc, signal.SIGTERM)
             self.proc = None
+
+    close = stop
 
     def url(self, dbname: str, password: bool = False) -> str:
         """A libpq URL to ``dbname`` through PgBouncer, as ``watcher``."""

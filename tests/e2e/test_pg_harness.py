@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
+from tests import pg
 from tests.pg import PgBouncer, PgCluster, PgDatabase, TcpProxy
 
 pytestmark = pytest.mark.e2e
@@ -193,3 +195,22 @@ def test_the_cluster_runs_as_the_server_user_with_the_tests_settings(
     superuser = pg_cluster.url(via="socket", user="postgres")
     assert one(superuser, "select current_setting('fsync')") == "off"
     assert one(superuser, "select current_setting('max_connections')::int") >= 200
+
+
+def test_a_stopped_cluster_refuses_connections_until_started_again(
+    pg_cluster: PgCluster, pg_db: PgDatabase
+) -> None:
+    pg_cluster.stop()
+    assert not pg_cluster.running
+    with pytest.raises(psycopg.OperationalError):
+        one(pg_db.url_with_password)
+    pg_cluster.start()
+    assert one(pg_db.url_with_password) == 1
+
+
+def test_a_machine_without_postgresql_fails_naming_the_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pg, "PG_BINARIES", tmp_path)
+    with pytest.raises(pytest.fail.Exception, match=r"`postgresql` package"):
+        pg.server_bindir()
