@@ -14,7 +14,8 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from tests.e2e.harness import Receiver
-from tests.pg import PgBouncer, PgCluster, PgDatabase, TcpProxy
+from tests.netproxy import TcpProxy
+from tests.pg import PgBouncer, PgCluster, PgDatabase
 
 # The profiles, not the tests, decide how many examples a property test tries (no test sets
 # max_examples itself): "dev", the default, keeps a local `make unit` quick; "ci" (chosen when

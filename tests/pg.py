@@ -1,5 +1,5 @@
-"""A real PostgreSQL for the tests: a private cluster, a loopback TCP proxy that can cut the
-line, and PgBouncer in transaction pooling mode.
+"""A real PostgreSQL for the tests: a private cluster and PgBouncer in transaction pooling mode
+(tests/netproxy.py has the loopback proxy that cuts the line to it).
 
 Nothing here touches a system cluster or service: every cluster is made by Debian's `initdb` in
 a temporary directory, listens on a Unix socket there and on 127.0.0.1 at a free port, and is
@@ -10,18 +10,14 @@ in a directory that user owns; otherwise as the current user.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
 import secrets
-import select
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
-import threading
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,6 +167,14 @@ class PgDatabase:
     def env(self) -> dict[str, str]:
         """The libpq environment that supplies the password to ``url``."""
         return {"PGPASSWORD": self.password}
+
+    def write_passfile(self, path: Path) -> Path:
+        """A libpq password file (for PGPASSFILE or ``passfile=``) with this database's line,
+        ``:`` and ``\\`` escaped as libpq reads them, readable by its owner only."""
+        secret = self.password.replace("\\", "\\\\").replace(":", "\\:")
+        path.write_text(f"127.0.0.1:*:{self.name}:{ROLE}:{secret}\n", encoding="utf-8")
+        path.chmod(0o600)
+        return path
 
     def __repr__(self) -> str:
         return f"PgDatabase(name={self.name!r}, url={self.url!r})"
@@ -423,110 +427,3 @@ class PgBouncer(Managed):
     def url(self, dbname: str, password: bool = False) -> str:
         """A libpq URL to ``dbname`` through PgBouncer, as ``watcher``."""
         return self.cluster.url(dbname, password=password, port=self.port)
-
-
-class TcpProxy:
-    """A loopback TCP forwarder from a free port to ``target_port``, in threads.
-
-    ``cut()`` is a network partition: every connection stays open but nothing passes in either
-    direction (by default what is sent meanwhile is read and thrown away, as lost packets are;
-    ``cut(discard=False)`` leaves it queued, to arrive after ``heal()`` as TCP's retransmissions
-    would). A connection made while cut is accepted and then never answered; ``heal()`` closes
-    those and lets new connections through again. Note that the client's kernel talks to the
-    proxy's, not to the server's: TCP keepalives never notice a cut, only timeouts of the
-    client's own (libpq's connect_timeout, the watcher's lease clock) do.
-    """
-
-    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
-        self.target = (target_host, target_port)
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.1)
-        self.port = int(self._listener.getsockname()[1])
-        self._cut = threading.Event()
-        self._discard = True
-        self._closed = threading.Event()
-        self._lock = threading.Lock()
-        self._sockets: list[socket.socket] = []
-        self._parked: list[socket.socket] = []
-        self._threads = [threading.Thread(target=self._accept, daemon=True)]
-        self._threads[0].start()
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return ("127.0.0.1", self.port)
-
-    def cut(self, discard: bool = True) -> None:
-        self._discard = discard
-        self._cut.set()
-
-    def heal(self) -> None:
-        with self._lock:
-            parked, self._parked = self._parked, []
-        for sock in parked:
-            sock.close()
-        self._cut.clear()
-
-    def close(self) -> None:
-        self._closed.set()
-        self._listener.close()
-        with self._lock:
-            doomed = self._sockets + self._parked
-            self._sockets, self._parked = [], []
-        for sock in doomed:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-        for thread in self._threads:
-            thread.join(timeout=5)
-
-    def _accept(self) -> None:
-        while not self._closed.is_set():
-            try:
-                client, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            if self._cut.is_set():
-                with self._lock:
-                    self._parked.append(client)
-                continue
-            try:
-                upstream = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self._sockets += [client, upstream]
-            for src, dst in ((client, upstream), (upstream, client)):
-                thread = threading.Thread(target=self._pump, args=(src, dst), daemon=True)
-                self._threads.append(thread)
-                thread.start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while not self._closed.is_set():
-                if self._cut.is_set() and not self._discard:
-                    time.sleep(0.05)
-                    continue
-                readable, _, _ = select.select([src], [], [], 0.1)
-                if not readable:
-                    continue
-                data = src.recv(65536)
-                if not data:
-                    break
-                # What was read as the line was cut waits for heal() too, or is lost.
-                while self._cut.is_set() and not self._discard and not self._closed.is_set():
-                    time.sleep(0.05)
-                if not self._cut.is_set():
-                    dst.sendall(data)
-        except (OSError, ValueError):
-            pass  # the other direction or close() closed the sockets
-        for sock in (src, dst):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-        # Each direction closes the socket it reads from: both are closed once both are done.
-        with self._lock:
-            if src in self._sockets:
-                self._sockets.remove(src)
-        src.close()

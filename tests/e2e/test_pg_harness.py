@@ -13,7 +13,8 @@ import psycopg
 import pytest
 
 from tests import pg
-from tests.pg import PgBouncer, PgCluster, PgDatabase, TcpProxy
+from tests.netproxy import TcpProxy
+from tests.pg import PgBouncer, PgCluster, PgDatabase
 
 pytestmark = pytest.mark.e2e
 
@@ -52,6 +53,14 @@ def test_the_password_is_passed_by_the_environment(
 ) -> None:
     for name, value in pg_db.env.items():
         monkeypatch.setenv(name, value)
+    assert one(pg_db.url) == 1
+
+
+def test_the_password_is_read_from_a_libpq_password_file(
+    pg_db: PgDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    monkeypatch.setenv("PGPASSFILE", str(pg_db.write_passfile(tmp_path / "pgpass")))
     assert one(pg_db.url) == 1
 
 
