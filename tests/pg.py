@@ -209,14 +209,13 @@ class PgCluster(Managed):
     def start(self, timeout: float = 60) -> None:
         """Starts the server (making the cluster first if there is none yet) and waits until it
         answers on its socket."""
-        first = not (self.datadir / "PG_VERSION").exists()
-        if first:
+        if not (self.datadir / "PG_VERSION").exists():
             self._initdb()
         self.proc = self.runner.popen(
             [str(self.bindir / "postgres"), "-D", str(self.datadir)], self.base, self.log
         )
         wait_for(self._ready, timeout, "PostgreSQL to accept connections", interval=0.05)
-        if first:
+        if not self.psql("SELECT 1 FROM pg_roles WHERE rolname = %s", params=[ROLE]):
             self.psql(
                 sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
                     sql.Identifier(ROLE), sql.Literal(self.password)
