@@ -10,6 +10,7 @@ in a directory that user owns; otherwise as the current user.
 
 from __future__ import annotations
 
+import atexit
 import os
 import pwd
 import secrets
@@ -200,6 +201,8 @@ class PgCluster(Managed):
         self.port = port or free_port()
         self.password = f"{secrets.token_urlsafe(12)}@:/%"
         self.proc: subprocess.Popen[bytes] | None = None
+        # A script that forgets close(), or dies of an exception, leaves no server behind.
+        atexit.register(self.close)
 
     def __repr__(self) -> str:
         return f"PgCluster(port={self.port}, base={str(self.base)!r})"
