@@ -1,16 +1,21 @@
-"""What every suite shares: hypothesis profiles, and the receiver and model-name fixtures of the
-end-to-end tests and the version matrix."""
+"""What every suite shares: hypothesis profiles, the receiver and model-name fixtures of the
+end-to-end tests and the version matrix, and a real PostgreSQL (tests/pg.py) for the tests that
+ask for one."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 from hypothesis import HealthCheck, settings
 
 from tests.e2e.harness import Receiver
+from tests.netproxy import TcpProxy
+from tests.pg import PgBouncer, PgCluster, PgDatabase
 
 # The profiles, not the tests, decide how many examples a property test tries (no test sets
 # max_examples itself): "dev", the default, keeps a local `make unit` quick; "ci" (chosen when
@@ -43,3 +48,46 @@ def receiver() -> Iterator[Receiver]:
 def model_name() -> str:
     """A model name no other test (or xdist worker) uses on a shared server."""
     return f"model-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """A private PostgreSQL cluster for the session (for each xdist worker: its own), made and
+    started only when a test asks for it, stopped and removed at the end whatever happened."""
+    with PgCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def pg_db(pg_cluster: PgCluster) -> Iterator[PgDatabase]:
+    """A fresh database of this test's own on the session's cluster, owned by `watcher`; dropped
+    afterwards (whatever is still connected to it is terminated). The cluster is started again
+    first if an earlier test stopped it."""
+    if not pg_cluster.running:
+        pg_cluster.stop()  # forgets a server that died
+        pg_cluster.start()
+    db = pg_cluster.create_database()
+    yield db
+    with contextlib.suppress(psycopg.Error):
+        pg_cluster.drop_database(db.name)
+
+
+@pytest.fixture
+def pg_url(pg_db: PgDatabase) -> str:
+    """pg_db's URL over TCP, with the password in it."""
+    return pg_db.url_with_password
+
+
+@pytest.fixture(scope="session")
+def pg_bouncer(pg_cluster: PgCluster) -> Iterator[PgBouncer]:
+    """PgBouncer in transaction pooling mode in front of the session's cluster."""
+    with PgBouncer(pg_cluster) as bouncer:
+        yield bouncer
+
+
+@pytest.fixture
+def pg_proxy(pg_cluster: PgCluster) -> Iterator[TcpProxy]:
+    """A loopback TCP proxy to the cluster's port that the test can cut and heal."""
+    proxy = TcpProxy(pg_cluster.port)
+    yield proxy
+    proxy.close()
