@@ -8,6 +8,8 @@ import contextlib
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from typing import TypeVar
 
 import psycopg
 import pytest
@@ -16,6 +18,9 @@ from hypothesis import HealthCheck, settings
 from tests.e2e.harness import Receiver
 from tests.netproxy import TcpProxy
 from tests.pg import PgBouncer, PgCluster, PgDatabase
+from watcher.store import PgSettings, Store
+
+S = TypeVar("S", bound=Store)
 
 # The profiles, not the tests, decide how many examples a property test tries (no test sets
 # max_examples itself): "dev", the default, keeps a local `make unit` quick; "ci" (chosen when
@@ -91,3 +96,24 @@ def pg_proxy(pg_cluster: PgCluster) -> Iterator[TcpProxy]:
     proxy = TcpProxy(pg_cluster.port)
     yield proxy
     proxy.close()
+
+
+def open_store(kind: str, request: pytest.FixtureRequest, cls: type[S]) -> S:
+    """A fresh, empty state of ``kind``: a SQLite file in the test's tmp_path, or a namespace
+    in a fresh database of the session's PostgreSQL cluster."""
+    if kind == "sqlite":
+        tmp_path: Path = request.getfixturevalue("tmp_path")
+        return cls.open(tmp_path / "state" / "state.db")
+    db: PgDatabase = request.getfixturevalue("pg_db")
+    return cls.connect(PgSettings(url=db.url, password=db.password, namespace="watcher_test"))
+
+
+BACKENDS = ["sqlite", "postgresql"]
+"""The two state backends: every store test runs on both."""
+
+
+@pytest.fixture(params=BACKENDS)
+def any_store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    """A fresh state on each backend in turn."""
+    with open_store(request.param, request, Store) as store:
+        yield store

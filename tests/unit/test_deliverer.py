@@ -10,13 +10,13 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import BACKENDS, open_store
 from tests.helpers import RecordingLog
 from tests.store_helpers import NOW, attempts, deliveries, deliveries_for, event, queue
 from watcher.config import Config, DeliveryConfig, RetryPolicy, WebhookConfig
@@ -121,9 +121,10 @@ class WatchedStore(Store):
             assert self._looked.wait_for(lambda: self.looks >= count, SAFETY)
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[WatchedStore]:
-    with WatchedStore.open(tmp_path / "state.db") as opened:
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest) -> Iterator[WatchedStore]:
+    """The deliverer on a real store of each backend."""
+    with open_store(request.param, request, WatchedStore) as opened:
         yield opened
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,9 +42,9 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(db_path: Path) -> Iterator[Store]:
-    with Store.open(db_path) as opened:
-        yield opened
+def store(any_store: Store) -> Store:
+    """Each test on both backends: SQLite and PostgreSQL."""
+    return any_store
 
 
 def sample_observation() -> Observation:

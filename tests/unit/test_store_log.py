@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +27,9 @@ DAY = 86_400.0
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store.open(tmp_path / "state.db") as opened:
-        yield opened
+def store(any_store: Store) -> Store:
+    """Each test on both backends: SQLite and PostgreSQL."""
+    return any_store
 
 
 def settle(store: Store, delivery_id: str, status: str, at: float, code: int | None) -> None:
