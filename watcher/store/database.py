@@ -141,7 +141,9 @@ class Database:
         return str(rows[0]["value"]) if rows else None
 
     def set_meta(self, values: dict[str, str]) -> None:
-        with self._transaction() as tx:
+        """A leader's write like any other (a failed poll's report, the readiness probe's
+        mark): fenced, so a replica that lost the lease leaves the meta to the new leader."""
+        with self._fenced() as tx:
             set_meta(tx, values)
 
     def all_meta(self) -> dict[str, str]:

@@ -90,16 +90,19 @@ class LeaseQueries(Database):
             return cursor.rowcount == 1
 
     def lease_info(self) -> LeaseInfo:
+        # A free lease expires at '-infinity', which no Python datetime holds: only a valid
+        # lease's end is read.
         rows = self._query(
-            "SELECT holder, epoch, acquired_at, expires_at,"
-            " expires_at > clock_timestamp() AS valid FROM leader"
+            "SELECT holder, epoch, acquired_at, valid,"
+            " CASE WHEN valid THEN expires_at END AS expires_at"
+            " FROM (SELECT *, expires_at > clock_timestamp() AS valid FROM leader) AS lease"
         )
         r = rows[0]
         return LeaseInfo(
             holder=r["holder"],
             epoch=int(r["epoch"]),
             acquired_at=r["acquired_at"],
-            expires_at=r["expires_at"] if r["valid"] else None,
+            expires_at=r["expires_at"],
             valid=bool(r["valid"]),
         )
 
