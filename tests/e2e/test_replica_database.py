@@ -1,0 +1,216 @@
+"""Replicas and the database under them: many processes racing for one lease, PostgreSQL
+restarted under running daemons, a leader cut off from it, PgBouncer in between, and the
+database refusing or going away. Real processes, a real PostgreSQL cluster, a real MLflow
+server and receiver; what is asserted is who led which epoch and what was delivered, never how
+long anything took."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import ConfigFor
+from tests.e2e.harness import Daemon, Receiver, wait_for
+from tests.e2e.replicas import (
+    NAMESPACE,
+    Replica,
+    attempt_log,
+    lease_history,
+    replica_env,
+    wait_leader,
+)
+from tests.pg import PgCluster, PgDatabase
+from watcher.store import PgSettings, Store
+
+RACERS = 20
+
+RACE = textwrap.dedent(
+    """
+    import json, sys, time
+    from pathlib import Path
+    from watcher.store import PgSettings, Store
+
+    url, password, namespace, holder, ready, start = sys.argv[1:]
+    store = Store.connect(PgSettings(url=url, password=password, namespace=namespace))
+    store.lease_info()  # connected: the pool holds a live connection
+    Path(ready).touch()
+    while not Path(start).exists():
+        time.sleep(0.005)
+    token = store.acquire(holder, 60.0)
+    print(json.dumps(None if token is None else token.epoch))
+    store.close()
+    """
+)
+
+
+def connect(db: PgDatabase, url: str | None = None) -> Store:
+    return Store.connect(PgSettings(url=url or db.url, password=db.password, namespace=NAMESPACE))
+
+
+def expire(store: Store) -> None:
+    with store.backend.transaction() as tx:
+        tx.execute("UPDATE leader SET expires_at = clock_timestamp() - interval '1 second'")
+
+
+def assert_one_holder_per_epoch(db: PgDatabase) -> None:
+    terms = lease_history(db)
+    epochs = [t.epoch for t in terms]
+    assert epochs == sorted(set(epochs)), "each epoch once, in order"
+    assert epochs == list(range(1, len(epochs) + 1)), "no epoch skipped or reused"
+
+
+def test_twenty_processes_race_for_an_expired_lease_and_exactly_one_wins(
+    pg_db: PgDatabase, tmp_path: Path
+) -> None:
+    with connect(pg_db) as store:
+        assert store.acquire("old", 60.0) is not None
+        expire(store)
+    start = tmp_path / "start"
+    racers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                RACE,
+                pg_db.url,
+                pg_db.password,
+                NAMESPACE,
+                f"racer-{i}",
+                str(tmp_path / f"ready-{i}"),
+                str(start),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(RACERS)
+    ]
+    try:
+        wait_for(
+            lambda: all((tmp_path / f"ready-{i}").exists() for i in range(RACERS)),
+            120,
+            "every racer connected",
+        )
+        start.touch()
+        outcomes = [p.communicate(timeout=120) for p in racers]
+    finally:
+        for proc in racers:
+            proc.kill()
+    assert [p.returncode for p in racers] == [0] * RACERS, [err for _, err in outcomes]
+    epochs = [json.loads(out) for out, _ in outcomes]
+    winners = [i for i, epoch in enumerate(epochs) if epoch is not None]
+    assert len(winners) == 1, epochs
+    assert epochs[winners[0]] == 2
+    terms = lease_history(pg_db)
+    assert [(t.epoch, t.holder) for t in terms] == [(1, "old"), (2, f"racer-{winners[0]}")]
+    assert terms[0].ended_how == "expired"
+
+
+def test_the_epoch_survives_a_restart_and_terminated_sessions(
+    pg_db: PgDatabase, pg_cluster: PgCluster
+) -> None:
+    with connect(pg_db) as first, connect(pg_db) as second:
+        token = first.acquire("a", 60.0)
+        assert token is not None
+        first.fence_token = token
+        pg_cluster.restart()
+        pg_cluster.terminate_backends(dbname=pg_db.name)
+        # The pools replace their dead connections; the lease row was committed, so it holds.
+        assert wait_for_answer(lambda: first.renew(token, 60.0))
+        assert second.acquire("b", 60.0) is None
+        expire(second)
+        taken = second.acquire("b", 60.0)
+        assert taken is not None
+        assert taken.epoch == token.epoch + 1
+        pg_cluster.restart()
+        pg_cluster.terminate_backends(dbname=pg_db.name)
+        assert wait_for_answer(lambda: second.lease_info().epoch) == taken.epoch
+        assert not first.renew(token, 60.0)
+        with pytest.raises(Exception, match="no longer held"):
+            first.set_meta({"late": "yes"})
+        assert first.get_meta("late") is None
+    assert_one_holder_per_epoch(pg_db)
+
+
+def wait_for_answer(call: Any) -> Any:
+    """The first answer of ``call`` once the database serves again (a connection the restart
+    killed may fail one call before the pool replaces it)."""
+    from watcher.errors import StoreError
+
+    answers: list[Any] = []
+
+    def answered() -> bool:
+        try:
+            answers.append(call())
+        except StoreError:
+            return False
+        return True
+
+    wait_for(answered, 60, "the database to answer again")
+    return answers[0]
+
+
+# ------------------------------------------------------------------------------- daemons
+
+
+@pytest.fixture
+def pair(config_for: ConfigFor, pg_db: PgDatabase, model_name: str) -> Iterator[list[Replica]]:
+    """Two replicas (not started) of a watcher of ``model_name`` polling every second."""
+    config = config_for(model_name)
+    group = [Replica(config, replica_env(pg_db), name=n) for n in ("a", "b")]
+    yield group
+    for replica in group:
+        replica.ensure_stopped()
+
+
+def tracebacks(daemon: Daemon) -> list[str]:
+    """What a daemon wrote that is not a JSON log line (a traceback would be)."""
+    with daemon._lock:
+        return [str(r["line"]) for r in daemon.lines if r.get("event") == "raw"]
+
+
+def start_pair(replicas: list[Replica]) -> Replica:
+    first, second = replicas
+    first.start()
+    leader = wait_leader(replicas)
+    second.start()
+    second.wait_started()
+    leader.wait_polls(1)
+    return leader
+
+
+def test_a_pair_recovers_from_a_restart_that_terminated_every_session(
+    pair: list[Replica],
+    client: Any,
+    model_name: str,
+    receiver: Receiver,
+    pg_db: PgDatabase,
+    pg_cluster: PgCluster,
+) -> None:
+    client.create_registered_model(model_name)
+    client.create_model_version(model_name, f"s3://bucket/{model_name}/1")
+    start_pair(pair)
+    client.transition_model_version_stage(model_name, "1", "Staging")
+    receiver.wait_for_count(1)
+    before = max(max(r.epochs(), default=0) for r in pair)
+
+    pg_cluster.restart()
+    pg_cluster.terminate_backends(dbname=pg_db.name)
+    client.transition_model_version_stage(model_name, "1", "Production")
+    receiver.wait_for_count(2, timeout=90)
+    leader = wait_leader(pair, after=before - 1)
+
+    assert [d.json["to_stage"] for d in receiver.deliveries()] == ["Staging", "Production"]
+    assert all(r.alive() for r in pair)
+    assert [tracebacks(r) for r in pair] == [[], []]
+    assert max(leader.epochs()) >= before, "the epoch never goes back"
+    assert_one_holder_per_epoch(pg_db)
+    epochs = [a.epoch or 0 for a in attempt_log(pg_db)]
+    assert epochs == sorted(epochs), "no attempt recorded under an older epoch after a newer"
