@@ -39,9 +39,12 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
     # Libraries (MLflow, APScheduler, urllib3) log through stdlib logging: keep them quiet
     # unless debugging, and off our stdout.
     logging.basicConfig(stream=stream, level=logging.WARNING, format="%(name)s: %(message)s")
-    logging.getLogger().setLevel(
-        {"debug": logging.DEBUG, "silent": logging.CRITICAL}.get(level, logging.ERROR)
-    )
+    quiet = {"debug": logging.DEBUG, "silent": logging.CRITICAL}.get(level, logging.ERROR)
+    logging.getLogger().setLevel(quiet)
+    # psycopg sets its own logger to WARNING on import, so its pool would print every failed
+    # reconnection as unstructured lines between ours; the watcher reports an unreachable
+    # database itself, in one line.
+    logging.getLogger("psycopg").setLevel(quiet)
 
 
 def get_logger() -> Any:

@@ -229,6 +229,9 @@ class Service:
                 continue
             try:
                 self.deliverer.drain(stop=self.stopping, wake=self.wake, forever=True)
+            except StoreError as exc:  # the database went away: retried, one line, no trace
+                self.log.warning("delivery.state_unavailable", error=str(exc))
+                self.stopping.wait(DRAIN_EVERY)
             except Exception as exc:
                 self.log.exception("delivery.crashed", error=f"{type(exc).__name__}: {exc}")
                 self.stopping.wait(DRAIN_EVERY)

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from psycopg import sql
 
 from tests.e2e.conftest import ConfigFor
-from tests.e2e.harness import Daemon, Receiver, wait_for
+from tests.e2e.harness import Daemon, Receiver, run_watcher, wait_for, write_config
 from tests.e2e.replicas import (
     NAMESPACE,
     Replica,
@@ -26,6 +27,8 @@ from tests.e2e.replicas import (
     replica_env,
     wait_leader,
 )
+from tests.helpers import free_port
+from tests.netproxy import TcpProxy
 from tests.pg import PgCluster, PgDatabase
 from watcher.store import PgSettings, Store
 
@@ -176,6 +179,12 @@ def tracebacks(daemon: Daemon) -> list[str]:
         return [str(r["line"]) for r in daemon.lines if r.get("event") == "raw"]
 
 
+def failures(daemon: Daemon) -> list[dict[str, Any]]:
+    """The log lines in which a daemon says its database failed it."""
+    with daemon._lock:
+        return [r for r in daemon.lines if "PostgreSQL state" in json.dumps(r)]
+
+
 def start_pair(replicas: list[Replica]) -> Replica:
     first, second = replicas
     first.start()
@@ -214,3 +223,118 @@ def test_a_pair_recovers_from_a_restart_that_terminated_every_session(
     assert_one_holder_per_epoch(pg_db)
     epochs = [a.epoch or 0 for a in attempt_log(pg_db)]
     assert epochs == sorted(epochs), "no attempt recorded under an older epoch after a newer"
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+def offline_config(tmp_path: Path) -> Path:
+    """A config whose registry and receiver are never reached: the state fails first."""
+    return write_config(
+        tmp_path / "watcher.toml",
+        tracking_uri="http://127.0.0.1:9",
+        webhook_url="http://127.0.0.1:9/hook",
+        state=tmp_path / "unused.db",
+    )
+
+
+def one_line_error(done: subprocess.CompletedProcess[str]) -> str:
+    """The command failed with one line on stderr and no traceback; that line."""
+    assert done.returncode != 0, done.stdout
+    assert "Traceback" not in done.stderr, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("mlflow-watcher: error: "), lines[0]
+    return lines[0]
+
+
+COMMANDS = [["run", "--once"], ["status"]]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c[0])
+def test_a_wrong_port_is_one_line(
+    command: list[str], pg_db: PgDatabase, pg_cluster: PgCluster, tmp_path: Path
+) -> None:
+    env = replica_env(pg_db, url=pg_cluster.url(pg_db.name, port=free_port()))
+    line = one_line_error(run_watcher(*command, "-c", str(offline_config(tmp_path)), env=env))
+    assert "cannot use PostgreSQL state" in line
+    assert pg_db.password not in line
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c[0])
+def test_a_host_that_never_answers_is_one_line_after_the_connect_timeout(
+    command: list[str], pg_db: PgDatabase, pg_cluster: PgCluster, tmp_path: Path
+) -> None:
+    proxy = TcpProxy(pg_cluster.port)
+    proxy.cut()  # connections are accepted and never answered, as a black hole's would not be
+    try:
+        env = replica_env(
+            pg_db,
+            url=pg_cluster.url(pg_db.name, port=proxy.port),
+            extra={"WATCHER_STATE__CONNECT_TIMEOUT": "2s"},
+        )
+        done = run_watcher(*command, "-c", str(offline_config(tmp_path)), env=env)
+    finally:
+        proxy.close()
+    assert "cannot use PostgreSQL state" in one_line_error(done)
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c[0])
+def test_a_refused_login_is_one_line_without_the_password(
+    command: list[str], pg_db: PgDatabase, tmp_path: Path
+) -> None:
+    env = replica_env(pg_db, extra={"PGPASSWORD": "not-the-password"})
+    line = one_line_error(run_watcher(*command, "-c", str(offline_config(tmp_path)), env=env))
+    assert "password authentication failed" in line
+    assert "not-the-password" not in line
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c[0])
+def test_a_schema_written_by_a_newer_watcher_is_refused_in_one_line(
+    command: list[str], pg_db: PgDatabase, pg_cluster: PgCluster, tmp_path: Path
+) -> None:
+    connect(pg_db).close()
+    schema = sql.Identifier(NAMESPACE)
+    bump = sql.SQL("UPDATE {}.schema_version SET version = version + 1").format(schema)
+    pg_cluster.psql(bump, db=pg_db.name)
+    env = replica_env(pg_db)
+    line = one_line_error(run_watcher(*command, "-c", str(offline_config(tmp_path)), env=env))
+    assert "newer than this watcher understands" in line
+    terms = sql.SQL("SELECT count(*) FROM {}.leader_history").format(schema)
+    assert pg_cluster.psql(terms, db=pg_db.name) == [(0,)], "nothing written to a newer schema"
+
+
+def test_a_database_that_goes_away_mid_run_is_retried_and_nothing_is_lost(
+    pair: list[Replica],
+    client: Any,
+    model_name: str,
+    receiver: Receiver,
+    pg_db: PgDatabase,
+    pg_cluster: PgCluster,
+) -> None:
+    client.create_registered_model(model_name)
+    client.create_model_version(model_name, f"s3://bucket/{model_name}/1")
+    leader = start_pair(pair)
+    client.transition_model_version_stage(model_name, "1", "Staging")
+    receiver.wait_for_count(1)
+    failed_before = [len(failures(r)) for r in pair]
+
+    pg_cluster.stop()
+    try:
+        client.transition_model_version_stage(model_name, "1", "Production")
+        wait_for(
+            lambda: any(len(failures(r)) > n for r, n in zip(pair, failed_before, strict=True)),
+            60,
+            "a replica to log that the database is gone",
+        )
+    finally:
+        pg_cluster.start()
+    receiver.wait_for_count(2, timeout=90)
+
+    assert [d.json["to_stage"] for d in receiver.deliveries()] == ["Staging", "Production"]
+    assert all(r.alive() for r in pair)
+    assert [tracebacks(r) for r in pair] == [[], []]
+    said = failures(leader) + failures(pair[1])
+    assert [line for line in said if line["level"] not in ("warning", "info")] == []
+    assert [line for line in said if "\n" in str(line.get("error", ""))] == []
+    assert_one_holder_per_epoch(pg_db)
