@@ -105,11 +105,16 @@ def open_store(kind: str, request: pytest.FixtureRequest, cls: type[S]) -> S:
         tmp_path: Path = request.getfixturevalue("tmp_path")
         return cls.open(tmp_path / "state" / "state.db")
     db: PgDatabase = request.getfixturevalue("pg_db")
-    return cls.connect(PgSettings(url=db.url, password=db.password, namespace="watcher_test"))
+    url = db.url
+    if kind == "pgbouncer":
+        bouncer: PgBouncer = request.getfixturevalue("pg_bouncer")
+        url = bouncer.url(db.name)
+    return cls.connect(PgSettings(url=url, password=db.password, namespace="watcher_test"))
 
 
-BACKENDS = ["sqlite", "postgresql"]
-"""The two state backends: every store test runs on both."""
+BACKENDS = ["sqlite", "postgresql", "pgbouncer"]
+"""The state backends: every store test runs on SQLite, on PostgreSQL, and on PostgreSQL
+through PgBouncer in transaction pooling mode (the common managed set-up)."""
 
 
 @pytest.fixture(params=BACKENDS)

@@ -29,7 +29,7 @@ from tests.e2e.replicas import (
 )
 from tests.helpers import free_port
 from tests.netproxy import TcpProxy
-from tests.pg import PgCluster, PgDatabase
+from tests.pg import PgBouncer, PgCluster, PgDatabase
 from watcher.store import PgSettings, Store
 
 RACERS = 20
@@ -338,3 +338,37 @@ def test_a_database_that_goes_away_mid_run_is_retried_and_nothing_is_lost(
     assert [line for line in said if line["level"] not in ("warning", "info")] == []
     assert [line for line in said if "\n" in str(line.get("error", ""))] == []
     assert_one_holder_per_epoch(pg_db)
+
+
+def test_a_pair_through_pgbouncer_elects_one_leader_and_delivers(
+    config_for: ConfigFor,
+    client: Any,
+    model_name: str,
+    receiver: Receiver,
+    pg_db: PgDatabase,
+    pg_bouncer: PgBouncer,
+) -> None:
+    """PgBouncer in transaction pooling mode hands each transaction to any server connection:
+    the lease, the fence and the timeouts hold anyway."""
+    client.create_registered_model(model_name)
+    client.create_model_version(model_name, f"s3://bucket/{model_name}/1")
+    config = config_for(model_name)
+    env = replica_env(pg_db, url=pg_bouncer.url(pg_db.name))
+    replicas = [Replica(config, env, name=n) for n in ("a", "b")]
+    try:
+        leader = start_pair(replicas)
+        standby = next(r for r in replicas if r is not leader)
+        client.transition_model_version_stage(model_name, "1", "Staging")
+        receiver.wait_for_count(1)
+        standby.wait_logged("service.started")
+        leader.wait_polls(2)
+        roles = sorted(r.role() for r in replicas)
+    finally:
+        for replica in replicas:
+            replica.ensure_stopped()
+    assert roles == ["leader", "standby"]
+    assert standby.epochs() == []
+    assert [d.json["to_stage"] for d in receiver.deliveries()] == ["Staging"]
+    assert [(t.epoch, t.ended_how) for t in lease_history(pg_db)] == [(1, None)]
+    assert {a.epoch for a in attempt_log(pg_db)} == {1}
+    assert [tracebacks(r) for r in replicas] == [[], []]

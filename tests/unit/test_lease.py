@@ -15,7 +15,7 @@ import pytest
 from tests.e2e.harness import wait_for
 from tests.helpers import RecordingLog
 from tests.netproxy import TcpProxy
-from tests.pg import PgCluster, PgDatabase
+from tests.pg import PgBouncer, PgCluster, PgDatabase
 from tests.store_helpers import deliveries, deliveries_for, event, queue
 from watcher.leader import MAX_LEASE, MIN_LEASE, Leadership, LeaseTimings, Role
 from watcher.store import PENDING, Attempt, LeaseLost, PgSettings, Store, Token
@@ -30,16 +30,26 @@ def connect(url: str, db: PgDatabase) -> Store:
     return Store.connect(PgSettings(url=url, password=db.password, namespace=NAMESPACE))
 
 
+@pytest.fixture(params=["postgresql", "pgbouncer"])
+def state_url(request: pytest.FixtureRequest, pg_db: PgDatabase) -> str:
+    """The state straight on PostgreSQL, or through PgBouncer in transaction pooling mode:
+    the lease and its fence rely on no session state."""
+    if request.param == "pgbouncer":
+        bouncer: PgBouncer = request.getfixturevalue("pg_bouncer")
+        return bouncer.url(pg_db.name)
+    return pg_db.url
+
+
 @pytest.fixture
-def store(pg_db: PgDatabase) -> Iterator[Store]:
-    with connect(pg_db.url, pg_db) as opened:
+def store(state_url: str, pg_db: PgDatabase) -> Iterator[Store]:
+    with connect(state_url, pg_db) as opened:
         yield opened
 
 
 @pytest.fixture
-def other(pg_db: PgDatabase) -> Iterator[Store]:
+def other(state_url: str, pg_db: PgDatabase) -> Iterator[Store]:
     """A second replica's store on the same state."""
-    with connect(pg_db.url, pg_db) as opened:
+    with connect(state_url, pg_db) as opened:
         yield opened
 
 
