@@ -23,6 +23,7 @@ from tests.e2e.replicas import (
     NAMESPACE,
     Replica,
     attempt_log,
+    delivery_status,
     lease_history,
     replica_env,
     wait_leader,
@@ -372,3 +373,63 @@ def test_a_pair_through_pgbouncer_elects_one_leader_and_delivers(
     assert [(t.epoch, t.ended_how) for t in lease_history(pg_db)] == [(1, None)]
     assert {a.epoch for a in attempt_log(pg_db)} == {1}
     assert [tracebacks(r) for r in replicas] == [[], []]
+
+
+def test_a_leader_cut_off_from_the_database_stops_and_a_standby_takes_over(
+    config_for: ConfigFor,
+    client: Any,
+    model_name: str,
+    receiver: Receiver,
+    pg_db: PgDatabase,
+    pg_cluster: PgCluster,
+    pg_proxy: TcpProxy,
+) -> None:
+    """The leader reaches PostgreSQL through a proxy that is then cut (its receiver and
+    registry stay reachable): it sends nothing once its lease cannot be trusted, commits
+    nothing, and the standby, which reaches the database directly, takes over."""
+    client.create_registered_model(model_name)
+    client.create_model_version(model_name, f"s3://bucket/{model_name}/1")
+    config = config_for(model_name)
+    # A short statement timeout: the watchdog's bound on a round trip that never returns.
+    bounded = {"WATCHER_STATE__STATEMENT_TIMEOUT": "3s", "WATCHER_STATE__CONNECT_TIMEOUT": "2s"}
+    proxied = pg_cluster.url(pg_db.name, port=pg_proxy.port)
+    cut = Replica(config, replica_env(pg_db, url=proxied, extra=bounded))
+    direct = Replica(config, replica_env(pg_db), name="direct")
+    cut.name = "cut"
+    try:
+        assert start_pair([cut, direct]) is cut
+        client.transition_model_version_stage(model_name, "1", "Staging")
+        receiver.wait_for_count(1)
+        old_epoch = max(cut.epochs())
+        ids_before = set(delivery_status(pg_db))
+
+        pg_proxy.cut()
+        client.transition_model_version_stage(model_name, "1", "Production")
+        new_leader = wait_leader([direct], after=old_epoch)
+        receiver.wait_for_count(2, timeout=60)
+        cut.wait_logged("leader.lost", timeout=60)
+        pg_proxy.heal()
+        client.transition_model_version_stage(model_name, "1", "Archived")
+        receiver.wait_for_count(3, timeout=60)
+        direct.wait_polls(2)
+        cut_role = cut.role()
+    finally:
+        pg_proxy.heal()
+        cut.ensure_stopped()
+        direct.ensure_stopped()
+
+    new_epoch = max(new_leader.epochs())
+    assert new_epoch > old_epoch
+    assert [d.json["to_stage"] for d in receiver.deliveries()] == [
+        "Staging",
+        "Production",
+        "Archived",
+    ]
+    after_cut = [a for a in attempt_log(pg_db) if a.delivery_id not in ids_before]
+    assert after_cut, "what was made after the cut was delivered"
+    assert {a.epoch for a in after_cut} == {new_epoch}, "only by the new leader"
+    assert cut_role == "standby", "alive, and standing by"
+    assert [r["epoch"] for r in cut.logged("leader.lost")] == [old_epoch]
+    assert cut.epochs() == [old_epoch], "it never led again while the other held the lease"
+    assert [tracebacks(r) for r in (cut, direct)] == [[], []]
+    assert_one_holder_per_epoch(pg_db)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -18,7 +18,7 @@ from tests.netproxy import TcpProxy
 from tests.pg import PgBouncer, PgCluster, PgDatabase
 from tests.store_helpers import deliveries, deliveries_for, event, queue
 from watcher.leader import MAX_LEASE, MIN_LEASE, Leadership, LeaseTimings, Role
-from watcher.store import PENDING, Attempt, LeaseLost, PgSettings, Store, Token
+from watcher.store import PENDING, Attempt, LeaseLost, PgSettings, StateUnavailable, Store, Token
 from watcher.store.database import Tx
 
 NAMESPACE = "watcher_test"
@@ -389,3 +389,48 @@ def test_a_configured_lease_is_kept_and_the_rest_derived_from_it() -> None:
     assert timings.lease == 40
     assert timings.renew_every == pytest.approx(40 / 3)
     assert timings.standby_retry == 0.25
+
+
+def test_a_renewal_on_a_cut_connection_fails_by_the_replicas_own_bound(
+    pg_db: PgDatabase, pg_cluster: PgCluster, pg_proxy: TcpProxy
+) -> None:
+    """The cut swallows the renewal and the server's statement timeout is never heard: the
+    watchdog's bound fails the call instead of leaving the leadership thread waiting forever,
+    and the connection is replaced once the line is back."""
+    clock, log = Clock(), RecordingLog()
+    settings = PgSettings(
+        url=pg_cluster.url(pg_db.name, port=pg_proxy.port),
+        password=pg_db.password,
+        namespace=NAMESPACE,
+        statement_timeout=1.0,
+        connect_timeout=1.0,
+    )
+    with Store.connect(settings) as cut_off:
+        leader = Leadership(cut_off, TIMINGS, log, holder="a", monotonic=clock)
+        leader.step()
+        pg_proxy.cut()
+        try:
+            clock.now += TIMINGS.renew_every
+            leader.step()
+            assert [r["epoch"] for r in log.events("leader.renew_failed")] == [1]
+            assert leader.is_leader, "still within its lease by its own clock"
+            with pytest.raises(StateUnavailable):
+                cut_off.lease_info()
+            clock.now += TIMINGS.lease
+            leader.step()
+            assert leader.role is Role.STANDBY
+        finally:
+            pg_proxy.heal()
+        wait_for(answers(cut_off), 60, "the store to reach the database again")
+        assert cut_off.lease_info().epoch == 1
+
+
+def answers(store: Store) -> Callable[[], bool]:
+    def answered() -> bool:
+        try:
+            store.lease_info()
+        except StateUnavailable:
+            return False
+        return True
+
+    return answered

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Self
 from watcher.config.types import redact_uri
 from watcher.errors import StoreError
 from watcher.store.database import Row
+from watcher.store.pg_guard import Guard, Watchdog
 from watcher.store.pg_schema import migrate
 
 if TYPE_CHECKING:
@@ -77,16 +78,19 @@ def _pg_sql(sql: str) -> str:
 
 
 class _PgTx:
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], guard: Guard) -> None:
         self._conn = conn
+        self._guard = guard
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+        self._guard.rearm()
         return self._conn.execute(_pg_sql(sql), tuple(params))
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
         rows = list(rows)
         if not rows:
             return 0
+        self._guard.rearm()
         with self._conn.cursor() as cursor:
             cursor.executemany(_pg_sql(sql), rows)
             return cursor.rowcount
@@ -98,10 +102,11 @@ class PostgresBackend:
     kind = "postgresql"
     rowid = "seq"
 
-    def __init__(self, settings: PgSettings, pool: ConnectionPool[Any]) -> None:
+    def __init__(self, settings: PgSettings, pool: ConnectionPool[Any], watchdog: Watchdog) -> None:
         self.settings = settings
         self.location = f"{redact_uri(settings.url)} (namespace {settings.namespace})"
         self._pool = pool
+        self._watchdog = watchdog
         self._prelude_params = (
             f'"{settings.namespace}"',
             f"{round(settings.statement_timeout * 1000)}ms",
@@ -128,29 +133,38 @@ class PostgresBackend:
                 migrate(conn, settings.namespace, where)
         except psycopg.Error as exc:
             raise StoreError(f"cannot use PostgreSQL state {where}: {_one_line(exc)}") from None
+        watchdog = Watchdog(
+            settings.statement_timeout + settings.connect_timeout, f"watcher-pg-{os.getpid()}"
+        )
         pool: ConnectionPool[Any] = ConnectionPool(
             settings.url,
             kwargs=kwargs,
             min_size=1,
             max_size=settings.pool_size,
             timeout=settings.connect_timeout,
-            check=ConnectionPool.check_connection,
+            check=watchdog.checked(ConnectionPool.check_connection),
             name=f"watcher-{os.getpid()}",
             open=True,
         )
-        return cls(settings, pool)
+        return cls(settings, pool, watchdog)
 
     def close(self) -> None:
         self._pool.close()
+        self._watchdog.close()
 
     @contextlib.contextmanager
-    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """A pooled connection inside a transaction that knows its schema and timeouts."""
+    def _connection(self) -> Iterator[tuple[psycopg.Connection[Any], Guard]]:
+        """A pooled connection inside a transaction that knows its schema and timeouts, each
+        of its round trips bounded by the watchdog."""
         import psycopg
         from psycopg_pool import PoolTimeout
 
         try:
-            with self._pool.connection() as conn, conn.transaction():
+            with (
+                self._pool.connection() as conn,
+                self._watchdog.guard(conn) as guard,
+                conn.transaction(),
+            ):
                 conn.execute(
                     "SELECT set_config('search_path', %s, true),"
                     " set_config('statement_timeout', %s, true),"
@@ -158,7 +172,7 @@ class PostgresBackend:
                     " set_config('idle_in_transaction_session_timeout', %s, true)",
                     self._prelude_params,
                 )
-                yield conn
+                yield conn, guard
         except (psycopg.OperationalError, psycopg.errors.QueryCanceled, PoolTimeout) as exc:
             raise StateUnavailable(
                 f"PostgreSQL state {redact_uri(self.settings.url)}: {_one_line(exc)}"
@@ -166,11 +180,12 @@ class PostgresBackend:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[_PgTx]:
-        with self._connection() as conn:
-            yield _PgTx(conn)
+        with self._connection() as (conn, guard):
+            yield _PgTx(conn, guard)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        with self._connection() as conn:
+        with self._connection() as (conn, guard):
+            guard.rearm()
             cursor = conn.execute(_pg_sql(sql), tuple(params))
             if cursor.description is None:
                 return []
@@ -180,7 +195,18 @@ class PostgresBackend:
     def stream(self, sql: str) -> Iterator[Sequence[Any]]:
         """A server-side cursor inside the transaction (fine under PgBouncer's transaction
         mode), fetched a few thousand rows at a time."""
-        with self._connection() as conn, conn.cursor(name="watcher_stream") as cursor:
+        with self._connection() as (conn, guard), conn.cursor(name="watcher_stream") as cursor:
             cursor.itersize = 2000
+            guard.rearm()
             cursor.execute(_pg_sql(sql))
-            yield from cursor
+            rows = iter(cursor)
+            try:
+                while True:
+                    guard.rearm()
+                    row = next(rows, None)
+                    if row is None:
+                        return
+                    guard.pause()  # the caller's time with a row is not the database's
+                    yield row
+            finally:
+                guard.rearm()  # closing the cursor and committing are round trips too
