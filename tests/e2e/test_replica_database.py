@@ -196,6 +196,21 @@ def start_pair(replicas: list[Replica]) -> Replica:
     return leader
 
 
+def first_delivery(
+    replicas: list[Replica], client: Any, model_name: str, receiver: Receiver, db: PgDatabase
+) -> Replica:
+    """A model with one version, the replicas started, a first transition delivered and its
+    attempt recorded (a delivery still in flight at a fault would rightly be sent again):
+    the leader."""
+    client.create_registered_model(model_name)
+    client.create_model_version(model_name, f"s3://bucket/{model_name}/1")
+    leader = start_pair(replicas)
+    client.transition_model_version_stage(model_name, "1", "Staging")
+    receiver.wait_for_count(1)
+    wait_for(lambda: set(delivery_status(db).values()) == {"delivered"}, 60, "the attempt recorded")
+    return leader
+
+
 def test_a_pair_recovers_from_a_restart_that_terminated_every_session(
     pair: list[Replica],
     client: Any,
@@ -204,11 +219,7 @@ def test_a_pair_recovers_from_a_restart_that_terminated_every_session(
     pg_db: PgDatabase,
     pg_cluster: PgCluster,
 ) -> None:
-    client.create_registered_model(model_name)
-    client.create_model_version(model_name, f"s3://bucket/{model_name}/1")
-    start_pair(pair)
-    client.transition_model_version_stage(model_name, "1", "Staging")
-    receiver.wait_for_count(1)
+    first_delivery(pair, client, model_name, receiver, pg_db)
     before = max(max(r.epochs(), default=0) for r in pair)
 
     pg_cluster.restart()
@@ -221,6 +232,8 @@ def test_a_pair_recovers_from_a_restart_that_terminated_every_session(
     assert all(r.alive() for r in pair)
     assert [tracebacks(r) for r in pair] == [[], []]
     assert max(leader.epochs()) >= before, "the epoch never goes back"
+    acquired = sorted(e for r in pair for e in r.epochs())
+    assert len(acquired) == len(set(acquired)), "no epoch acquired twice"
     assert_one_holder_per_epoch(pg_db)
     epochs = [a.epoch or 0 for a in attempt_log(pg_db)]
     assert epochs == sorted(epochs), "no attempt recorded under an older epoch after a newer"
@@ -313,11 +326,7 @@ def test_a_database_that_goes_away_mid_run_is_retried_and_nothing_is_lost(
     pg_db: PgDatabase,
     pg_cluster: PgCluster,
 ) -> None:
-    client.create_registered_model(model_name)
-    client.create_model_version(model_name, f"s3://bucket/{model_name}/1")
-    leader = start_pair(pair)
-    client.transition_model_version_stage(model_name, "1", "Staging")
-    receiver.wait_for_count(1)
+    leader = first_delivery(pair, client, model_name, receiver, pg_db)
     failed_before = [len(failures(r)) for r in pair]
 
     pg_cluster.stop()
@@ -351,16 +360,12 @@ def test_a_pair_through_pgbouncer_elects_one_leader_and_delivers(
 ) -> None:
     """PgBouncer in transaction pooling mode hands each transaction to any server connection:
     the lease, the fence and the timeouts hold anyway."""
-    client.create_registered_model(model_name)
-    client.create_model_version(model_name, f"s3://bucket/{model_name}/1")
     config = config_for(model_name)
     env = replica_env(pg_db, url=pg_bouncer.url(pg_db.name))
     replicas = [Replica(config, env, name=n) for n in ("a", "b")]
     try:
-        leader = start_pair(replicas)
+        leader = first_delivery(replicas, client, model_name, receiver, pg_db)
         standby = next(r for r in replicas if r is not leader)
-        client.transition_model_version_stage(model_name, "1", "Staging")
-        receiver.wait_for_count(1)
         standby.wait_logged("service.started")
         leader.wait_polls(2)
         roles = sorted(r.role() for r in replicas)
@@ -387,8 +392,6 @@ def test_a_leader_cut_off_from_the_database_stops_and_a_standby_takes_over(
     """The leader reaches PostgreSQL through a proxy that is then cut (its receiver and
     registry stay reachable): it sends nothing once its lease cannot be trusted, commits
     nothing, and the standby, which reaches the database directly, takes over."""
-    client.create_registered_model(model_name)
-    client.create_model_version(model_name, f"s3://bucket/{model_name}/1")
     config = config_for(model_name)
     # A short statement timeout: the watchdog's bound on a round trip that never returns.
     bounded = {"WATCHER_STATE__STATEMENT_TIMEOUT": "3s", "WATCHER_STATE__CONNECT_TIMEOUT": "2s"}
@@ -397,9 +400,7 @@ def test_a_leader_cut_off_from_the_database_stops_and_a_standby_takes_over(
     direct = Replica(config, replica_env(pg_db), name="direct")
     cut.name = "cut"
     try:
-        assert start_pair([cut, direct]) is cut
-        client.transition_model_version_stage(model_name, "1", "Staging")
-        receiver.wait_for_count(1)
+        assert first_delivery([cut, direct], client, model_name, receiver, pg_db) is cut
         old_epoch = max(cut.epochs())
         ids_before = set(delivery_status(pg_db))
 
