@@ -31,7 +31,8 @@ from tests.e2e.replicas import (
 from tests.helpers import free_port
 from tests.netproxy import TcpProxy
 from tests.pg import PgBouncer, PgCluster, PgDatabase
-from watcher.store import PgSettings, Store
+from watcher.errors import StoreError
+from watcher.store import LeaseLost, PgSettings, Store
 
 RACERS = 20
 
@@ -39,7 +40,8 @@ RACE = textwrap.dedent(
     """
     import json, sys, time
     from pathlib import Path
-    from watcher.store import PgSettings, Store
+    from watcher.errors import StoreError
+from watcher.store import LeaseLost, PgSettings, Store
 
     url, password, namespace, holder, ready, start = sys.argv[1:]
     store = Store.connect(PgSettings(url=url, password=password, namespace=namespace))
@@ -136,8 +138,8 @@ def test_the_epoch_survives_a_restart_and_terminated_sessions(
         pg_cluster.restart()
         pg_cluster.terminate_backends(dbname=pg_db.name)
         assert wait_for_answer(lambda: second.lease_info().epoch) == taken.epoch
-        assert not first.renew(token, 60.0)
-        with pytest.raises(Exception, match="no longer held"):
+        assert wait_for_answer(lambda: first.renew(token, 60.0)) is False
+        with pytest.raises(LeaseLost):
             first.set_meta({"late": "yes"})
         assert first.get_meta("late") is None
     assert_one_holder_per_epoch(pg_db)
@@ -146,8 +148,6 @@ def test_the_epoch_survives_a_restart_and_terminated_sessions(
 def wait_for_answer(call: Any) -> Any:
     """The first answer of ``call`` once the database serves again (a connection the restart
     killed may fail one call before the pool replaces it)."""
-    from watcher.errors import StoreError
-
     answers: list[Any] = []
 
     def answered() -> bool:
