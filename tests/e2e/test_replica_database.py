@@ -405,6 +405,8 @@ def test_a_leader_cut_off_from_the_database_stops_and_a_standby_takes_over(
         ids_before = set(delivery_status(pg_db))
 
         pg_proxy.cut()
+        with cut._lock:
+            seen_at_cut = len(cut.lines)
         client.transition_model_version_stage(model_name, "1", "Production")
         new_leader = wait_leader([direct], after=old_epoch)
         receiver.wait_for_count(2, timeout=60)
@@ -430,6 +432,14 @@ def test_a_leader_cut_off_from_the_database_stops_and_a_standby_takes_over(
     assert after_cut, "what was made after the cut was delivered"
     assert {a.epoch for a in after_cut} == {new_epoch}, "only by the new leader"
     assert cut_role == "standby", "alive, and standing by"
+    sent_after_cut = [
+        r["event"]
+        for r in cut.lines[seen_at_cut:]
+        if r.get("event") in ("delivery.succeeded", "delivery.failed", "delivery.dead")
+    ]
+    assert sent_after_cut == [], "the cut leader attempted nothing once cut"
+    assert len(direct.logged("delivery.succeeded")) == 2, "the new leader says what it sent"
+    assert len(cut.logged("delivery.succeeded")) == 1, "the old one, only before the cut"
     assert [r["epoch"] for r in cut.logged("leader.lost")] == [old_epoch]
     assert cut.epochs() == [old_epoch], "it never led again while the other held the lease"
     assert [tracebacks(r) for r in (cut, direct)] == [[], []]
