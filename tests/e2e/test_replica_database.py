@@ -40,8 +40,7 @@ RACE = textwrap.dedent(
     """
     import json, sys, time
     from pathlib import Path
-    from watcher.errors import StoreError
-from watcher.store import LeaseLost, PgSettings, Store
+    from watcher.store import PgSettings, Store
 
     url, password, namespace, holder, ready, start = sys.argv[1:]
     store = Store.connect(PgSettings(url=url, password=password, namespace=namespace))
@@ -99,11 +98,13 @@ def test_twenty_processes_race_for_an_expired_lease_and_exactly_one_wins(
         for i in range(RACERS)
     ]
     try:
-        wait_for(
-            lambda: all((tmp_path / f"ready-{i}").exists() for i in range(RACERS)),
-            120,
-            "every racer connected",
-        )
+
+        def all_ready() -> bool:
+            exited = [p for p in racers if p.poll() is not None]
+            assert not exited, [p.communicate() for p in exited]
+            return all((tmp_path / f"ready-{i}").exists() for i in range(RACERS))
+
+        wait_for(all_ready, 120, "every racer connected")
         start.touch()
         outcomes = [p.communicate(timeout=120) for p in racers]
     finally:
