@@ -216,6 +216,8 @@ class Service:
         return TICK_EVERY if watchdog is None else min(TICK_EVERY, watchdog)
 
     def maintain(self) -> None:
+        if self.leadership is not None and not self.leadership.is_leader:
+            return  # the leader prunes the shared state
         try:
             prune(self.pipeline)
         except Exception as exc:

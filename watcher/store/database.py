@@ -141,7 +141,8 @@ class Database:
         return str(rows[0]["value"]) if rows else None
 
     def set_meta(self, values: dict[str, str]) -> None:
-        with self._transaction() as tx:
+        """Fenced: a replica that lost the lease records no poll result."""
+        with self._fenced() as tx:
             set_meta(tx, values)
 
     def all_meta(self) -> dict[str, str]:
