@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.e2e.conftest import ConfigFor
+from tests.e2e.conftest import ConfigFor, create_versions
 from tests.e2e.harness import (
     Daemon,
     Receiver,
@@ -34,14 +34,13 @@ def test_a_copied_state_goes_on_where_the_sqlite_watcher_stopped(
     receiver: Receiver,
     pg_db: PgDatabase,
 ) -> None:
-    client.create_registered_model(model_name)
-    client.create_model_version(model_name, f"s3://bucket/{model_name}/1")
+    create_versions(client, model_name, 1)
     config = config_for(model_name)
     receiver.behaviour = ReceiverBehaviour(status=503)
     with Daemon(config) as sqlite_watcher:
-        sqlite_watcher.wait_polls(1)
+        sqlite_watcher.wait_polls(1, timeout=60)
         client.transition_model_version_stage(model_name, "1", "Staging")
-        receiver.wait_for_count(1)
+        receiver.wait_for_count(1, timeout=60)
         assert sqlite_watcher.terminate() == 0
     assert sqlite_watcher.logged("poll.baseline"), "the SQLite watcher made the baseline"
     with Store.open(config.parent / "state.db", lock=False) as state:
@@ -70,7 +69,7 @@ def test_a_copied_state_goes_on_where_the_sqlite_watcher_stopped(
         replica.start()
         wait_leader([replica])
         wait_for_accepted(receiver, 1)
-        replica.wait_polls(1)
+        replica.wait_polls(1, timeout=60)
         client.transition_model_version_stage(model_name, "1", "Production")
         wait_for_accepted(receiver, 2)
     finally:
@@ -87,6 +86,6 @@ def test_a_copied_state_goes_on_where_the_sqlite_watcher_stopped(
 def wait_for_accepted(receiver: Receiver, count: int) -> None:
     wait_for(
         lambda: sum(d.answered == 200 for d in receiver.deliveries()) >= count,
-        30,
+        60,
         f"{count} accepted deliveries",
     )

@@ -209,6 +209,13 @@ def run_cli(*args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, s
     return code, out, err
 
 
+def copy_into(
+    source: Path, url: str, *more: str, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str, str]:
+    """``state copy --from source --to url`` and ``more``."""
+    return run_cli("state", "copy", "--from", str(source), "--to", url, *more, capsys=capsys)
+
+
 @pytest.fixture
 def source_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A seeded, closed SQLite state, and a shell with no config of its own."""
@@ -227,17 +234,7 @@ def test_the_command_copies_and_says_what_next(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("PGPASSWORD", pg_db.password)
-    code, out, err = run_cli(
-        "state",
-        "copy",
-        "--from",
-        str(source_file),
-        "--to",
-        pg_db.url,
-        "--namespace",
-        "team_a",
-        capsys=capsys,
-    )
+    code, out, err = copy_into(source_file, pg_db.url, "--namespace", "team_a", capsys=capsys)
     assert (code, err) == (0, "")
     assert "snapshot_versions          6" in out
     assert "deliveries                12" in out
@@ -253,15 +250,7 @@ def test_the_command_copies_and_says_what_next(
 def test_the_command_never_shows_a_password(
     source_file: Path, pg_db: PgDatabase, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, err = run_cli(
-        "state",
-        "copy",
-        "--from",
-        str(source_file),
-        "--to",
-        pg_db.url_with_password,
-        capsys=capsys,
-    )
+    code, out, err = copy_into(source_file, pg_db.url_with_password, capsys=capsys)
     assert code == 0
     assert "password in --to shows in the process list" in err
     assert pg_db.password not in out + err
@@ -271,9 +260,8 @@ def test_the_command_never_shows_a_password(
 def test_the_command_refuses_a_second_copy_in_one_line(
     source_file: Path, pg_db: PgDatabase, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = ("state", "copy", "--from", str(source_file), "--to", pg_db.url_with_password)
-    assert run_cli(*args, capsys=capsys)[0] == 0
-    code, out, err = run_cli(*args, capsys=capsys)
+    assert copy_into(source_file, pg_db.url_with_password, capsys=capsys)[0] == 0
+    code, out, err = copy_into(source_file, pg_db.url_with_password, capsys=capsys)
     assert code == 1
     assert out == ""
     assert err.count("\n") == 2  # the password warning, then the refusal
@@ -285,9 +273,7 @@ def test_the_command_says_an_unreachable_target_in_one_line(
     source_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     url = "postgresql://watcher:s3cret-pw@127.0.0.1:1/nothing"
-    code, out, err = run_cli(
-        "state", "copy", "--from", str(source_file), "--to", url, capsys=capsys
-    )
+    code, out, err = copy_into(source_file, url, capsys=capsys)
     assert code == 1
     assert out == ""
     refusal = err.splitlines()[-1]
@@ -315,15 +301,7 @@ def test_the_command_refuses_a_missing_source(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     missing = tmp_path / "gone.db"
-    code, _, err = run_cli(
-        "state",
-        "copy",
-        "--from",
-        str(missing),
-        "--to",
-        "postgresql://w@127.0.0.1:1/x",
-        capsys=capsys,
-    )
+    code, _, err = copy_into(missing, "postgresql://w@127.0.0.1:1/x", capsys=capsys)
     assert code == 1
     assert err.strip() == f"mlflow-watcher: error: no state file at {str(missing)!r}"
     assert not missing.exists()
