@@ -72,12 +72,12 @@ def copy(
     for table, count in report.rows.items():
         click.echo(f"  {table:<{width}}  {count:>9}")
     click.echo(
-        "next: in the config's [state], replace path with\n"
+        "next: in the config's [state], instead of path:\n"
         f'  url = "{_without_password(url)}"\n'
         f'  namespace = "{name}"\n'
-        "(the password with password_env, password_file, PGPASSWORD or PGPASSFILE), then start "
-        f"the watcher: it goes on from the copied snapshot. Never start a watcher on {str(path)!r} "
-        "again: it would deliver beside the new state."
+        "and the password with password_env or password_file (or PGPASSWORD, PGPASSFILE);\n"
+        "then start the watcher: it goes on from the copied snapshot, with no new baseline.\n"
+        f"Never start a watcher on {str(path)!r} again: it would deliver beside the new state."
     )
 
 
