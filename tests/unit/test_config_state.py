@@ -95,3 +95,11 @@ def test_bad_state_keys_name_the_key_and_what_was_expected(
     message = problems(tmp_path, f"[state]\n{text}\n")
     assert key in message
     assert expected in message
+
+
+def test_a_url_in_the_file_wins_over_a_path_from_the_environment(tmp_path: Path) -> None:
+    """The systemd unit and the image set WATCHER_STATE__PATH for SQLite; a config file that
+    names a PostgreSQL state means it."""
+    env = {"WATCHER_STATE__PATH": "/var/lib/mlflow-watcher/state.db"}
+    state = load(tmp_path, f'[state]\nurl = "{URL}"\n', env).state
+    assert state.url == URL

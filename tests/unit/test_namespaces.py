@@ -7,8 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.pg import PgDatabase
+from tests.pg import PgCluster, PgDatabase
 from tests.store_helpers import deliveries_for, event, queue
+from watcher.errors import StoreError
 from watcher.store import PgSettings, Store
 
 
@@ -46,3 +47,16 @@ def test_each_namespace_has_its_own_lease_and_epochs(two: tuple[Store, Store]) -
     assert a.acquire("other", 30) is None
     assert a.lease_info().holder == "replica-a"
     assert b.lease_info().holder == "replica-b"
+
+
+def test_a_schema_made_by_a_dba_needs_no_create_privilege_on_the_database(
+    pg_cluster: PgCluster, pg_db: PgDatabase
+) -> None:
+    with pg_cluster.admin(pg_db.name) as admin:
+        admin.execute("CREATE SCHEMA made_by_dba AUTHORIZATION watcher")
+        admin.execute(f'REVOKE CREATE ON DATABASE "{pg_db.name}" FROM watcher, PUBLIC')
+    settings = PgSettings(url=pg_db.url, password=pg_db.password, namespace="made_by_dba")
+    with Store.connect(settings) as store:
+        assert store.acquire("replica", 30) is not None
+    with pytest.raises(StoreError, match="permission denied"):
+        Store.connect(PgSettings(url=pg_db.url, password=pg_db.password, namespace="other"))
