@@ -87,11 +87,11 @@ def assemble(
             scan_runner=thread_runner if daemon else None,
         )
         pipeline = _checked_pipeline(config, store, log, options)
-        metrics = Metrics(config, store)
         leadership = None
         if config.state.shared:
             timings = LeaseTimings.derive(config.watch.interval, config.state.lease)
             leadership = Leadership(store, timings, log)
+        metrics = Metrics(config, store, leadership)
         # Metrics counts each delivery outcome the deliverer reports; a replica sends only
         # while its lease can be trusted.
         deliverer = Deliverer(

@@ -377,10 +377,7 @@ class IncrementalReader:
         return (
             self._runner is not None
             and self._scan_reader_factory is not None
-            and (
-                not cadence.ran
-                or cadence.last_seconds >= BACKGROUND_AFTER * self.poll_interval
-            )
+            and (not cadence.ran or cadence.last_seconds >= BACKGROUND_AFTER * self.poll_interval)
         )
 
     def _start(self, kinds: tuple[str, ...], snapshot: Observation) -> None:

@@ -189,13 +189,17 @@ class Leadership:
         (waiting for it with ``wait``, LockError otherwise), renew it on a thread, give it up
         at the end."""
         self.step()
+        waiting = False
         while not self.is_leader:
-            if not wait:
+            if not waiting:
                 info = self.store.lease_info()
-                raise LockError(
-                    f"another watcher ({info.holder}, epoch {info.epoch}) leads the shared "
-                    "state; use --wait-for-lock to wait for it"
-                )
+                if not wait:
+                    raise LockError(
+                        f"another watcher ({info.holder}, epoch {info.epoch}) leads the shared "
+                        "state; use --wait-for-lock to wait for it"
+                    )
+                self.log.info("leader.waiting", holder=info.holder, epoch=info.epoch)
+                waiting = True
             time.sleep(self.timings.standby_retry)
             self.step()
         stop = threading.Event()
