@@ -73,10 +73,10 @@ def prune(pipeline: Pipeline) -> None:
 
 
 def role_text(leadership: Leadership) -> str:
-    """This replica's role for people (/readyz, STATUS=): ``leader (epoch 3)`` or ``standby``."""
+    """This replica's role for people (/readyz, STATUS=): ``leader, epoch 3`` or ``standby``."""
     token = leadership.token
     if leadership.is_leader and token is not None:
-        return f"{leadership.role.value} (epoch {token.epoch})"
+        return f"{leadership.role.value}, epoch {token.epoch}"
     return leadership.role.value
 
 
@@ -199,7 +199,7 @@ class Service:
         self._notified_role = role
         at = time.strftime("%H:%M:%SZ", time.gmtime())
         doing = "polling" if self.leadership.is_leader else "another replica leads"
-        self.notifier.status(f"{role_text(self.leadership)} since {at}; {doing}")
+        self.notifier.status(f"{role_text(self.leadership)}, since {at}; {doing}")
 
     def alive(self) -> tuple[bool, str]:
         """Liveness: the scheduler runs jobs, no poll hangs, the delivery thread runs."""

@@ -182,4 +182,4 @@ def test_the_role_text_names_the_epoch_of_a_leader(shared: tuple[Config, Store])
     texts.append(role_text(ship))
     ship.release()
     texts.append(role_text(ship))
-    assert texts == ["standby", "leader (epoch 1)", "standby"]
+    assert texts == ["standby", "leader, epoch 1", "standby"]
