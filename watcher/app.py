@@ -46,7 +46,7 @@ class Assembly:
         try:
             if self.leadership is None:
                 return run_once(self.pipeline, self.deliverer, stopping, self.metrics)
-            with self.leadership.held(wait=self.wait_for_lock):
+            with self.leadership.held(wait=self.wait_for_lock, stop=stopping):
                 return run_once(self.pipeline, self.deliverer, stopping, self.metrics)
         finally:
             self.deliverer.close()

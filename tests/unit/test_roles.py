@@ -4,6 +4,7 @@ of a running daemon are tested end to end (tests/e2e/test_replica_status.py)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.pg import PgDatabase
 from watcher.cli.status import _leader_text, _status_lines
 from watcher.config import Config, StateConfig
+from watcher.errors import LockError
 from watcher.leader import Leadership, LeaseTimings, Role
 from watcher.logs import get_logger
 from watcher.metrics import Metrics
@@ -183,3 +185,30 @@ def test_the_role_text_names_the_epoch_of_a_leader(shared: tuple[Config, Store])
     ship.release()
     texts.append(role_text(ship))
     assert texts == ["standby", "leader, epoch 1", "standby"]
+
+
+# --------------------------------------------------------------------------- run --once
+
+
+def test_a_run_that_leads_gives_the_lease_up_and_one_beside_a_leader_does_not_wait(
+    shared: tuple[Config, Store],
+) -> None:
+    _, store = shared
+    daemon = _leadership(store, "vm1:42:abc")
+    daemon.step()
+    run = _leadership(store, "vm2:7:def")
+    with (
+        pytest.raises(LockError, match=r"another watcher \(vm1:42:abc, epoch 1\) leads"),
+        run.held(wait=False),
+    ):
+        pytest.fail("ran without the lease")
+    stopped = threading.Event()
+    stopped.set()
+    with pytest.raises(LockError, match="stopped while waiting"), run.held(wait=True, stop=stopped):
+        pytest.fail("ran without the lease")
+    daemon.release()
+    with run.held(wait=True):
+        assert run.is_leader
+        assert store.lease_info().holder == "vm2:7:def"
+    assert not run.is_leader
+    assert not store.lease_info().valid, "given up at the end of the run"
