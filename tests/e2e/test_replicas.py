@@ -280,6 +280,30 @@ class WriteAudit:
             ).fetchall()
         return [(str(t), str(o), a) for t, o, a in rows]
 
+    def stall_claims(self, replica: str, seconds: float) -> None:
+        """Every delivery ``replica`` claims from now on takes ``seconds`` inside its fenced
+        transaction: a window in which to pause it there, lock held."""
+        with self._connect() as conn:
+            conn.execute(
+                "CREATE FUNCTION e2e_audit.stall() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                f" IF current_setting('e2e.replica', true) = '{replica}'"
+                f" THEN PERFORM pg_sleep({seconds}); END IF; RETURN NULL; END $$"
+            )
+            conn.execute(
+                "CREATE TRIGGER e2e_stall AFTER UPDATE OF claimed_epoch"
+                f' ON "{NAMESPACE}".deliveries'
+                " FOR EACH ROW EXECUTE FUNCTION e2e_audit.stall()"
+            )
+
+    def claiming(self) -> bool:
+        """Whether a claim is running in some session right now."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE state = 'active'"
+                " AND query LIKE 'UPDATE deliveries SET claimed_epoch%%'"
+            ).fetchall()
+        return bool(rows)
+
 
 def acquired_at(db: PgDatabase, epoch: int) -> datetime:
     with psycopg.connect(db.url, password=db.password, autocommit=True) as conn:
@@ -354,6 +378,46 @@ def test_a_leader_paused_past_its_lease_writes_and_sends_nothing_once_resumed(
     took_over = acquired_at(pg_db, new_epoch)
     assert [w for w in before if w[2] >= took_over] == [], "no write after the new epoch began"
     assert [w for w in before if w[2] >= resumed_at] == []
+
+
+def test_a_leader_paused_inside_a_transaction_neither_holds_the_takeover_nor_commits_it(
+    make_replicas: MakeReplicas,
+    client: Any,
+    model_name: str,
+    receiver: Receiver,
+    pg_db: PgDatabase,
+) -> None:
+    """Paused mid-claim, the leader holds a share lock on the lease row that the takeover
+    waits for: the database ends its idle transaction, and that claim never lands."""
+    client.create_registered_model(model_name)
+    client.create_model_version(model_name, f"s3://bucket/{model_name}/1")
+    old, standby = start_pair(make_replicas(model_name))
+    audit = WriteAudit(pg_db)
+    audit.stall_claims("a", 5)
+    transition(client, model_name, "1", "Staging")
+    wait_for(audit.claiming, 30, "the leader's claim of the delivery")
+    old.pause()
+    epoch = max(old.epochs())
+    new = wait_leader([old, standby], after=epoch)  # while the old one is still paused
+    new_epoch = acquired(new)["epoch"]
+    receiver.wait_for_count(1)
+    resumed_at = audit.now()
+    old.resume()
+    old.wait_logged("leader.lost")
+    outbox = wait_all_delivered(pg_db, 1)
+    new.wait_polls(3)
+
+    assert new is standby
+    assert new_epoch > epoch
+    assert acquired(new).get("requeued_in_flight") is None, "the stalled claim never committed"
+    assert ids_of(receiver.deliveries()) == list(outbox), "sent once, by the new leader"
+    assert {a.epoch for a in attempt_log(pg_db)} == {new_epoch}
+    assert old.epochs() == [epoch]
+    writes = audit.writes("a")
+    assert ("events", "INSERT") in {(t, o) for t, o, _ in writes}, "it committed the change"
+    assert ("deliveries", "UPDATE") not in {(t, o) for t, o, _ in writes}, "never its claim"
+    took_over = acquired_at(pg_db, new_epoch)
+    assert [w for w in writes if w[2] >= min(took_over, resumed_at)] == []
 
 
 def test_the_new_leaders_first_polls_queue_nothing_already_committed(
