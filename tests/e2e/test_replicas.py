@@ -378,6 +378,7 @@ def test_a_leader_paused_past_its_lease_writes_and_sends_nothing_once_resumed(
     took_over = acquired_at(pg_db, new_epoch)
     assert [w for w in before if w[2] >= took_over] == [], "no write after the new epoch began"
     assert [w for w in before if w[2] >= resumed_at] == []
+    assert [w for w in audit.writes("b") if w[2] < took_over] == [], "a standby writes nothing"
 
 
 def test_a_leader_paused_inside_a_transaction_neither_holds_the_takeover_nor_commits_it(
