@@ -12,7 +12,7 @@ from typing import Any, Protocol, cast
 import psycopg
 import pytest
 
-from tests.e2e.conftest import ConfigFor
+from tests.e2e.conftest import ConfigFor, create_versions
 from tests.e2e.harness import Delivery, Receiver, ReceiverBehaviour, wait_for
 from tests.e2e.replicas import (
     DELIVERY_ID,
@@ -183,9 +183,7 @@ def test_a_killed_leaders_in_flight_delivery_is_the_only_one_repeated(
     hold: threading.Event,
     pg_db: PgDatabase,
 ) -> None:
-    client.create_registered_model(model_name)
-    for version in (1, 2):
-        client.create_model_version(model_name, f"s3://bucket/{model_name}/{version}")
+    create_versions(client, model_name, 2)
     old, standby = start_pair(make_replicas(model_name))
     transition(client, model_name, "1", "Staging")
     old.wait_logged("delivery.succeeded")  # answered, and recorded: not in flight any more
@@ -323,9 +321,7 @@ def test_a_leader_paused_past_its_lease_writes_and_sends_nothing_once_resumed(
     hold: threading.Event,
     pg_db: PgDatabase,
 ) -> None:
-    client.create_registered_model(model_name)
-    for version in (1, 2):
-        client.create_model_version(model_name, f"s3://bucket/{model_name}/{version}")
+    create_versions(client, model_name, 2)
     old, standby = start_pair(make_replicas(model_name))
     audit = WriteAudit(pg_db)
     receiver.behaviour = ReceiverBehaviour(hold=hold)
@@ -393,8 +389,7 @@ def test_a_leader_paused_inside_a_transaction_neither_holds_the_takeover_nor_com
 ) -> None:
     """Paused mid-claim, the leader holds a share lock on the lease row that the takeover
     waits for: the database ends its idle transaction, and that claim never lands."""
-    client.create_registered_model(model_name)
-    client.create_model_version(model_name, f"s3://bucket/{model_name}/1")
+    create_versions(client, model_name, 1)
     old, standby = start_pair(make_replicas(model_name))
     audit = WriteAudit(pg_db)
     audit.stall_claims("a", 5)
@@ -431,8 +426,7 @@ def test_the_new_leaders_first_polls_queue_nothing_already_committed(
     receiver: Receiver,
     pg_db: PgDatabase,
 ) -> None:
-    client.create_registered_model(model_name)
-    client.create_model_version(model_name, f"s3://bucket/{model_name}/1")
+    create_versions(client, model_name, 1)
     old, standby = start_pair(make_replicas(model_name))
     transition(client, model_name, "1", "Staging")
     transition(client, model_name, "1", "Production")
@@ -475,8 +469,7 @@ def test_each_models_events_are_acknowledged_in_detection_order_across_a_takeove
 ) -> None:
     models = [f"{model_name}-{n}" for n in ("x", "y")]
     for name in models:
-        client.create_registered_model(name)
-        client.create_model_version(name, f"s3://bucket/{name}/1")
+        create_versions(client, name, 1)
     old, standby = start_pair(make_replicas(f"{model_name}-*"))
     made: dict[str, list[str]] = {name: [] for name in models}
 
