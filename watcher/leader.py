@@ -131,11 +131,12 @@ class Leadership:
         self.store.fence_token = token
         self._trusted_until = self._trust_from(sent_at)
         self._next_renew = sent_at + self.timings.renew_every
+        self.acquired_at = self.store.lease_info().acquired_at
+        # Before the role changes: the delivery thread waits for it, so what an older epoch
+        # left in flight is counted here, not claimed first by this replica's own sends.
+        requeued = self.store.requeue_in_flight()
         self.role = Role.LEADER
         self.takeovers += 1
-        info = self.store.lease_info()
-        self.acquired_at = info.acquired_at
-        requeued = self.store.requeue_in_flight()
         self.log.info(
             "leader.acquired",
             epoch=token.epoch,

@@ -258,8 +258,9 @@ class Service:
         return TICK_EVERY if watchdog is None else min(TICK_EVERY, watchdog)
 
     def maintain(self) -> None:
+        """The hourly prune, by the leader only: a standby writes nothing to a shared state."""
         if self.leadership is not None and not self.leadership.is_leader:
-            return  # the leader prunes the shared state
+            return
         try:
             prune(self.pipeline)
         except Exception as exc:

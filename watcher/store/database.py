@@ -141,7 +141,8 @@ class Database:
         return str(rows[0]["value"]) if rows else None
 
     def set_meta(self, values: dict[str, str]) -> None:
-        """Fenced: a replica that lost the lease records no poll result."""
+        """Fenced like every write of a leader (a failed poll's record, a readiness check): a
+        replica that lost its epoch must not overwrite what the new leader records."""
         with self._fenced() as tx:
             set_meta(tx, values)
 

@@ -42,7 +42,11 @@ class PgSettings:
     connect_timeout: float = 5.0
     statement_timeout: float = 30.0
     lock_timeout: float = 5.0
-    idle_in_transaction_timeout: float = 30.0
+    idle_in_transaction_timeout: float = 5.0
+    """No longer than the shortest lease: a leader paused or cut off inside a transaction
+    holds a share lock on the lease row, which a standby's takeover waits for; the database
+    ends that transaction in time for the takeover. A healthy transaction idles for
+    milliseconds."""
     pool_size: int = 8
 
 
