@@ -274,6 +274,9 @@ class Service:
                 continue
             try:
                 self.deliverer.drain(stop=self.stopping, wake=self.wake, forever=True)
+            except StoreError as exc:  # the database went away: one line, then try again
+                self.log.warning("delivery.paused", error=str(exc))
+                self.stopping.wait(DRAIN_EVERY)
             except Exception as exc:
                 self.log.exception("delivery.crashed", error=f"{type(exc).__name__}: {exc}")
                 self.stopping.wait(DRAIN_EVERY)

@@ -22,7 +22,16 @@ from watcher.config import Config, RetryPolicy, WebhookConfig
 from watcher.deliver.http import Sender
 from watcher.deliver.policy import Result, backoff_delay, is_dead_at_once
 from watcher.model import Event
-from watcher.store import DEAD, DELIVERED, PENDING, Attempt, DueDelivery, LeaseLost, Store
+from watcher.store import (
+    DEAD,
+    DELIVERED,
+    PENDING,
+    Attempt,
+    DueDelivery,
+    LeaseLost,
+    StateUnavailable,
+    Store,
+)
 
 _TICK = 0.25
 """Seconds the dispatcher waits for a result before looking for newly due rows."""
@@ -257,6 +266,11 @@ class Deliverer:
                 delivery_id=due.delivery_id,
                 reason=f"{exc}; the leader that holds it now sends it again, same delivery id",
             )
+        except StateUnavailable as exc:
+            # The database went away around the claim or the record: the row is still pending
+            # (nothing was written), and is tried again once the state answers.
+            status = SKIPPED
+            self._log.warning("delivery.unrecorded", delivery_id=due.delivery_id, reason=str(exc))
         except Exception as exc:  # a broken disk must not lose the lane forever
             self._log.error(
                 "delivery.crashed",
