@@ -4,6 +4,7 @@ and small helpers."""
 from __future__ import annotations
 
 import cProfile
+import datetime
 import io
 import pstats
 import sqlite3
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.harness import SECRET
+from tests.e2e.harness import SECRET, Daemon
 from watcher.config import Config, MlflowConfig, Secret, StateConfig, WatchConfig, WebhookConfig
 from watcher.pipeline import CycleReport, Pipeline
 
@@ -32,11 +33,13 @@ CHANGE_CYCLES = 5
 REPEATS = 3
 """Naive scans and full reconciles, each; the median is reported."""
 TRANSITIONS = 24
-PARTS = "abcdefg"
+PARTS = "abcdefghi"
 ONCE_TARGET_FROM = 100_000
 """(g)'s target applies from this size: below it, MLflow answers a whole read in about as long
 as Python takes to start and import MLflow, so the ratio says little about the watcher."""
 BACKLOG = 5000
+STEADY = "steady"
+"""The state (a) builds, which (d) and (h) go on from."""
 TARGETS = {
     "steady_requests": 3,
     "speedup": 50.0,
@@ -154,3 +157,14 @@ def profiled(target: Path | None, name: str, fn: Callable[[], Any]) -> Any:
     path.write_text(out.getvalue())
     say(f"profile written to {path}")
     return result
+
+
+def logged_at(line: dict[str, Any]) -> float:
+    """When a daemon's JSON log line was written, on this process's time.monotonic() clock."""
+    stamp = datetime.datetime.fromisoformat(str(line["timestamp"])).timestamp()
+    return stamp + time.monotonic() - time.time()
+
+
+def first_poll_after(daemon: Daemon, since: float) -> dict[str, Any] | None:
+    """The daemon's first poll.finished line logged at or after ``since`` (monotonic)."""
+    return next((p for p in daemon.logged("poll.finished") if logged_at(p) >= since), None)

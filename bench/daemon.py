@@ -10,7 +10,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from bench.common import (
@@ -24,7 +23,8 @@ from bench.common import (
     watcher_toml,
 )
 from bench.seed import model_name
-from tests.e2e.harness import Daemon, MlflowServer, Receiver, watcher_env
+from bench.states import States
+from tests.e2e.harness import Daemon, MlflowServer, Receiver
 from watcher.model import EventType
 
 # --------------------------------------------------------------------------- (c) (e)
@@ -40,20 +40,24 @@ class Expected:
     extra: list[str] = field(default_factory=list)
 
 
-def daemon_run(server: MlflowServer, workdir: Path, rng: random.Random) -> dict[str, Any]:
-    """(c) and (e): the real daemon, changes made over REST, deliveries timed at arrival."""
+def daemon_run(
+    server: MlflowServer, states: States, rng: random.Random, slot: int = 0
+) -> dict[str, Any]:
+    """(c) and (e): the real daemon, changes made over REST, deliveries timed at arrival.
+    ``slot`` picks the models the changes of other kinds touch (a model deleted in one run
+    cannot be deleted again in the next backend's)."""
     receiver = Receiver()
     receiver.start()
     config = watcher_toml(
-        workdir / "daemon.toml",
+        states.workdir / f"daemon-{states.name}.toml",
         server.url,
-        workdir / "daemon-state.db",
+        states.path("daemon"),
         receiver.url,
         watch=f'interval = "{INTERVAL:g}s"',
         # Every event by name: "*" leaves out the stage-specific transition events.
         webhook=f"events = {json.dumps([e.value for e in EventType])}",
     )
-    daemon = Daemon(config, watcher_env())
+    daemon = Daemon(config, states.env("daemon"))
     client = server.client()
     try:
         started = time.monotonic()
@@ -70,7 +74,7 @@ def daemon_run(server: MlflowServer, workdir: Path, rng: random.Random) -> dict[
         changes: list[Expected] = []
         transitions: list[Expected] = []
         kinds = list(EVERY_KIND)
-        free_models = iter(range(100, 900))  # one transition per model: no two within a poll
+        free_models = iter(range(100, KINDS_FROM))  # one transition per model: no two within a poll
         deadline = time.monotonic() + _patience(daemon)
         last_note = 0.0
         while time.monotonic() < deadline:
@@ -82,7 +86,7 @@ def daemon_run(server: MlflowServer, workdir: Path, rng: random.Random) -> dict[
                 break
             transitions.append(_transition(client, model_name(index), len(transitions), changes))
             if kinds:
-                changes.append(kinds.pop(0)(server, client))
+                changes.append(kinds.pop(0)(server, client, KINDS_FROM + 10 * slot))
             if time.monotonic() - last_note > 30:
                 missing = sorted({c.label for c in changes if c.arrived is None})
                 say(f"{len(transitions)} transitions so far; waiting for {missing}")
@@ -226,15 +230,15 @@ def _now() -> float:
     return time.monotonic()
 
 
-def _model_created(server: MlflowServer, client: Any) -> Expected:
+def _model_created(server: MlflowServer, client: Any, base: int) -> Expected:
     name = f"bench-new-{uuid.uuid4().hex[:8]}"
     t0 = _now()
     client.create_registered_model(name)
     return Expected("model created", "REGISTERED_MODEL_CREATED", {"model_name": name}, t0)
 
 
-def _version_created(server: MlflowServer, client: Any) -> Expected:
-    name = model_name(900)
+def _version_created(server: MlflowServer, client: Any, base: int) -> Expected:
+    name = model_name(base)
     t0 = _now()
     version = client.create_model_version(
         name, f"s3://bench-bucket/models/{name}/new", await_creation_for=0
@@ -258,8 +262,8 @@ def _unaliased_version(server: MlflowServer, name: str) -> str:
     raise RuntimeError(f"{name} has no version to change")
 
 
-def _version_deleted(server: MlflowServer, client: Any) -> Expected:
-    name = model_name(901)
+def _version_deleted(server: MlflowServer, client: Any, base: int) -> Expected:
+    name = model_name(base + 1)
     version = _unaliased_version(server, name)
     t0 = _now()
     client.delete_model_version(name, version)
@@ -267,15 +271,15 @@ def _version_deleted(server: MlflowServer, client: Any) -> Expected:
     return Expected("version deleted", "MODEL_VERSION_DELETED", match, t0)
 
 
-def _model_deleted(server: MlflowServer, client: Any) -> Expected:
-    name = model_name(902)
+def _model_deleted(server: MlflowServer, client: Any, base: int) -> Expected:
+    name = model_name(base + 2)
     t0 = _now()
     client.delete_registered_model(name)
     return Expected("model deleted", "REGISTERED_MODEL_DELETED", {"model_name": name}, t0)
 
 
-def _tag_set(server: MlflowServer, client: Any) -> Expected:
-    name = model_name(903)
+def _tag_set(server: MlflowServer, client: Any, base: int) -> Expected:
+    name = model_name(base + 3)
     version = _unaliased_version(server, name)
     t0 = _now()
     client.set_model_version_tag(name, version, "bench_checked", "yes")
@@ -283,11 +287,11 @@ def _tag_set(server: MlflowServer, client: Any) -> Expected:
     return Expected("version tag set", "MODEL_VERSION_TAG_SET", match, t0)
 
 
-def _tag_deleted(server: MlflowServer, client: Any) -> Expected:
+def _tag_deleted(server: MlflowServer, client: Any, base: int) -> Expected:
     rows = read_db(
         server.db,
         "SELECT name, version, key FROM model_version_tags WHERE name >= ? ORDER BY name LIMIT 1",
-        (model_name(904),),
+        (model_name(base + 4),),
     )
     name, version, key = rows[0][0], str(rows[0][1]), rows[0][2]
     t0 = _now()
@@ -296,8 +300,8 @@ def _tag_deleted(server: MlflowServer, client: Any) -> Expected:
     return Expected("version tag deleted", "MODEL_VERSION_TAG_DELETED", match, t0)
 
 
-def _alias_set(server: MlflowServer, client: Any) -> Expected:
-    name = model_name(905)
+def _alias_set(server: MlflowServer, client: Any, base: int) -> Expected:
+    name = model_name(base + 5)
     version = _unaliased_version(server, name)
     t0 = _now()
     client.set_registered_model_alias(name, "bench-canary", version)
@@ -305,8 +309,8 @@ def _alias_set(server: MlflowServer, client: Any) -> Expected:
     return Expected("alias set", "MODEL_VERSION_ALIAS_CREATED", match, t0)
 
 
-def _alias_moved(server: MlflowServer, client: Any) -> Expected:
-    name = model_name(906)
+def _alias_moved(server: MlflowServer, client: Any, base: int) -> Expected:
+    name = model_name(base + 6)
     old = str(
         read_db(
             server.db,
@@ -326,15 +330,17 @@ def _alias_moved(server: MlflowServer, client: Any) -> Expected:
     return Expected("alias moved", "MODEL_VERSION_ALIAS_CREATED", match, t0)
 
 
-def _alias_deleted(server: MlflowServer, client: Any) -> Expected:
-    name = model_name(907)
+def _alias_deleted(server: MlflowServer, client: Any, base: int) -> Expected:
+    name = model_name(base + 7)
     t0 = _now()
     client.delete_registered_model_alias(name, "champion")
     match = {"model_name": name, "alias": "champion"}
     return Expected("alias deleted", "MODEL_VERSION_ALIAS_DELETED", match, t0)
 
 
-EVERY_KIND: list[Callable[[MlflowServer, Any], Expected]] = [
+KINDS_FROM = 900
+"""The models the changes of other kinds touch: 10 from here for each backend."""
+EVERY_KIND: list[Callable[[MlflowServer, Any, int], Expected]] = [
     _model_created,
     _version_created,
     _version_deleted,

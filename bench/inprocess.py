@@ -16,6 +16,7 @@ from bench.common import (
     CHANGE_CYCLES,
     FIXED_CADENCE,
     REPEATS,
+    STEADY,
     STEADY_CYCLES,
     config_for,
     other_stage,
@@ -25,11 +26,12 @@ from bench.common import (
     timed_cycle,
 )
 from bench.seed import model_name
+from bench.states import States
 from tests.e2e.harness import MlflowServer, Receiver
 from watcher.deliver import Deliverer
 from watcher.detect import Policy, detect
 from watcher.logs import get_logger
-from watcher.model import Observation, SnapshotDelta, make_delivery_id
+from watcher.model import Event, Observation, SnapshotDelta, make_delivery_id
 from watcher.pipeline import CycleReport, Pipeline
 from watcher.store import NewDelivery, Store
 
@@ -107,13 +109,15 @@ def naive_poller(client: Any) -> dict[str, Any]:
     }
 
 
-def reconcile(pipeline: Pipeline, profile_dir: Path | None, size: int) -> dict[str, Any]:
+def reconcile(
+    pipeline: Pipeline, profile_dir: Path | None, size: int, backend: str
+) -> dict[str, Any]:
     """(d): full reads on top of the steady snapshot: none may find anything new."""
     runs = []
     for i in range(REPEATS):
         if i == 0:
             wall, report = profiled(
-                profile_dir, f"reconcile-{size}", lambda: timed_cycle(pipeline, full=True)
+                profile_dir, f"reconcile-{size}-{backend}", lambda: timed_cycle(pipeline, full=True)
             )
         else:
             wall, report = timed_cycle(pipeline, full=True)
@@ -140,13 +144,9 @@ def reconcile(pipeline: Pipeline, profile_dir: Path | None, size: int) -> dict[s
 # --------------------------------------------------------------------------- (f)
 
 
-def throughput(
-    snapshot: Observation, workdir: Path, registry: str, profile_dir: Path | None, size: int
-) -> dict[str, Any]:
-    """(f): a backlog of BACKLOG real events (what emit_existing would send for the oldest
-    versions of every model), the same number for every model (5 each over 1,000 models: 1,000
-    lanes), drained to a receiver that answers 200 at once. Then the same events again with
-    their model names rewritten onto 10 models (10 lanes), to show how the lane count matters."""
+def backlog_events(snapshot: Observation, registry: str) -> list[Event]:
+    """BACKLOG real events (what emit_existing would send for the oldest versions of every
+    model), the same number for every model (5 each over 1,000 models: 1,000 lanes)."""
     by_model: dict[str, list[tuple[str, str]]] = {}
     for key in snapshot.versions:
         by_model.setdefault(key[0], []).append(key)
@@ -170,32 +170,48 @@ def throughput(
     events = [e for e in candidates if e.event_id in chosen][:BACKLOG]
     if len(events) < BACKLOG:
         raise RuntimeError(f"only {len(events)} events for the backlog")
-    result = drain_backlog(events, workdir / "throughput.db", profile_dir, f"drain-{size}")
+    return events
+
+
+def queue_backlog(store: Store, events: list[Event]) -> int:
+    """Commits ``events`` and one pending delivery each to the webhook "bench"."""
+    deliveries = [
+        NewDelivery(make_delivery_id(e.event_id, "bench"), e.event_id, "bench", e.model_name)
+        for e in events
+    ]
+    return store.commit_cycle(SnapshotDelta(), events, deliveries, {})
+
+
+def throughput(
+    events: list[Event], states: States, profile_dir: Path | None, size: int
+) -> dict[str, Any]:
+    """(f): the backlog drained by Deliverer.drain() to a receiver that answers 200 at once.
+    Then the same events again with their model names rewritten onto 10 models (10 lanes),
+    to show how the lane count matters."""
+    result = drain_backlog(events, states, "throughput", profile_dir, f"drain-{size}")
     result["event_types"] = sorted({e.type.value for e in events})
     few = [
         dataclasses.replace(e, model_name=model_name(i % 10), event_id=uuid.uuid4().hex)
         for i, e in enumerate(events)
     ]
-    result["ten_lanes"] = drain_backlog(few, workdir / "throughput-10.db", None, "")
+    result["ten_lanes"] = drain_backlog(few, states, "throughput_10", None, "")
     return result
 
 
 def drain_backlog(
-    events: list[Any], path: Path, profile_dir: Path | None, name: str
+    events: list[Event], states: States, tag: str, profile_dir: Path | None, name: str
 ) -> dict[str, Any]:
     receiver = Receiver()
     receiver.start()
-    store = Store.open(path)
+    store = states.store(tag)
     try:
-        config = config_for("http://127.0.0.1:1", path, receiver.url, fixed_cadences=True)
-        deliveries = [
-            NewDelivery(make_delivery_id(e.event_id, "bench"), e.event_id, "bench", e.model_name)
-            for e in events
-        ]
-        queued = store.commit_cycle(SnapshotDelta(), events, deliveries, {})
+        config = config_for(
+            "http://127.0.0.1:1", states.path(tag), receiver.url, fixed_cadences=True
+        )
+        queued = queue_backlog(store, events)
         deliverer = Deliverer(store, config, get_logger())
         started = time.monotonic()
-        report = profiled(profile_dir, name, deliverer.drain)
+        report = profiled(profile_dir, f"{name}-{states.name}" if name else "", deliverer.drain)
         seconds = time.monotonic() - started
         deliverer.close()
         received = {d.header("X-MLflow-Delivery-Id") for d in receiver.deliveries()}
@@ -216,39 +232,40 @@ def drain_backlog(
 def in_process(
     result: dict[str, Any],
     server: MlflowServer,
-    workdir: Path,
+    states: States,
     hook: str,
     profile_dir: Path | None,
+    size: int,
     parts: str,
 ) -> None:
-    """(a), (b), (d) and (f), in this process; (d) and (f) start from a baseline, which (a)
-    reads first when it is measured too."""
-    if not set(parts) & set("abdf"):
+    """(a), (d) and (f) on one backend, in this process; (d), (f) and (h) start from a
+    baseline, which (a) reads first when it is measured too. For (h), the backlog is left
+    queued in that state ("steady"), for the daemon to drain."""
+    if not set(parts) & set("adfh"):
         return
-    size = result["versions"]
     client = server.client()
-    state_path = workdir / "bench-state.db"
-    store = Store.open(state_path)
-    config = config_for(server.url, state_path, hook, fixed_cadences=True)
+    store = states.store(STEADY)
+    config = config_for(server.url, states.path(STEADY), hook, fixed_cadences=True)
     pipeline = Pipeline(config, store, get_logger())
     try:
         if "a" in parts:
-            say("(a) steady state")
+            say(f"(a) steady state, {states.name}")
             result["steady"] = steady_state(pipeline, client, server.db)
-        elif set(parts) & set("df"):
+        else:
             timed_cycle(pipeline)
-        if "b" in parts:
-            say("(b) naive poller")
-            result["naive"] = naive_poller(client)
         if "d" in parts:
-            say("(d) full reconcile")
-            result["reconcile"] = reconcile(pipeline, profile_dir, size)
+            say(f"(d) full reconcile, {states.name}")
+            result["reconcile"] = reconcile(pipeline, profile_dir, size, states.name)
+        if not set(parts) & set("fh"):
+            return
+        snapshot = store.load_snapshot()
+        assert snapshot is not None
+        events = backlog_events(snapshot, pipeline.registry)
         if "f" in parts:
-            say("(f) delivery throughput")
-            snapshot = store.load_snapshot()
-            assert snapshot is not None
-            result["throughput"] = throughput(
-                snapshot, workdir, pipeline.registry, profile_dir, size
-            )
+            say(f"(f) delivery throughput, {states.name}")
+            result["throughput"] = throughput(events, states, profile_dir, size)
+        if "h" in parts:
+            fresh = [dataclasses.replace(e, event_id=uuid.uuid4().hex) for e in events]
+            result["daemon_backlog"] = queue_backlog(store, fresh)
     finally:
         store.close()

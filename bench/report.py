@@ -11,10 +11,31 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import ONCE_TARGET_FROM, ROOT, TARGETS
+from bench.replicas import RESUME_MARGIN
 
 
 def verdicts(r: dict[str, Any]) -> dict[str, bool]:
-    """Each target the measured parts bear on."""
+    """Each target the measured parts bear on, as "backend/target"."""
+    return {
+        f"{name}/{key}": met
+        for name in r.get("states", {})
+        for key, met in backend_verdicts(view(r, name)).items()
+    }
+
+
+def view(r: dict[str, Any], name: str) -> dict[str, Any]:
+    """One backend's figures, with those every backend shares: (b) the naive poller, and (g),
+    which runs on SQLite (the cron user's state) and is shown in the first column."""
+    first = next(iter(r["states"]))
+    shared: dict[str, Any] = {k: r[k] for k in ("versions", "models", "naive") if k in r}
+    if "once" in r and name == first:
+        shared["once"] = r["once"]
+    prefix = f"{name}/"
+    judged = {k[len(prefix) :]: v for k, v in r.get("verdicts", {}).items() if k.startswith(prefix)}
+    return {**r["states"][name], **shared, "verdicts": judged}
+
+
+def backend_verdicts(r: dict[str, Any]) -> dict[str, bool]:
     found: dict[str, bool] = {}
     if "steady" in r:
         steady = r["steady"]
@@ -34,7 +55,38 @@ def verdicts(r: dict[str, Any]) -> dict[str, bool]:
         found["throughput_eps"] = r["throughput"]["events_per_s"] >= TARGETS["throughput_eps"]
     if "once" in r and r["versions"] >= ONCE_TARGET_FROM:
         found["once_own_share"] = r["once"]["median"]["own_share"] <= TARGETS["once_own_share"]
+    if "daemon_drain" in r:
+        rate = r["daemon_drain"]["events_per_s"] or 0.0
+        found["daemon_throughput_eps"] = rate >= TARGETS["throughput_eps"]
+    if "replicas" in r:
+        found.update(resume_verdicts(r["replicas"]))
     return found
+
+
+def resume_verdicts(i: dict[str, Any]) -> dict[str, bool]:
+    """(i): a restart and each takeover resume within an interval plus the margin, with an
+    incremental first poll; a failover within its bound; a handover within its target."""
+    found: dict[str, bool] = {}
+    restart = i["restart"]
+    found["restart_delivery_s"] = restart["start_to_delivery_s"] <= restart["bound_s"]
+    found["restart_first_poll"] = incremental(restart["first_poll_read"])
+    for f in i.get("failover", []):
+        at = f"{f['interval_s']:g}s"
+        margin = f["interval_s"] + RESUME_MARGIN
+        h = f["handover"]
+        found[f"failover_{at}"] = f["kill_to_delivery_s"] <= f["bound_s"]
+        found[f"takeover_delivery_{at}"] = f["takeover_to_delivery_s"] <= margin
+        found[f"takeover_first_poll_{at}"] = incremental(f["first_poll_read"])
+        found[f"handover_{at}"] = h["handover_s"] <= h["target_s"]
+        found[f"handover_delivery_{at}"] = h["takeover_to_delivery_s"] <= margin
+        found[f"handover_first_poll_{at}"] = incremental(h["first_poll_read"])
+    return found
+
+
+def incremental(read: Any) -> bool:
+    """A poll that read incrementally (the scans it owes, if any, in the background)."""
+    kinds = str(read).split("+")
+    return kinds[0] == "incremental" and all("(background)" in k for k in kinds[1:])
 
 
 def speedup(r: dict[str, Any]) -> float:
@@ -59,6 +111,35 @@ def judged(measure: str, value: str, target: str, met: bool) -> Row:
 
 
 def table(r: dict[str, Any]) -> str:
+    """One column per backend; a row's verdict is each backend's, in the columns' order."""
+    names = list(r.get("states", {}))
+    merged: dict[str, dict[str, Row]] = {}
+    for name in names:
+        for row in backend_rows(view(r, name)):
+            merged.setdefault(row[0], {})[name] = row
+    header = ("measure", *names, "target", "")
+    rows = [
+        (
+            measure,
+            *(by[n][1] if n in by else "-" for n in names),
+            next(row[2] for row in by.values()),
+            " / ".join(by[n][3] or "-" for n in names if n in by).strip(" /-"),
+        )
+        for measure, by in merged.items()
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    title = f"{r['versions']:,} versions over {r['models']:,} models"
+    lines = [title, "-" * len(title)]
+    lines.append(" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
+    lines.append("-|-".join("-" * w for w in widths))
+    lines += [
+        " | ".join(x.ljust(w) for x, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
+    return "\n".join(lines)
+
+
+def backend_rows(r: dict[str, Any]) -> list[Row]:
+    """One backend's rows (``view``), in the order of the table."""
     rows: list[Row] = []
     if "steady" in r:
         rows += steady_rows(r)
@@ -80,18 +161,72 @@ def table(r: dict[str, Any]) -> str:
         )
     if "throughput" in r:
         rows += throughput_rows(r["throughput"], r["verdicts"])
+    if "daemon_drain" in r:
+        rows += drain_rows(r["daemon_drain"], r["verdicts"])
+    if "replicas" in r:
+        rows += resume_rows(r["replicas"], r["verdicts"])
     if "daemon" in r:
         rows += event_rows(r["daemon"], r["verdicts"])
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    title = f"{r['versions']:,} versions over {r['models']:,} models"
-    lines = [title, "-" * len(title)]
-    header = ("measure", "value", "target", "")
-    lines.append(" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
-    lines.append("-|-".join("-" * w for w in widths))
-    lines += [
-        " | ".join(x.ljust(w) for x, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    return rows
+
+
+def drain_rows(h: dict[str, Any], v: dict[str, bool]) -> list[Row]:
+    rate = h["events_per_s"]
+    return [
+        judged(
+            f"  through the daemon (polling every {h['interval_s']:g} s): first to last arrival",
+            "-" if rate is None else f"{rate:.0f} events/s",
+            f">= {TARGETS['throughput_eps']:.0f}/s",
+            v["daemon_throughput_eps"],
+        ),
+        info(
+            "  through the daemon: from the process start / polls meanwhile",
+            f"{h['events_per_s_from_start']:.0f} events/s / {h['polls_while_draining']}",
+        ),
     ]
-    return "\n".join(lines)
+
+
+def resume_rows(i: dict[str, Any], v: dict[str, bool]) -> list[Row]:
+    restart = i["restart"]
+    rows: list[Row] = [
+        judged(
+            f"restart at a {restart['interval_s']:g} s interval: start -> delivery, first poll",
+            f"{restart['start_to_delivery_s']:.2f} s, {restart['first_poll_read']}",
+            f"<= {restart['bound_s']:g} s, incremental",
+            v["restart_delivery_s"] and v["restart_first_poll"],
+        )
+    ]
+    for f in i.get("failover", []):
+        at = f"{f['interval_s']:g}s"
+        h = f["handover"]
+        margin = f["interval_s"] + RESUME_MARGIN
+        rows += [
+            judged(
+                f"failover at a {at} interval (lease {f['lease_s']:g} s): kill -9 -> delivery",
+                f"{f['kill_to_delivery_s']:.2f} s (takeover after {f['to_takeover_s']:.2f} s)",
+                f"< {f['bound_s']:g} s",
+                v[f"failover_{at}"],
+            ),
+            judged(
+                "  takeover -> delivery, first poll",
+                f"{f['takeover_to_delivery_s']:.2f} s, {f['first_poll_read']}",
+                f"<= {margin:g} s, incremental",
+                v[f"takeover_delivery_{at}"] and v[f"takeover_first_poll_{at}"],
+            ),
+            judged(
+                f"handover at a {at} interval: SIGTERM -> leader.acquired",
+                f"{h['handover_s']:.3f} s" + ("" if h["released"] else " (not released)"),
+                f"< {h['target_s']:g} s",
+                v[f"handover_{at}"],
+            ),
+            judged(
+                "  takeover -> delivery, first poll",
+                f"{h['takeover_to_delivery_s']:.2f} s, {h['first_poll_read']}",
+                f"<= {margin:g} s, incremental",
+                v[f"handover_delivery_{at}"] and v[f"handover_first_poll_{at}"],
+            ),
+        ]
+    return rows
 
 
 def steady_rows(r: dict[str, Any]) -> list[Row]:
@@ -141,8 +276,8 @@ def steady_rows(r: dict[str, Any]) -> list[Row]:
 def latency_rows(c: dict[str, Any], v: dict[str, bool]) -> list[Row]:
     return [
         judged(
-            f"stage transition -> webhook, p50 / p99 (n={c['transitions_delivered']})",
-            f"{c['latency_p50_s']} / {c['latency_p99_s']} s",
+            "stage transition -> webhook, p50 / p99 (n)",
+            f"{c['latency_p50_s']} / {c['latency_p99_s']} s ({c['transitions_delivered']})",
             f"p99 <= {TARGETS['latency_p99_s']:g} s",
             v["latency_p99_s"],
         ),

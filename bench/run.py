@@ -30,10 +30,12 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench import naive
+from bench.backlog import daemon_drain
 from bench.common import (
     BACKLOG,
     CHANGE_CYCLES,
@@ -50,17 +52,19 @@ from bench.common import (
     say,
 )
 from bench.daemon import daemon_run
-from bench.inprocess import in_process
+from bench.inprocess import in_process, naive_poller
 from bench.once import whole_command
+from bench.replicas import FAILOVER_BOUNDS, RESTART_INTERVAL, replicas
 from bench.report import machine, table, verdicts
 from bench.seed import create_schema, seed
+from bench.states import NAMES, Backends, States, parse_states
 from tests.e2e.harness import MlflowServer, Receiver
 from watcher.logs import configure
 
 # --------------------------------------------------------------------------- one size
 
 
-def run_size(size: int, profile_dir: Path | None, parts: str = PARTS) -> dict[str, Any]:
+def run_size(size: int, profile_dir: Path | None, parts: str, backends: Backends) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix=f"mlflow-bench-{size}-"))
     server = MlflowServer(workdir / "mlflow")
     receiver = Receiver()
@@ -80,13 +84,18 @@ def run_size(size: int, profile_dir: Path | None, parts: str = PARTS) -> dict[st
         server.start(timeout=180)
         result["server_start_s"] = round(time.monotonic() - started, 2)
         receiver.start()
-        in_process(result, server, workdir, receiver.url, profile_dir, parts)
+        if "b" in parts:
+            say("(b) naive poller")
+            result["naive"] = naive_poller(server.client())
+        result["states"] = {}
+        for slot, name in enumerate(backends.names):
+            states = backends.for_size(name, workdir)
+            result["states"][name] = one_backend(
+                Bench(server, receiver.url, size, parts, profile_dir), states, rng, slot
+            )
         if "g" in parts:
             say("(g) the whole command: run --once on an existing snapshot")
             result["once"] = whole_command(server, workdir, receiver.url)
-        if "c" in parts or "e" in parts:
-            say("(c)+(e) the daemon: detection latency, every event type, peak RSS")
-            result["daemon"] = daemon_run(server, workdir, rng)
     finally:
         receiver.stop()
         server.stop()
@@ -96,6 +105,35 @@ def run_size(size: int, profile_dir: Path | None, parts: str = PARTS) -> dict[st
             shutil.rmtree(workdir, ignore_errors=True)
     result["loadavg_end"] = os.getloadavg()
     result["verdicts"] = verdicts(result)
+    return result
+
+
+@dataclass(frozen=True)
+class Bench:
+    """What every backend of one size is measured against."""
+
+    server: MlflowServer
+    hook: str
+    size: int
+    parts: str
+    profile_dir: Path | None
+
+
+def one_backend(bench: Bench, states: States, rng: random.Random, slot: int) -> dict[str, Any]:
+    """Every part that runs on a state, on one backend: (a), (d), (f) in process, then the
+    daemon's (h), (c)+(e) and (i)."""
+    server, parts = bench.server, bench.parts
+    result: dict[str, Any] = {}
+    in_process(result, server, states, bench.hook, bench.profile_dir, bench.size, parts)
+    if "h" in parts and "daemon_backlog" in result:
+        say(f"(h) delivery throughput through the daemon, {states.name}")
+        result["daemon_drain"] = daemon_drain(server, states, result["daemon_backlog"])
+    if "c" in parts or "e" in parts:
+        say(f"(c)+(e) the daemon on {states.name}: detection latency, every event type, RSS")
+        result["daemon"] = daemon_run(server, states, rng, slot)
+    if "i" in parts:
+        say(f"(i) restart{' and failover' if states.name == 'postgresql' else ''}, {states.name}")
+        result["replicas"] = replicas(server, states)
     return result
 
 
@@ -116,6 +154,10 @@ def main() -> int:
     if not parts:
         say(f"BENCH_PARTS names none of the parts {PARTS}")
         return 2
+    names = parse_states(os.environ.get("BENCH_STATES", " ".join(NAMES)))
+    if not names:
+        say(f"BENCH_STATES names none of the backends {NAMES}")
+        return 2
     info = machine()
     say(f"machine: {info}")
     results: dict[str, Any] = {
@@ -133,17 +175,22 @@ def main() -> int:
             "steady_and_reconcile_cadences_s": FIXED_CADENCE,
             "daemon_cadences": "auto",
             "parts": parts,
+            "states": names,
+            "restart_interval_s": RESTART_INTERVAL,
+            "failover_bounds_s": FAILOVER_BOUNDS,
         },
         "sizes": {},
     }
     started = time.monotonic()
-    tables = []
-    for size in sizes:
-        say(f"=== {size:,} versions ===")
-        result = run_size(size, profile_dir, parts)
-        results["sizes"][str(size)] = result
-        tables.append(table(result))
-        print(tables[-1] + "\n", flush=True)
+    backends = Backends(names)
+    try:
+        for size in sizes:
+            say(f"=== {size:,} versions ===")
+            result = run_size(size, profile_dir, parts, backends)
+            results["sizes"][str(size)] = result
+            print(table(result) + "\n", flush=True)
+    finally:
+        backends.close()
     results["total_s"] = round(time.monotonic() - started, 1)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     say(f"done in {results['total_s']:.0f}s; results in {RESULTS.relative_to(ROOT)}")
