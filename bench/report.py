@@ -208,7 +208,7 @@ def resume_rows(i: dict[str, Any], v: dict[str, bool]) -> list[Row]:
                 v[f"failover_{at}"],
             ),
             judged(
-                "  takeover -> delivery, first poll",
+                f"  the kill's takeover -> delivery, first poll ({at})",
                 f"{f['takeover_to_delivery_s']:.2f} s, {f['first_poll_read']}",
                 f"<= {margin:g} s, incremental",
                 v[f"takeover_delivery_{at}"] and v[f"takeover_first_poll_{at}"],
@@ -220,7 +220,7 @@ def resume_rows(i: dict[str, Any], v: dict[str, bool]) -> list[Row]:
                 v[f"handover_{at}"],
             ),
             judged(
-                "  takeover -> delivery, first poll",
+                f"  the handover's takeover -> delivery, first poll ({at})",
                 f"{h['takeover_to_delivery_s']:.2f} s, {h['first_poll_read']}",
                 f"<= {margin:g} s, incremental",
                 v[f"handover_delivery_{at}"] and v[f"handover_first_poll_{at}"],
