@@ -1,4 +1,4 @@
-"""The benchmark of issue #5: `make bench` (or `python -m bench.run`) from the repository root.
+"""The benchmark of issues #5 and #12: `make bench` (or `python -m bench.run`) from the root.
 
 For each size N (versions over 1,000 models; default 10k and 100k, `BENCH_SIZES="2000"` for a
 quick check), one real `mlflow server` (sqlite, 1 worker) is seeded and then measured, in one run:
@@ -13,11 +13,17 @@ quick check), one real `mlflow server` (sqlite, 1 worker) is seeded and then mea
   (e) the daemon's peak RSS (VmHWM) after its full scans in (c);
   (f) delivery throughput of a 5,000-event backlog to a local receiver answering 200 at once;
   (g) the whole command a cron user runs, `mlflow-watcher run --once` in a process of its own on
-      an existing snapshot: wall time, split into waiting for MLflow and the watcher's own.
+      an existing snapshot: wall time, split into waiting for MLflow and the watcher's own;
+  (h) delivery throughput of the same backlog through the running daemon, which polls meanwhile;
+  (i) a restart (stop, a transition, start), and on PostgreSQL a failover (kill -9 of the leader
+      of two replicas) and a handover (SIGTERM), each timed to the delivery of a transition made
+      meanwhile, the new process's or new leader's first poll checked to be incremental.
 
-Prints a table per size and writes bench/results.json. `BENCH_PROFILE=DIR` also writes
-cProfile reports of the full reconcile and of the drain into DIR. `BENCH_PARTS="g"` (any of
-the letters above, default all) measures only those parts.
+Every part that keeps a state runs on each backend `BENCH_STATES` names ("sqlite postgresql",
+the default; PostgreSQL in a private cluster this run starts), (b) and (g) once. Prints a
+table per size, a column per backend, and writes bench/results.json. `BENCH_PROFILE=DIR` also
+writes cProfile reports of the full reconcile and of the drain into DIR. `BENCH_PARTS="g"`
+(any of the letters above, default all) measures only those parts.
 """
 
 from __future__ import annotations
