@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -18,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from watcher.config.types import redact_uri
 from watcher.errors import StoreError
-from watcher.store.database import Row
+from watcher.store.database import LeaseLost, Row, Token
 from watcher.store.pg_schema import migrate
 
 if TYPE_CHECKING:
@@ -74,6 +76,10 @@ def _one_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+_NAMESPACE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+"""What config accepts as a namespace: it names a schema, quoted but never escaped."""
+
+
 @lru_cache(maxsize=512)
 def _pg_sql(sql: str) -> str:
     """``?`` placeholders as psycopg's ``%s`` (and a literal ``%`` doubled)."""
@@ -112,6 +118,21 @@ class PostgresBackend:
             f"{round(settings.lock_timeout * 1000)}ms",
             f"{round(settings.idle_in_transaction_timeout * 1000)}ms",
         )
+        settings_sql = (
+            "SELECT set_config('search_path', %s, true),"
+            " set_config('statement_timeout', %s, true),"
+            " set_config('lock_timeout', %s, true),"
+            " set_config('idle_in_transaction_session_timeout', %s, true)"
+        )
+        self._prelude = settings_sql + ", TRUE"
+        # The fence names its table with the schema: the search path set in the same statement
+        # applies only to the statements after it. FOR SHARE makes a takeover wait until this
+        # transaction ends.
+        # The namespace is a checked identifier (connect()), never user data in the query.
+        self._fenced_prelude = (
+            settings_sql + f', EXISTS (SELECT 1 FROM "{settings.namespace}".leader'  # noqa: S608
+            " WHERE holder = %s AND epoch = %s AND expires_at > clock_timestamp() FOR SHARE)"
+        )
 
     @classmethod
     def connect(cls, settings: PgSettings) -> Self:
@@ -125,6 +146,8 @@ class PostgresBackend:
                 "a postgresql:// state needs psycopg: "
                 "pip install 'mlflow-registry-watcher[postgres]'"
             ) from None
+        if not _NAMESPACE.fullmatch(settings.namespace):
+            raise StoreError(f"namespace {settings.namespace!r} is not a lower-case identifier")
         kwargs = _connect_kwargs(settings)
         where = redact_uri(settings.url)
         try:
@@ -138,7 +161,6 @@ class PostgresBackend:
             min_size=1,
             max_size=settings.pool_size,
             timeout=settings.connect_timeout,
-            check=ConnectionPool.check_connection,
             name=f"watcher-{os.getpid()}",
             open=True,
         )
@@ -148,20 +170,15 @@ class PostgresBackend:
         self._pool.close()
 
     @contextlib.contextmanager
-    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """A pooled connection inside a transaction that knows its schema and timeouts."""
+    def _connection(self, fence: Token | None = None) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection inside a transaction that knows its schema and timeouts, and,
+        with ``fence``, has proved that this replica still holds the lease with its epoch
+        (LeaseLost otherwise): one round trip for all of it."""
         import psycopg
         from psycopg_pool import PoolTimeout
 
         try:
-            with self._pool.connection() as conn, conn.transaction():
-                conn.execute(
-                    "SELECT set_config('search_path', %s, true),"
-                    " set_config('statement_timeout', %s, true),"
-                    " set_config('lock_timeout', %s, true),"
-                    " set_config('idle_in_transaction_session_timeout', %s, true)",
-                    self._prelude_params,
-                )
+            with self._begin(fence) as conn:
                 yield conn
         except (psycopg.OperationalError, psycopg.errors.QueryCanceled, PoolTimeout) as exc:
             raise StateUnavailable(
@@ -169,8 +186,41 @@ class PostgresBackend:
             ) from None
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[_PgTx]:
-        with self._connection() as conn:
+    def _begin(self, fence: Token | None) -> Iterator[psycopg.Connection[Any]]:
+        """BEGIN and the prelude, on a second pooled connection if the first was broken (a
+        PostgreSQL restart or a killed session leaves stale ones in the pool, which is not
+        checked on every checkout: that would cost a round trip a transaction)."""
+        import psycopg
+
+        params: tuple[Any, ...] = self._prelude_params
+        if fence is not None:
+            params = (*params, fence.holder, fence.epoch)
+        for attempt in (1, 2):
+            stack = contextlib.ExitStack()
+            try:
+                conn = stack.enter_context(self._pool.connection())
+                stack.enter_context(conn.transaction())
+                row = conn.execute(self._fenced_prelude if fence else self._prelude, params)
+                held = bool(row.fetchone()[-1])
+            except psycopg.OperationalError:
+                broken = "conn" in locals() and conn.broken
+                with contextlib.suppress(psycopg.Error):
+                    stack.__exit__(*sys.exc_info())
+                if attempt == 2 or not broken:
+                    raise
+                # The others were likely cut by the same restart: check every idle one now.
+                self._pool.check()
+                continue
+            with stack:
+                if not held:
+                    assert fence is not None
+                    raise LeaseLost(f"the leader lease of epoch {fence.epoch} is no longer held")
+                yield conn
+            return
+
+    @contextlib.contextmanager
+    def transaction(self, fence: Token | None = None) -> Iterator[_PgTx]:
+        with self._connection(fence) as conn:
             yield _PgTx(conn)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
