@@ -13,7 +13,9 @@ RUN python -m venv /opt/mlflow-watcher
 # Dependencies first, at the versions constraints.txt pins (the ones CI tests): a change to the
 # code reuses this layer instead of installing them again.
 COPY pyproject.toml constraints.txt ./
-RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' > requirements.txt \
+# With the `postgres` extra (psycopg's binary wheel and its pool, about 10 MB): one image runs a
+# single watcher on its SQLite volume or replicas on a PostgreSQL state (WATCHER_STATE__URL).
+RUN python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(p["dependencies"] + p["optional-dependencies"]["postgres"]))' > requirements.txt \
  && /opt/mlflow-watcher/bin/pip install --no-cache-dir --disable-pip-version-check \
       -c constraints.txt -r requirements.txt
 COPY README.md ./

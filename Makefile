@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 PYTEST_JOBS ?= 3
 PYTEST := $(BIN)/pytest -q -n $(PYTEST_JOBS) --dist loadgroup --durations=25
 
-.PHONY: run test lint verify-units unit e2e compat bench dist constraints clean
+.PHONY: run test lint verify-units unit e2e compat bench chaos dist constraints clean
 
 # Every dependency at the version constraints.txt pins: the same set CI and the image get.
 $(STAMP): pyproject.toml constraints.txt
@@ -87,3 +87,9 @@ constraints:
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .compat-venvs .hypothesis build dist \
 		*.egg-info .constraints-venv .bench-venvs
+
+# Issue #12's randomised run: three replicas on one PostgreSQL state (a private cluster in a
+# temporary directory) under kills, pauses and cuts, against a real MLflow server and receiver;
+# prints what it injected and what it checked. CHAOS_ARGS="--transitions 300 --seed 7" to vary.
+chaos: $(STAMP)
+	$(BIN)/python -m tests.e2e.chaos $(CHAOS_ARGS)

@@ -46,7 +46,7 @@ class Assembly:
         try:
             if self.leadership is None:
                 return run_once(self.pipeline, self.deliverer, stopping, self.metrics)
-            with self.leadership.held(wait=self.wait_for_lock):
+            with self.leadership.held(wait=self.wait_for_lock, stop=stopping):
                 return run_once(self.pipeline, self.deliverer, stopping, self.metrics)
         finally:
             self.deliverer.close()
@@ -87,11 +87,11 @@ def assemble(
             scan_runner=thread_runner if daemon else None,
         )
         pipeline = _checked_pipeline(config, store, log, options)
-        metrics = Metrics(config, store)
         leadership = None
         if config.state.shared:
             timings = LeaseTimings.derive(config.watch.interval, config.state.lease)
             leadership = Leadership(store, timings, log)
+        metrics = Metrics(config, store, leadership)
         # Metrics counts each delivery outcome the deliverer reports; a replica sends only
         # while its lease can be trusted.
         deliverer = Deliverer(

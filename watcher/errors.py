@@ -27,7 +27,7 @@ _MEANINGS = {
     ExitCode.FAILED: "the registry could not be read (or another runtime error)",
     ExitCode.USAGE: "bad configuration or usage",
     ExitCode.DELIVERY: "some deliveries failed; they are queued for retry, or dead",
-    ExitCode.LOCKED: "another watcher holds the lock on the state file",
+    ExitCode.LOCKED: "another watcher holds the lock on the state file (or leads the shared state)",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
 }
 
@@ -63,6 +63,7 @@ class StoreError(WatcherError):
 
 
 class LockError(StoreError):
-    """Another watcher holds the state lock."""
+    """Another watcher holds the state lock (or, for ``run --once`` on a shared state, the
+    leader lease)."""
 
     exit_code = ExitCode.LOCKED

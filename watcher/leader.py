@@ -131,11 +131,12 @@ class Leadership:
         self.store.fence_token = token
         self._trusted_until = self._trust_from(sent_at)
         self._next_renew = sent_at + self.timings.renew_every
+        self.acquired_at = self.store.lease_info().acquired_at
+        # Before the role changes: the delivery thread waits for it, so what an older epoch
+        # left in flight is counted here, not claimed first by this replica's own sends.
+        requeued = self.store.requeue_in_flight()
         self.role = Role.LEADER
         self.takeovers += 1
-        info = self.store.lease_info()
-        self.acquired_at = info.acquired_at
-        requeued = self.store.requeue_in_flight()
         self.log.info(
             "leader.acquired",
             epoch=token.epoch,
@@ -184,27 +185,34 @@ class Leadership:
             stop.wait(wait)
 
     @contextlib.contextmanager
-    def held(self, *, wait: bool) -> Iterator[None]:
+    def held(self, *, wait: bool, stop: threading.Event | None = None) -> Iterator[None]:
         """Lead for the length of a block (``run --once`` on a shared state): take the lease
         (waiting for it with ``wait``, LockError otherwise), renew it on a thread, give it up
-        at the end."""
+        at the end. ``stop`` (a signal) ends the wait with LockError: a timer stopping a
+        waiting run must not need SIGKILL."""
+        stop = stop or threading.Event()
         self.step()
+        waiting = False
         while not self.is_leader:
-            if not wait:
+            if not waiting:
                 info = self.store.lease_info()
-                raise LockError(
-                    f"another watcher ({info.holder}, epoch {info.epoch}) leads the shared "
-                    "state; use --wait-for-lock to wait for it"
-                )
-            time.sleep(self.timings.standby_retry)
+                if not wait:
+                    raise LockError(
+                        f"another watcher ({info.holder}, epoch {info.epoch}) leads the shared "
+                        "state; use --wait-for-lock to wait for it"
+                    )
+                self.log.info("leader.waiting", holder=info.holder, epoch=info.epoch)
+                waiting = True
+            if stop.wait(self.timings.standby_retry):
+                raise LockError("stopped while waiting for another watcher to give the lease up")
             self.step()
-        stop = threading.Event()
-        renewer = threading.Thread(target=self.run, args=(stop,), name="leadership", daemon=True)
+        done = threading.Event()
+        renewer = threading.Thread(target=self.run, args=(done,), name="leadership", daemon=True)
         renewer.start()
         try:
             yield
         finally:
-            stop.set()
+            done.set()
             renewer.join(5.0)
             self.release()
 

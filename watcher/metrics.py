@@ -3,8 +3,10 @@
 Counters (polls, events, deliveries) are kept in this process and updated from the reports of
 each poll and from each delivery's outcome. Gauges (what is watched, the outbox, the last good
 poll) are computed from the state file when scraped, so they are right even for work done by
-an earlier process or by ``run --once``. Labels stay bounded: results, event types and webhook
-names from the config; never model names.
+an earlier process or by ``run --once``. The leader gauges are read from this replica's
+``Leadership`` at scrape: every replica of a shared state is scraped on its own, and only this
+process knows whether it leads. Labels stay bounded: results, event types and webhook names
+from the config; never model names.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, Info, write_to_textfile
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from watcher import __version__
 from watcher import state_meta as sm
 from watcher.config import Config
 from watcher.deliver import Outcome
+from watcher.leader import Leadership
 from watcher.model import SUPPORTED_EVENTS
 from watcher.store import DEAD, PENDING, Store
 
@@ -40,7 +43,7 @@ POLL_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 3
 class Metrics:
     """One dedicated registry (not the global one): only the watcher's own series."""
 
-    def __init__(self, config: Config, store: Store) -> None:
+    def __init__(self, config: Config, store: Store, leadership: Leadership | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.polls = self._counter("polls", "Polls of the registry, by result.", "result")
         self.poll_duration = Histogram(
@@ -69,6 +72,7 @@ class Metrics:
             for result in DELIVERY_RESULTS:
                 self.deliveries.labels(webhook=webhook.name, result=result)
         self.registry.register(StateCollector(store, config))
+        self.registry.register(LeaderCollector(leadership))
 
     def _counter(self, name: str, documentation: str, *labels: str) -> Counter:
         """A counter of this registry, named under the watcher's prefix, by bounded labels."""
@@ -140,6 +144,41 @@ class StateCollector(Collector):
             )
             gauge.add_metric([], last_ok)
             yield gauge
+
+
+class LeaderCollector(Collector):
+    """This replica's part in the leader election, at each scrape. Without a leadership (a
+    SQLite state: one process, holding the file lock) the process always leads, at epoch 0,
+    and never took a lease over."""
+
+    def __init__(self, leadership: Leadership | None) -> None:
+        self._leadership = leadership
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        ship = self._leadership
+        leads = ship is None or ship.is_leader
+        epoch = 0 if ship is None or ship.token is None else ship.token.epoch
+        leader = GaugeMetricFamily(
+            f"{PREFIX}_leader",
+            "1 while this replica leads (polls and delivers), 0 while it is a standby; "
+            "always 1 on a SQLite state.",
+        )
+        leader.add_metric([], 1.0 if leads else 0.0)
+        yield leader
+        held = GaugeMetricFamily(
+            f"{PREFIX}_leader_epoch",
+            "The lease epoch this replica holds, or held last (0: it never led, or SQLite).",
+        )
+        held.add_metric([], float(epoch))
+        yield held
+        takeovers = CounterMetricFamily(
+            f"{PREFIX}_leader_takeovers", "Times this replica took the leader lease."
+        )
+        takeovers.add_metric([], float(0 if ship is None else ship.takeovers))
+        yield takeovers
 
 
 def _scan_gauges(meta: dict[str, str]) -> Iterator[Metric]:

@@ -72,6 +72,14 @@ def prune(pipeline: Pipeline) -> None:
         pipeline.log.info("state.pruned", delivered=pruned)
 
 
+def role_text(leadership: Leadership) -> str:
+    """This replica's role for people (/readyz, STATUS=): ``leader, epoch 3`` or ``standby``."""
+    token = leadership.token
+    if leadership.is_leader and token is not None:
+        return f"{leadership.role.value}, epoch {token.epoch}"
+    return leadership.role.value
+
+
 class Service:
     """The daemon: a poll job on the interval, a delivery thread, signals for a clean stop.
 
@@ -109,6 +117,8 @@ class Service:
         if leadership is not None:
             leadership.on_acquired = self.took_over
         self._cycles = 0
+        self._notified_role: str | None = None
+        """The role the last STATUS= line told systemd (shared state only)."""
         self._delivery: threading.Thread | None = None
         self._leading: threading.Thread | None = None
         self._poll_started: float | None = None
@@ -116,6 +126,8 @@ class Service:
         self._last_ok: float | None = None
         """time.monotonic() when a poll of this process last read the registry completely."""
         self._last_ok_duration = 0.0
+        self._led_since: float | None = None
+        """time.monotonic() when this replica last took the lease (shared state only)."""
         self._last_tick: float | None = None
         self.hung_after = max(60.0, 2 * config.watch.interval, 10 * config.mlflow.timeout)
         """A poll running longer than this counts as hung: no more watchdog pings, /healthz
@@ -151,15 +163,19 @@ class Service:
             self.metrics.observe_cycle(report)
         if self.notifier.enabled:
             self.notifier.status(self.status_line(report))
+            if self.leadership is not None:
+                self._notified_role = self.leadership.role.value
 
     def status_line(self, report: CycleReport) -> str:
-        """One line for `systemctl status`: the last poll and the outbox."""
+        """One line for `systemctl status`: the role on a shared state, the last poll and the
+        outbox."""
         at = time.strftime("%H:%M:%SZ", time.gmtime())
+        role = "" if self.leadership is None else f"{role_text(self.leadership)}; "
         if not report.ok:
-            return f"last poll failed at {at}: {report.error}"
+            return f"{role}last poll failed at {at}: {report.error}"
         outbox = self.pipeline.store.summary()
         return (
-            f"last poll ok at {at} in {report.duration_ms:.0f} ms: {report.models} models, "
+            f"{role}last poll ok at {at} in {report.duration_ms:.0f} ms: {report.models} models, "
             f"{report.versions} versions, {len(report.events)} events; "
             f"{outbox.total(PENDING)} pending, {outbox.total(DEAD)} dead deliveries"
         )
@@ -170,6 +186,20 @@ class Service:
         self._last_tick = time.monotonic()
         if self.notifier.watchdog_interval is not None and self.alive()[0]:
             self.notifier.watchdog()
+        if self.leadership is not None and self.notifier.enabled:
+            self._notify_role()
+
+    def _notify_role(self) -> None:
+        """A new STATUS= line when this replica's role changed: a standby never polls, so
+        without it `systemctl status` would show the start's line for as long as it waits."""
+        assert self.leadership is not None
+        role = self.leadership.role.value
+        if role == self._notified_role:
+            return
+        self._notified_role = role
+        at = time.strftime("%H:%M:%SZ", time.gmtime())
+        doing = "polling" if self.leadership.is_leader else "another replica leads"
+        self.notifier.status(f"{role_text(self.leadership)}, since {at}; {doing}")
 
     def alive(self) -> tuple[bool, str]:
         """Liveness: the scheduler runs jobs, no poll hangs, the delivery thread runs."""
@@ -184,22 +214,34 @@ class Service:
         return True, "ok"
 
     def ready(self) -> tuple[bool, str]:
-        """Readiness: a poll succeeded within READY_POLLS intervals and the state is writable."""
+        """Readiness: a poll succeeded within READY_POLLS intervals and the state is writable.
+        On a shared state the answer names the role: a healthy standby is ready too."""
         if self.stopping.is_set():
             return False, "stopping"
-        if self.leadership is not None and not self.leadership.is_leader:
+        if self.leadership is None:
+            return self._polls_ready()
+        if not self.leadership.is_leader:
             return self._standby_ready()
-        if self._last_ok is None:
+        ok, reason = self._polls_ready()
+        return ok, f"{reason} ({role_text(self.leadership)})"
+
+    def _polls_ready(self) -> tuple[bool, str]:
+        """Polls go well: one succeeded within READY_POLLS intervals (of taking the lease over,
+        for a replica that just did: its first poll is under way), and the state is writable."""
+        last = self._last_ok
+        if self._led_since is not None:
+            last = max(last or 0.0, self._led_since)
+        if last is None:
             return False, "no poll has read the registry yet"
         window = READY_POLLS * max(self.config.watch.interval, self._last_ok_duration)
-        age = time.monotonic() - self._last_ok
+        age = time.monotonic() - last
         if age > window:
             return False, f"no successful poll for {age:.0f}s (more than {window:g}s)"
         try:
             self.pipeline.store.set_meta(sm.meta(sm.READY_CHECKED_AT.entry(time.time())))
         except Exception as exc:
             return False, f"the state is not writable: {exc}"
-        return True, "ok" if self.leadership is None else "ok (leader)"
+        return True, "ok"
 
     def _standby_ready(self) -> tuple[bool, str]:
         """A healthy standby is ready (it is not a failure): it can read the shared state."""
@@ -216,6 +258,9 @@ class Service:
         return TICK_EVERY if watchdog is None else min(TICK_EVERY, watchdog)
 
     def maintain(self) -> None:
+        """The hourly prune, by the leader only: a standby writes nothing to a shared state."""
+        if self.leadership is not None and not self.leadership.is_leader:
+            return
         try:
             prune(self.pipeline)
         except Exception as exc:
@@ -229,8 +274,8 @@ class Service:
                 continue
             try:
                 self.deliverer.drain(stop=self.stopping, wake=self.wake, forever=True)
-            except StoreError as exc:  # the database went away: retried, one line, no trace
-                self.log.warning("delivery.state_unavailable", error=str(exc))
+            except StoreError as exc:  # the database went away: one line, then try again
+                self.log.warning("delivery.paused", error=str(exc))
                 self.stopping.wait(DRAIN_EVERY)
             except Exception as exc:
                 self.log.exception("delivery.crashed", error=f"{type(exc).__name__}: {exc}")
@@ -247,6 +292,7 @@ class Service:
         committed snapshot, as a restarted daemon does, and poll and deliver at once."""
         from datetime import datetime
 
+        self._led_since = time.monotonic()
         self.pipeline.resume()
         self.wake.set()
         with contextlib.suppress(Exception):  # the scheduler may not be running yet

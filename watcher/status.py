@@ -1,17 +1,21 @@
-"""What `mlflow-watcher status` reports, read from the state file: the last poll, what is
-tracked, the scan cadences and the outbox.
+"""What `mlflow-watcher status` reports, read from the state: the last poll, what is tracked,
+the scan cadences, the outbox and, on a shared (PostgreSQL) state, the leader lease.
 
-Built from the state alone (meta keys and outbox counts), so it is right for a running daemon,
-for the last ``run --once`` and for a stopped watcher alike.
+Built from the state alone (meta keys, outbox counts, the lease row), so it is right for a
+running daemon, for the last ``run --once`` and for a stopped watcher alike. A ``status``
+process is no replica: it shows the lease as the database records it (who leads, with which
+epoch, until when), not a role of its own. A SQLite state has no lease (one process holds its
+file lock), so its ``lease`` is null.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from watcher import state_meta as sm
 from watcher.config import Config
-from watcher.store import DEAD, DELIVERED, PENDING, Store
+from watcher.store import DEAD, DELIVERED, PENDING, LeaseInfo, Store
 
 
 def status_report(config: Config, store: Store, now: float) -> dict[str, Any]:
@@ -27,8 +31,13 @@ def status_report(config: Config, store: Store, now: float) -> dict[str, Any]:
         for name in webhooks
     }
     oldest = summary.oldest_pending
+    lease = None
+    if config.state.shared:
+        lease = lease_status(store.lease_info(), store.lease_takeovers(), config.state.namespace)
     return {
         "state": store.location,
+        "backend": store.backend.kind,
+        "lease": lease,
         "registry": sm.REGISTRY.get(meta),
         "last_poll": _last_poll(meta, now),
         "models": sm.MODELS.get(meta),
@@ -50,6 +59,24 @@ def status_report(config: Config, store: Store, now: float) -> dict[str, Any]:
             },
         },
     }
+
+
+def lease_status(info: LeaseInfo, takeovers: int, namespace: str) -> dict[str, Any]:
+    """The lease of a shared state: the leader (None while nobody holds an unexpired lease),
+    the epoch (the leader's, or the last one granted), since and until when, and how many
+    times a replica took the lease in this namespace."""
+    return {
+        "namespace": namespace,
+        "leader": info.holder if info.valid else None,
+        "epoch": info.epoch,
+        "acquired_at": _datetime_text(info.acquired_at) if info.valid else None,
+        "expires_at": _datetime_text(info.expires_at) if info.valid else None,
+        "takeovers": takeovers,
+    }
+
+
+def _datetime_text(at: datetime | None) -> str | None:
+    return None if at is None else sm.format_time(at.timestamp())
 
 
 def _last_poll(meta: dict[str, str], now: float) -> dict[str, Any]:

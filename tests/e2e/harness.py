@@ -121,6 +121,15 @@ class MlflowServer:
         return MlflowClient(tracking_uri=self.url, registry_uri=self.url)
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A server that says nothing when a client goes away mid-answer (a sender killed with
+    kill -9 while its request was answered)."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class QuietHandler(BaseHTTPRequestHandler):
     """A request handler that keeps the test output clean."""
 
@@ -149,7 +158,7 @@ class LocalService:
         raise NotImplementedError
 
     def start(self) -> None:
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self.handler())
+        self._server = _QuietServer(("127.0.0.1", self.port), self.handler())
         self._server.daemon_threads = True
         if self.tls is not None:
             self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)

@@ -49,6 +49,7 @@ class Replica(Daemon):
     def __init__(self, config: Path, env: Mapping[str, str], name: str = "") -> None:
         super().__init__(config, env)
         self.name = name
+        self._first_line = 0
 
     def __repr__(self) -> str:
         pid = self.proc.pid if self.proc is not None else None
@@ -58,6 +59,16 @@ class Replica(Daemon):
         with self._lock:
             return [r for r in self.lines if str(r.get("event", "")).startswith("leader.")]
 
+    def start(self) -> None:
+        with self._lock:
+            self._first_line = len(self.lines)
+        super().start()
+
+    def current_lines(self) -> list[dict[str, Any]]:
+        """The log lines of the running process (a restarted replica's old ones left out)."""
+        with self._lock:
+            return self.lines[self._first_line :]
+
     def role(self) -> str:
         """``leader`` after its last leader.acquired, ``standby`` otherwise (never led, lost,
         released), ``dead`` once its process has ended."""
@@ -65,7 +76,7 @@ class Replica(Daemon):
             return "dead"
         changes = [
             r["event"]
-            for r in self.leader_lines()
+            for r in self.current_lines()
             if r["event"] in ("leader.acquired", "leader.lost", "leader.released")
         ]
         return "leader" if changes and changes[-1] == "leader.acquired" else "standby"
@@ -120,7 +131,7 @@ class AttemptRow:
     attempted_at: float
 
 
-def _rows(db: PgDatabase, namespace: str, sql: str) -> list[tuple[Any, ...]]:
+def query_rows(db: PgDatabase, namespace: str, sql: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(db.url, password=db.password, autocommit=True) as conn:
         conn.execute("SELECT set_config('search_path', %s, false)", (f'"{namespace}"',))
         return list(conn.execute(sql).fetchall())
@@ -128,13 +139,15 @@ def _rows(db: PgDatabase, namespace: str, sql: str) -> list[tuple[Any, ...]]:
 
 def lease_history(db: PgDatabase, namespace: str = NAMESPACE) -> list[Term]:
     """Every epoch ever acquired, oldest first."""
-    rows = _rows(db, namespace, "SELECT epoch, holder, ended_how FROM leader_history ORDER BY 1")
+    rows = query_rows(
+        db, namespace, "SELECT epoch, holder, ended_how FROM leader_history ORDER BY 1"
+    )
     return [Term(int(e), str(h), how) for e, h, how in rows]
 
 
 def attempt_log(db: PgDatabase, namespace: str = NAMESPACE) -> list[AttemptRow]:
     """Every recorded attempt, in the order they were recorded."""
-    rows = _rows(
+    rows = query_rows(
         db,
         namespace,
         "SELECT delivery_id, epoch, status_code, attempted_at FROM attempts ORDER BY id",
@@ -144,5 +157,5 @@ def attempt_log(db: PgDatabase, namespace: str = NAMESPACE) -> list[AttemptRow]:
 
 def delivery_status(db: PgDatabase, namespace: str = NAMESPACE) -> dict[str, str]:
     """{delivery_id: status} over the whole outbox."""
-    rows = _rows(db, namespace, "SELECT delivery_id, status FROM deliveries")
+    rows = query_rows(db, namespace, "SELECT delivery_id, status FROM deliveries")
     return {str(d): str(s) for d, s in rows}

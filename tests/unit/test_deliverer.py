@@ -210,6 +210,85 @@ def test_a_lane_never_has_two_requests_in_flight(store: WatchedStore) -> None:
     assert sender.calls == [("a", first), ("a", second)]
 
 
+class HeldSender(FakeSender):
+    """Holds each request until the test releases its delivery id, and notes how many times
+    the dispatcher had read the lane heads when the request started."""
+
+    def __init__(self, store: WatchedStore) -> None:
+        super().__init__()
+        self.store = store
+        self.looks_at: dict[str, int] = {}
+        self.released: set[str] = set()
+        self._held = threading.Condition()
+
+    def post(self, webhook: WebhookConfig, event: Event, delivery_id: str) -> Result:
+        with self._held:
+            self.looks_at[delivery_id] = self.store.looks
+            self._held.notify_all()
+            assert self._held.wait_for(lambda: delivery_id in self.released, SAFETY)
+        return super().post(webhook, event, delivery_id)
+
+    def wait_started(self, *delivery_ids: str) -> None:
+        with self._held:
+            assert self._held.wait_for(lambda: set(delivery_ids) <= set(self.looks_at), SAFETY)
+
+    def release(self, *delivery_ids: str) -> None:
+        with self._held:
+            self.released.update(delivery_ids)
+            self._held.notify_all()
+
+
+def test_a_busy_drain_sends_the_next_lanes_from_the_heads_it_has_read(
+    store: WatchedStore,
+) -> None:
+    """While requests are in flight, the lane heads read for one dispatch serve the next
+    ones (reading them after every answer was most of the cost of a backlog on many lanes);
+    the clock that would make them stale does not move here."""
+    first, second, third = queued(store, [("a", "1"), ("b", "1"), ("c", "1")], "w")
+    sender = HeldSender(store)
+    subject = deliverer(
+        store, make_config("w", workers=2), sender, RecordingLog(), monotonic=Clock()
+    )
+    reports = []
+    drain = threading.Thread(target=lambda: reports.append(subject.drain()))
+    drain.start()
+    try:
+        sender.wait_started(first, second)
+        sender.release(first)
+        sender.wait_started(third)
+        assert sender.looks_at == {first: 1, second: 1, third: 1}
+    finally:
+        sender.release(first, second, third)
+        drain.join(SAFETY)
+    assert not drain.is_alive()
+    assert reports[0].delivered == 3
+
+
+def test_heads_read_while_a_lane_is_in_flight_leave_that_lane_alone(store: WatchedStore) -> None:
+    """A lane whose head is in flight still shows that row as its head (it stays pending
+    until answered): read again then, the lane is left out, not sent twice, and its next row
+    goes once the answer is in."""
+    first, second = queued(store, [("a", "1"), ("a", "2")], "w")
+    (other,) = queued(store, [("b", "1")], "w")
+    sender = HeldSender(store)
+    subject = deliverer(
+        store, make_config("w", workers=2), sender, RecordingLog(), monotonic=Clock()
+    )
+    drain = threading.Thread(target=subject.drain)
+    drain.start()
+    try:
+        sender.wait_started(first, other)
+        sender.release(other)  # nothing is left of the heads read: they are read again
+        store.wait_looks(2)
+        sender.release(first)
+        sender.wait_started(second)
+    finally:
+        sender.release(first, second, other)
+        drain.join(SAFETY)
+    assert not drain.is_alive()
+    assert sender.calls == [("w", other), ("w", first), ("w", second)]
+
+
 def test_a_stop_lets_requests_in_flight_finish_within_the_grace(store: Store) -> None:
     first, second = queued(store, [("fraud", "1"), ("fraud", "2")], "a")
     stop = threading.Event()

@@ -45,3 +45,45 @@ def test_the_kubernetes_examples_configure_the_watcher_from_the_environment_alon
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
         assert ports["metrics"] == 9464
+
+
+def _documents(path: Path) -> dict[str, dict[str, Any]]:
+    """The manifests of one file by kind (one of each)."""
+    return {doc["kind"]: doc for doc in yaml.safe_load_all(path.read_text())}
+
+
+def test_the_replicas_example_shares_a_postgresql_state_from_its_secret(tmp_path: Path) -> None:
+    docs = _documents(ROOT / "deploy" / "kubernetes" / "replicas.yaml")
+    secret = docs["Secret"]["stringData"]
+    [container] = _watcher_containers(ROOT / "deploy" / "kubernetes" / "replicas.yaml")
+    mounted = tmp_path / "secrets"
+    mounted.mkdir()
+    for key in ("state-password", "webhook-secret", "metrics-token"):
+        (mounted / key).write_text(f"{key}-value\n")
+    env: dict[str, str] = {}
+    for e in container["env"]:
+        if "valueFrom" in e:
+            ref = e["valueFrom"]["secretKeyRef"]
+            assert ref["name"] == docs["Secret"]["metadata"]["name"]
+            env[e["name"]] = secret[ref["key"]]
+        else:
+            env[e["name"]] = e["value"].replace("/run/secrets/mlflow-watcher", str(mounted))
+    config = load_config(None, env)
+
+    assert config.state.shared
+    assert config.state.url == secret["state-url"]
+    assert config.state.namespace == "mlflow_watcher"
+    assert config.state.password is not None
+    assert config.state.password.reveal() == "state-password-value"
+    assert config.webhooks[0].secret is not None
+    deployment = docs["Deployment"]
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    pod = deployment["spec"]["template"]["spec"]
+    assert not [v for v in pod["volumes"] if "persistentVolumeClaim" in v], "no state volume"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    budget = docs["PodDisruptionBudget"]["spec"]
+    assert budget["selector"]["matchLabels"].items() <= labels.items()
+    assert budget["minAvailable"] == 1

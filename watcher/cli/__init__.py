@@ -13,6 +13,7 @@ from watcher.cli.common import EXIT_STATUSES, fail
 from watcher.cli.deliveries import deliveries, purge, redeliver
 from watcher.cli.receive import receive
 from watcher.cli.run import run
+from watcher.cli.state import state
 from watcher.cli.status import healthcheck, status
 from watcher.cli.webhooks import check_config, render, test_webhook
 from watcher.errors import ConfigError, ExitCode, WatcherError
@@ -35,6 +36,7 @@ for command in (
     status,
     healthcheck,
     receive,
+    state,
 ):
     cli.add_command(command)
 

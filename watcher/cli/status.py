@@ -20,7 +20,10 @@ from watcher.store import DEAD, DELIVERED, PENDING
 def _status_lines(status: dict[str, Any]) -> list[str]:
     """The status for a person: one fact a line, the outbox as a table by webhook."""
     poll = status["last_poll"]
-    lines = [f"state:          {status['state']}", f"registry:       {status['registry'] or '-'}"]
+    lines = [f"state:          {status['state']}"]
+    if status["lease"] is not None:
+        lines.append(f"leader:         {_leader_text(status['lease'])}")
+    lines.append(f"registry:       {status['registry'] or '-'}")
     if poll["at"] is None:
         lines.append("last poll:      none yet")
     else:
@@ -58,14 +61,27 @@ def _status_lines(status: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _leader_text(lease: dict[str, Any]) -> str:
+    """Who leads a shared state, as the database records it, and how often it changed hands."""
+    takeovers = f"{lease['takeovers']} takeover{'' if lease['takeovers'] == 1 else 's'}"
+    if lease["leader"] is None:
+        last = f", last epoch {lease['epoch']}" if lease["epoch"] else ""
+        return f"none (no replica holds the lease{last}); {takeovers}"
+    return (
+        f"{lease['leader']} (epoch {lease['epoch']}) since {lease['acquired_at']}, "
+        f"lease until {lease['expires_at']}; {takeovers}"
+    )
+
+
 @click.command(epilog=EXIT_STATUSES)
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object, for scripts.")
 def status(config_path: str | None, as_json: bool) -> None:
-    """Show the last poll, what is tracked and the outbox, from the state file.
+    """Show the last poll, what is tracked and the outbox, from the state.
 
     Safe beside a running daemon: the state is read without taking its lock. DELIVERED counts
-    rows kept for delivery.retention.
+    rows kept for delivery.retention. On a shared (PostgreSQL) state, also who leads, as the
+    database records the lease.
     """
     config = load(config_path, credentials=False)
     with open_state(config) as store:

@@ -19,6 +19,7 @@ from watcher.config.parsers import (
     Invalid,
     Problems,
     choice_parser,
+    duration_between,
     format_duration,
     int_parser,
     parse_bool,
@@ -150,7 +151,8 @@ SECTIONS: Mapping[str, Mapping[str, Key]] = {
         "password_env": source_key(),
         "password_file": source_key(),
         "password": Key(None, if_set(redacted)),
-        "lease": Key(parse_duration, unless_none(format_duration)),
+        # The bounds of watcher.leader (MIN_LEASE, MAX_LEASE), restated: config is below it.
+        "lease": Key(duration_between(5, 120), unless_none(format_duration)),
         "connect_timeout": duration_key(),
         "statement_timeout": duration_key(),
     },

@@ -218,8 +218,12 @@ def _state(
             if key in values:
                 problems.note(f"state.{key}", "applies only to a PostgreSQL state (state.url)")
         return None if problems.items else StateConfig(**fields)
-    if ("state", "url") in from_env:
-        fields.pop("path", None)  # the environment's URL wins over the file's path
+    url_env, path_env = ("state", "url") in from_env, ("state", "path") in from_env
+    if url_env != path_env:
+        # One from the environment, one from the file: the URL wins. A unit or an image sets
+        # a default path for SQLite (WATCHER_STATE__PATH); a file or a variable that names a
+        # PostgreSQL state means it.
+        fields.pop("path", None)
     elif "path" in values:
         problems.note("state.path", "and state.url are both set; set only one")
     if urlsplit(url).password is not None and ("state", "url") not in from_env:

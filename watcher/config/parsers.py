@@ -61,6 +61,18 @@ def format_duration(seconds: float) -> str:
     return f"{seconds}s"
 
 
+def duration_between(low: float, high: float) -> Callable[[object], float]:
+    """A duration from ``low`` to ``high`` seconds."""
+
+    def parse(value: object) -> float:
+        seconds = parse_duration(value)
+        if not low <= seconds <= high:
+            raise Invalid(f"a duration from {format_duration(low)} to {format_duration(high)}")
+        return seconds
+
+    return parse
+
+
 def parse_cadence(value: object) -> float | None:
     if isinstance(value, str) and value.strip().lower() == "auto":
         return None

@@ -14,7 +14,8 @@ database shared by replicas.
   transaction);
 - ``outbox``: what the deliverer asks and records;
 - ``lease``: the leader lease of a shared state (the fence itself is in ``database``);
-- ``log``: listing, redelivering, purging and pruning for the operator.
+- ``log``: listing, redelivering, purging and pruning for the operator;
+- ``copy``: a whole state copied into another (a SQLite install moving to PostgreSQL).
 
 ``Store`` puts the query groups together on one connection; import everything from here.
 """
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Self
 
 from watcher.config import StateConfig
+from watcher.store.copy import CopyReport, copy_state, open_sqlite_source
 from watcher.store.database import Backend, LeaseLost, Token
 from watcher.store.lease import LeaseInfo, LeaseQueries
 from watcher.store.log import DeliveryLogQueries
@@ -93,6 +95,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "_MIGRATIONS",
     "Attempt",
+    "CopyReport",
     "DeliveryRow",
     "DueDelivery",
     "Head",
@@ -104,4 +107,6 @@ __all__ = [
     "StateUnavailable",
     "Store",
     "Token",
+    "copy_state",
+    "open_sqlite_source",
 ]

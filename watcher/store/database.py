@@ -54,8 +54,10 @@ class Backend(Protocol):
     rowid: str
     """The column that orders rows of ``events`` as they were inserted."""
 
-    def transaction(self) -> contextlib.AbstractContextManager[Tx]:
-        """A write transaction: committed when the block ends, rolled back if it raises."""
+    def transaction(self, fence: Token | None = None) -> contextlib.AbstractContextManager[Tx]:
+        """A write transaction: committed when the block ends, rolled back if it raises. With
+        ``fence``, it first checks that holder still holds the lease with that epoch (LeaseLost
+        otherwise); a backend without leases (SQLite: one writer) never gets one."""
         ...
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
@@ -107,26 +109,17 @@ class Database:
     def _transaction(self) -> contextlib.AbstractContextManager[Tx]:
         return self.backend.transaction()
 
-    @contextlib.contextmanager
-    def _fenced(self) -> Iterator[Tx]:
-        """A leader's write transaction (a cycle's commit, a claim, an attempt's result).
+    def _fenced(self) -> contextlib.AbstractContextManager[Tx]:
+        """A leader's write transaction (a cycle's commit, a claim, an attempt's result, meta).
 
-        With a fence token, it first proves inside itself that this replica still holds the
-        lease with its epoch, and raises LeaseLost, writing nothing, otherwise. The check takes
-        a share lock on the lease row, so a replica taking the lease over waits until this
-        transaction has committed: no write of an old epoch lands after a newer one began.
+        With a fence token, the backend first proves inside the transaction that this replica
+        still holds the lease with its epoch, and raises LeaseLost, writing nothing, otherwise.
+        The check takes a share lock on the lease row, so a replica taking the lease over waits
+        until this transaction has committed: no write of an old epoch lands after a newer one
+        began. Without a token (SQLite, and commands that hold no lease) it is a plain
+        transaction.
         """
-        with self._transaction() as tx:
-            token = self.fence_token
-            if token is not None:
-                held = tx.execute(
-                    "SELECT 1 FROM leader WHERE holder = ? AND epoch = ?"
-                    " AND expires_at > clock_timestamp() FOR SHARE",
-                    (token.holder, token.epoch),
-                ).fetchall()
-                if not held:
-                    raise LeaseLost(f"the leader lease of epoch {token.epoch} is no longer held")
-            yield tx
+        return self.backend.transaction(fence=self.fence_token)
 
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
         return self.backend.query(sql, tuple(params))
@@ -141,8 +134,8 @@ class Database:
         return str(rows[0]["value"]) if rows else None
 
     def set_meta(self, values: dict[str, str]) -> None:
-        """A leader's write like any other (a failed poll's report, the readiness probe's
-        mark): fenced, so a replica that lost the lease leaves the meta to the new leader."""
+        """Fenced like every write of a leader (a failed poll's record, a readiness check): a
+        replica that lost its epoch must not overwrite what the new leader records."""
         with self._fenced() as tx:
             set_meta(tx, values)
 

@@ -90,21 +90,26 @@ class LeaseQueries(Database):
             return cursor.rowcount == 1
 
     def lease_info(self) -> LeaseInfo:
-        # A free lease expires at '-infinity', which no Python datetime holds: only a valid
-        # lease's end is read.
+        # A fresh or released lease expires at '-infinity', which no Python datetime holds:
+        # the database hands back NULL for it instead.
         rows = self._query(
-            "SELECT holder, epoch, acquired_at, valid,"
-            " CASE WHEN valid THEN expires_at END AS expires_at"
-            " FROM (SELECT *, expires_at > clock_timestamp() AS valid FROM leader) AS lease"
+            "SELECT holder, epoch, acquired_at, expires_at > clock_timestamp() AS valid,"
+            " CASE WHEN expires_at > clock_timestamp() THEN expires_at END AS expires_at"
+            " FROM leader"
         )
         r = rows[0]
         return LeaseInfo(
             holder=r["holder"],
             epoch=int(r["epoch"]),
             acquired_at=r["acquired_at"],
-            expires_at=r["expires_at"],
+            expires_at=r["expires_at"] if r["valid"] else None,
             valid=bool(r["valid"]),
         )
+
+    def lease_takeovers(self) -> int:
+        """How many times a replica took the lease of this namespace (``leader_history`` keeps
+        one row per epoch), for status."""
+        return int(self._query("SELECT count(*) AS n FROM leader_history")[0]["n"])
 
     def requeue_in_flight(self) -> int:
         """On taking over: what an older epoch claimed and never settled is offered again,

@@ -99,7 +99,13 @@ def migrate(conn: psycopg.Connection[Any], namespace: str, where: str) -> None:
     for _ in range(PG_SCHEMA_VERSION + 1):
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"watcher:{namespace}",))
-            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ident}")
+            # Only when missing: CREATE SCHEMA IF NOT EXISTS needs the CREATE privilege on the
+            # database even when the schema exists, and a DBA may have made it for the role.
+            exists = conn.execute(
+                "SELECT 1 FROM pg_namespace WHERE nspname = %s", (namespace,)
+            ).fetchone()
+            if exists is None:
+                conn.execute(f"CREATE SCHEMA {ident}")
             conn.execute("SELECT set_config('search_path', %s, true)", (ident,))
             conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             row = conn.execute("SELECT version FROM schema_version").fetchone()

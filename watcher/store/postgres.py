@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -18,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from watcher.config.types import redact_uri
 from watcher.errors import StoreError
-from watcher.store.database import Row
+from watcher.store.database import LeaseLost, Row, Token
 from watcher.store.pg_guard import Guard, Watchdog
 from watcher.store.pg_schema import migrate
 
@@ -43,7 +45,11 @@ class PgSettings:
     connect_timeout: float = 5.0
     statement_timeout: float = 30.0
     lock_timeout: float = 5.0
-    idle_in_transaction_timeout: float = 30.0
+    idle_in_transaction_timeout: float = 5.0
+    """No longer than the shortest lease: a leader paused or cut off inside a transaction
+    holds a share lock on the lease row, which a standby's takeover waits for; the database
+    ends that transaction in time for the takeover. A healthy transaction idles for
+    milliseconds."""
     pool_size: int = 8
 
 
@@ -69,6 +75,10 @@ def _connect_kwargs(settings: PgSettings) -> dict[str, Any]:
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+_NAMESPACE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+"""What config accepts as a namespace: it names a schema, quoted but never escaped."""
 
 
 @lru_cache(maxsize=512)
@@ -113,6 +123,21 @@ class PostgresBackend:
             f"{round(settings.lock_timeout * 1000)}ms",
             f"{round(settings.idle_in_transaction_timeout * 1000)}ms",
         )
+        settings_sql = (
+            "SELECT set_config('search_path', %s, true),"
+            " set_config('statement_timeout', %s, true),"
+            " set_config('lock_timeout', %s, true),"
+            " set_config('idle_in_transaction_session_timeout', %s, true)"
+        )
+        self._prelude = settings_sql + ", TRUE"
+        # The fence names its table with the schema: the search path set in the same statement
+        # applies only to the statements after it. FOR SHARE makes a takeover wait until this
+        # transaction ends.
+        # The namespace is a checked identifier (connect()), never user data in the query.
+        self._fenced_prelude = (
+            settings_sql + f', EXISTS (SELECT 1 FROM "{settings.namespace}".leader'  # noqa: S608
+            " WHERE holder = %s AND epoch = %s AND expires_at > clock_timestamp() FOR SHARE)"
+        )
 
     @classmethod
     def connect(cls, settings: PgSettings) -> Self:
@@ -126,6 +151,8 @@ class PostgresBackend:
                 "a postgresql:// state needs psycopg: "
                 "pip install 'mlflow-registry-watcher[postgres]'"
             ) from None
+        if not _NAMESPACE.fullmatch(settings.namespace):
+            raise StoreError(f"namespace {settings.namespace!r} is not a lower-case identifier")
         kwargs = _connect_kwargs(settings)
         where = redact_uri(settings.url)
         try:
@@ -133,19 +160,20 @@ class PostgresBackend:
                 migrate(conn, settings.namespace, where)
         except psycopg.Error as exc:
             raise StoreError(f"cannot use PostgreSQL state {where}: {_one_line(exc)}") from None
-        watchdog = Watchdog(
-            settings.statement_timeout + settings.connect_timeout, f"watcher-pg-{os.getpid()}"
-        )
         pool: ConnectionPool[Any] = ConnectionPool(
             settings.url,
             kwargs=kwargs,
             min_size=1,
             max_size=settings.pool_size,
             timeout=settings.connect_timeout,
-            check=watchdog.checked(ConnectionPool.check_connection),
             name=f"watcher-{os.getpid()}",
             open=True,
         )
+        watchdog = Watchdog(
+            settings.statement_timeout + settings.connect_timeout, f"watcher-pg-{os.getpid()}"
+        )
+        # pool.check() (after a broken connection) tries each idle one: bounded like the rest.
+        pool.check_connection = watchdog.checked(ConnectionPool.check_connection)  # type: ignore[method-assign,assignment]
         return cls(settings, pool, watchdog)
 
     def close(self) -> None:
@@ -153,25 +181,18 @@ class PostgresBackend:
         self._watchdog.close()
 
     @contextlib.contextmanager
-    def _connection(self) -> Iterator[tuple[psycopg.Connection[Any], Guard]]:
-        """A pooled connection inside a transaction that knows its schema and timeouts, each
-        of its round trips bounded by the watchdog."""
+    def _connection(
+        self, fence: Token | None = None
+    ) -> Iterator[tuple[psycopg.Connection[Any], Guard]]:
+        """A pooled connection inside a transaction that knows its schema and timeouts, and,
+        with ``fence``, has proved that this replica still holds the lease with its epoch
+        (LeaseLost otherwise): one round trip for all of it. Each round trip is bounded by the
+        watchdog."""
         import psycopg
         from psycopg_pool import PoolTimeout
 
         try:
-            with (
-                self._pool.connection() as conn,
-                self._watchdog.guard(conn) as guard,
-                conn.transaction(),
-            ):
-                conn.execute(
-                    "SELECT set_config('search_path', %s, true),"
-                    " set_config('statement_timeout', %s, true),"
-                    " set_config('lock_timeout', %s, true),"
-                    " set_config('idle_in_transaction_session_timeout', %s, true)",
-                    self._prelude_params,
-                )
+            with self._begin(fence) as (conn, guard):
                 yield conn, guard
         except (psycopg.OperationalError, psycopg.errors.QueryCanceled, PoolTimeout) as exc:
             raise StateUnavailable(
@@ -179,8 +200,42 @@ class PostgresBackend:
             ) from None
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[_PgTx]:
-        with self._connection() as (conn, guard):
+    def _begin(self, fence: Token | None) -> Iterator[tuple[psycopg.Connection[Any], Guard]]:
+        """BEGIN and the prelude, on a second pooled connection if the first was broken (a
+        PostgreSQL restart or a killed session leaves stale ones in the pool, which is not
+        checked on every checkout: that would cost a round trip a transaction)."""
+        import psycopg
+
+        params: tuple[Any, ...] = self._prelude_params
+        if fence is not None:
+            params = (*params, fence.holder, fence.epoch)
+        for attempt in (1, 2):
+            stack = contextlib.ExitStack()
+            try:
+                conn = stack.enter_context(self._pool.connection())
+                guard = stack.enter_context(self._watchdog.guard(conn))
+                stack.enter_context(conn.transaction())
+                row = conn.execute(self._fenced_prelude if fence else self._prelude, params)
+                held = bool(row.fetchone()[-1])
+            except psycopg.OperationalError:
+                broken = "conn" in locals() and conn.broken
+                with contextlib.suppress(psycopg.Error):
+                    stack.__exit__(*sys.exc_info())
+                if attempt == 2 or not broken:
+                    raise
+                # The others were likely cut by the same restart: check every idle one now.
+                self._pool.check()
+                continue
+            with stack:
+                if not held:
+                    assert fence is not None
+                    raise LeaseLost(f"the leader lease of epoch {fence.epoch} is no longer held")
+                yield conn, guard
+            return
+
+    @contextlib.contextmanager
+    def transaction(self, fence: Token | None = None) -> Iterator[_PgTx]:
+        with self._connection(fence) as (conn, guard):
             yield _PgTx(conn, guard)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO, Any, Self
 
 from watcher.errors import LockError, StoreError
-from watcher.store.database import Row
+from watcher.store.database import Row, Token
 from watcher.store.schema import migrate
 
 
@@ -70,9 +70,11 @@ class SqliteBackend:
                 self._lock_file = None
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[_SqliteTx]:
+    def transaction(self, fence: Token | None = None) -> Iterator[_SqliteTx]:
         """A write transaction. IMMEDIATE takes the write lock up front, so two writers queue
-        instead of failing half-way with SQLITE_BUSY."""
+        instead of failing half-way with SQLITE_BUSY. No fence: the file lock makes this
+        process the only writer, and a SQLite state has no lease."""
+        assert fence is None, "a SQLite state has no leader lease"
         with self._mutex:
             self._conn.execute("BEGIN IMMEDIATE")
             try:

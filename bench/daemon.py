@@ -1,0 +1,354 @@
+"""(c) and (e): the real daemon, its detection latency for every kind of change, and its
+peak RSS."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.common import (
+    INTERVAL,
+    TRANSITIONS,
+    other_stage,
+    percentile,
+    proc_status,
+    read_db,
+    say,
+    watcher_toml,
+)
+from bench.seed import model_name
+from bench.states import States
+from tests.e2e.harness import Daemon, MlflowServer, Receiver
+from watcher.model import EventType
+
+# --------------------------------------------------------------------------- (c) (e)
+
+
+@dataclass
+class Expected:
+    label: str
+    event: str
+    match: dict[str, Any]
+    t0: float
+    arrived: float | None = None
+    extra: list[str] = field(default_factory=list)
+
+
+def daemon_run(
+    server: MlflowServer, states: States, rng: random.Random, slot: int = 0
+) -> dict[str, Any]:
+    """(c) and (e): the real daemon, changes made over REST, deliveries timed at arrival.
+    ``slot`` picks the models the changes of other kinds touch (a model deleted in one run
+    cannot be deleted again in the next backend's)."""
+    receiver = Receiver()
+    receiver.start()
+    config = watcher_toml(
+        states.workdir / f"daemon-{states.name}.toml",
+        server.url,
+        states.path("daemon"),
+        receiver.url,
+        watch=f'interval = "{INTERVAL:g}s"',
+        # Every event by name: "*" leaves out the stage-specific transition events.
+        webhook=f"events = {json.dumps([e.value for e in EventType])}",
+    )
+    daemon = Daemon(config, states.env("daemon"))
+    client = server.client()
+    try:
+        started = time.monotonic()
+        daemon.start()
+        daemon.wait_logged("poll.baseline", timeout=600)
+        baseline_s = time.monotonic() - started
+        rss_after_baseline = proc_status(_pid(daemon))
+        say(f"daemon baseline after {baseline_s:.1f}s, RSS {rss_after_baseline}")
+        time.sleep(INTERVAL)
+
+        # Transitions go on, 0.5-3 s apart, until one change of every other kind has been
+        # delivered: those wait for the full scans' cadences, so the transitions sample whole
+        # cadence periods, scans included, not just the quiet minute after a baseline.
+        changes: list[Expected] = []
+        transitions: list[Expected] = []
+        kinds = list(EVERY_KIND)
+        free_models = iter(range(100, KINDS_FROM))  # one transition per model: no two within a poll
+        deadline = time.monotonic() + _patience(daemon)
+        last_note = 0.0
+        while time.monotonic() < deadline:
+            _match_arrivals(receiver, changes + transitions)
+            if len(transitions) >= TRANSITIONS and not kinds and all(c.arrived for c in changes):
+                break
+            index = next(free_models, None)
+            if index is None:
+                break
+            transitions.append(_transition(client, model_name(index), len(transitions), changes))
+            if kinds:
+                changes.append(kinds.pop(0)(server, client, KINDS_FROM + 10 * slot))
+            if time.monotonic() - last_note > 30:
+                missing = sorted({c.label for c in changes if c.arrived is None})
+                say(f"{len(transitions)} transitions so far; waiting for {missing}")
+                last_note = time.monotonic()
+            time.sleep(rng.uniform(0.5, 3.0))
+        changes.extend(transitions)
+        deadline = max(deadline, time.monotonic() + 60)
+        while time.monotonic() < deadline:
+            _match_arrivals(receiver, changes)
+            if all(c.arrived is not None for c in changes):
+                break
+            time.sleep(0.25)
+        rss = proc_status(_pid(daemon))
+        polls = daemon.logged("poll.finished")
+        failed = daemon.logged("poll.failed")
+        cadences = daemon.logged("poll.cadence")
+        poll_kinds: dict[str, int] = {}
+        for poll in polls:
+            poll_kinds[str(poll.get("read"))] = poll_kinds.get(str(poll.get("read")), 0) + 1
+        latencies = [c.arrived - c.t0 for c in transitions if c.arrived is not None]
+        spans = _scan_spans(polls, daemon.logged("scan.merged"))
+        during_scans = _during_scans(spans, transitions)
+        per_type: dict[str, float | None] = {}
+        for c in changes:
+            value = None if c.arrived is None else round(c.arrived - c.t0, 2)
+            worst = per_type.get(c.label, 0.0)
+            per_type[c.label] = None if value is None or worst is None else max(worst, value)
+        return {
+            "interval_s": INTERVAL,
+            "baseline_s": round(baseline_s, 2),
+            "transitions": len(transitions),
+            "transitions_delivered": len(latencies),
+            "latency_p50_s": round(percentile(latencies, 0.5), 3) if latencies else None,
+            "latency_p99_s": round(percentile(latencies, 0.99), 3) if latencies else None,
+            "latency_max_s": round(max(latencies), 3) if latencies else None,
+            "latencies_s": [round(x, 3) for x in latencies],
+            "worst_latency_by_change_s": per_type,
+            "all_delivered": all(c.arrived is not None for c in changes),
+            "undelivered": sorted({c.label for c in changes if c.arrived is None}),
+            "deliveries_received": len(receiver.deliveries()),
+            "polls": poll_kinds,
+            "polls_failed": len(failed),
+            "slowest_poll_ms": max((p.get("duration_ms", 0) for p in polls), default=0),
+            "transitions_during_scans": len(during_scans),
+            "latencies_during_scans_s": during_scans,
+            "scan_polls_ms": [
+                [p.get("read"), p.get("duration_ms")]
+                for p in polls
+                if p.get("read") != "incremental"
+            ],
+            "scans_ms": [[kind, round((end - start) * 1000)] for kind, start, end in spans],
+            "cadences": {
+                k: v for k, v in (cadences[-1] if cadences else {}).items() if k.endswith("_s")
+            },
+            "rss_after_baseline_mb": round(rss_after_baseline.get("VmHWM", 0), 1),
+            "peak_rss_mb": round(rss.get("VmHWM", 0), 1),
+            "rss_end_mb": round(rss.get("VmRSS", 0), 1),
+        }
+    finally:
+        if daemon.alive():
+            daemon.terminate()
+        receiver.stop()
+
+
+def _transition(client: Any, name: str, index: int, changes: list[Expected]) -> Expected:
+    """Move version 1 of a model to another stage; the specific event is expected as well."""
+    version = "1"
+    current = client.get_model_version(name, version).current_stage
+    stage = other_stage(current, ("Staging", "Production", "Archived", "None")[index % 4])
+    match = {"model_name": name, "model_version": version, "to_stage": stage}
+    t0 = time.monotonic()
+    client.transition_model_version_stage(name, version, stage)
+    specific = {"Staging": "STAGING", "Production": "PRODUCTION", "Archived": "ARCHIVED"}
+    if stage in specific:
+        event = f"MODEL_VERSION_TRANSITIONED_TO_{specific[stage]}"
+        changes.append(Expected(f"transition to {stage}", event, match, t0))
+    return Expected("stage transition", "MODEL_VERSION_TRANSITIONED_STAGE", match, t0)
+
+
+Span = tuple[str, float, float]
+"""A full scan: its kind, and when it started and ended (time.monotonic())."""
+
+
+def _scan_spans(polls: list[dict[str, Any]], scans: list[dict[str, Any]]) -> list[Span]:
+    """When each full scan ran, in time.monotonic(): a poll that scanned in its own time, or
+    a background scan (from its scan.merged line: merged waited_ms after it finished)."""
+    to_monotonic = time.monotonic() - time.time()
+    spans: list[Span] = []
+    for poll in polls:
+        read = str(poll.get("read"))
+        if read == "incremental" or "(background)" in read or "timestamp" not in poll:
+            continue
+        end = datetime.datetime.fromisoformat(poll["timestamp"]).timestamp() + to_monotonic
+        spans.append((read, end - float(poll.get("duration_ms", 0)) / 1000, end))
+    for scan in scans:
+        if "timestamp" not in scan:
+            continue
+        merged = datetime.datetime.fromisoformat(scan["timestamp"]).timestamp() + to_monotonic
+        end = merged - float(scan.get("waited_ms", 0)) / 1000
+        spans.append((f"{scan.get('kinds')} (background)", end - scan["duration_ms"] / 1000, end))
+    return sorted(spans, key=lambda span: span[1])
+
+
+def _during_scans(spans: list[Span], transitions: list[Expected]) -> list[float]:
+    """Latencies of the transitions made while a full scan was running."""
+    return [
+        round(c.arrived - c.t0, 3)
+        for c in transitions
+        if c.arrived is not None and any(start <= c.t0 <= end for _, start, end in spans)
+    ]
+
+
+def _pid(daemon: Daemon) -> int:
+    assert daemon.proc is not None
+    return daemon.proc.pid
+
+
+def _patience(daemon: Daemon) -> float:
+    """How long to wait for the slowest event: two of each auto cadence, plus a minute."""
+    logged = daemon.logged("poll.cadence")
+    cadences = logged[-1] if logged else {}
+    return 60.0 + 2 * (
+        float(cadences.get("models_scan_every_s", 60))
+        + float(cadences.get("versions_scan_every_s", 60))
+    )
+
+
+def _match_arrivals(receiver: Receiver, changes: list[Expected]) -> None:
+    for delivery in receiver.deliveries():
+        body = delivery.json
+        for change in changes:
+            if change.arrived is not None or body.get("event") != change.event:
+                continue
+            if delivery.at < change.t0:
+                continue
+            if all(body.get(k) == v for k, v in change.match.items()):
+                change.arrived = delivery.at
+
+
+def _now() -> float:
+    return time.monotonic()
+
+
+def _model_created(server: MlflowServer, client: Any, base: int) -> Expected:
+    name = f"bench-new-{uuid.uuid4().hex[:8]}"
+    t0 = _now()
+    client.create_registered_model(name)
+    return Expected("model created", "REGISTERED_MODEL_CREATED", {"model_name": name}, t0)
+
+
+def _version_created(server: MlflowServer, client: Any, base: int) -> Expected:
+    name = model_name(base)
+    t0 = _now()
+    version = client.create_model_version(
+        name, f"s3://bench-bucket/models/{name}/new", await_creation_for=0
+    )
+    match = {"model_name": name, "model_version": str(version.version)}
+    return Expected("version created", "MODEL_VERSION_CREATED", match, t0)
+
+
+def _unaliased_version(server: MlflowServer, name: str) -> str:
+    """A version no alias points at (else one the champion alias does not point at)."""
+    for only in ("%", "champion"):
+        rows = read_db(
+            server.db,
+            "SELECT version FROM model_versions WHERE name = ? AND version NOT IN"
+            " (SELECT version FROM registered_model_aliases WHERE name = ? AND alias LIKE ?)"
+            " ORDER BY version",
+            (name, name, only),
+        )
+        if rows:
+            return str(rows[0][0])
+    raise RuntimeError(f"{name} has no version to change")
+
+
+def _version_deleted(server: MlflowServer, client: Any, base: int) -> Expected:
+    name = model_name(base + 1)
+    version = _unaliased_version(server, name)
+    t0 = _now()
+    client.delete_model_version(name, version)
+    match = {"model_name": name, "model_version": version}
+    return Expected("version deleted", "MODEL_VERSION_DELETED", match, t0)
+
+
+def _model_deleted(server: MlflowServer, client: Any, base: int) -> Expected:
+    name = model_name(base + 2)
+    t0 = _now()
+    client.delete_registered_model(name)
+    return Expected("model deleted", "REGISTERED_MODEL_DELETED", {"model_name": name}, t0)
+
+
+def _tag_set(server: MlflowServer, client: Any, base: int) -> Expected:
+    name = model_name(base + 3)
+    version = _unaliased_version(server, name)
+    t0 = _now()
+    client.set_model_version_tag(name, version, "bench_checked", "yes")
+    match = {"model_name": name, "model_version": version, "tag_key": "bench_checked"}
+    return Expected("version tag set", "MODEL_VERSION_TAG_SET", match, t0)
+
+
+def _tag_deleted(server: MlflowServer, client: Any, base: int) -> Expected:
+    rows = read_db(
+        server.db,
+        "SELECT name, version, key FROM model_version_tags WHERE name >= ? ORDER BY name LIMIT 1",
+        (model_name(base + 4),),
+    )
+    name, version, key = rows[0][0], str(rows[0][1]), rows[0][2]
+    t0 = _now()
+    client.delete_model_version_tag(name, version, key)
+    match = {"model_name": name, "model_version": version, "tag_key": key}
+    return Expected("version tag deleted", "MODEL_VERSION_TAG_DELETED", match, t0)
+
+
+def _alias_set(server: MlflowServer, client: Any, base: int) -> Expected:
+    name = model_name(base + 5)
+    version = _unaliased_version(server, name)
+    t0 = _now()
+    client.set_registered_model_alias(name, "bench-canary", version)
+    match = {"model_name": name, "model_version": version, "alias": "bench-canary"}
+    return Expected("alias set", "MODEL_VERSION_ALIAS_CREATED", match, t0)
+
+
+def _alias_moved(server: MlflowServer, client: Any, base: int) -> Expected:
+    name = model_name(base + 6)
+    old = str(
+        read_db(
+            server.db,
+            "SELECT version FROM registered_model_aliases WHERE name = ? AND alias = 'champion'",
+            (name,),
+        )[0][0]
+    )
+    version = _unaliased_version(server, name)
+    t0 = _now()
+    client.set_registered_model_alias(name, "champion", version)
+    match = {
+        "model_name": name,
+        "model_version": version,
+        "alias": "champion",
+        "previous_version": old,
+    }
+    return Expected("alias moved", "MODEL_VERSION_ALIAS_CREATED", match, t0)
+
+
+def _alias_deleted(server: MlflowServer, client: Any, base: int) -> Expected:
+    name = model_name(base + 7)
+    t0 = _now()
+    client.delete_registered_model_alias(name, "champion")
+    match = {"model_name": name, "alias": "champion"}
+    return Expected("alias deleted", "MODEL_VERSION_ALIAS_DELETED", match, t0)
+
+
+KINDS_FROM = 900
+"""The models the changes of other kinds touch: 10 from here for each backend."""
+EVERY_KIND: list[Callable[[MlflowServer, Any, int], Expected]] = [
+    _model_created,
+    _version_created,
+    _version_deleted,
+    _model_deleted,
+    _tag_set,
+    _tag_deleted,
+    _alias_set,
+    _alias_moved,
+    _alias_deleted,
+]
+"""One change of every kind a stage transition does not make, one after each transition."""
