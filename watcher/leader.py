@@ -101,7 +101,11 @@ class Leadership:
 
     @property
     def is_leader(self) -> bool:
-        return self.role is Role.LEADER
+        """Whether this replica leads now: it took the lease, and the lease cannot have run
+        out by its own clock. A leader cut off from the database stops polling (and shows as
+        a standby in /metrics and /readyz) as soon as its trust ends, without waiting for the
+        renewal that cannot reach the database to fail."""
+        return self.trusted()
 
     def trusted(self) -> bool:
         """Whether this replica may start an HTTP request: it leads, and its lease cannot
