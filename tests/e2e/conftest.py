@@ -15,6 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.e2e.harness import MlflowServer, Receiver, write_config
+from tests.e2e.replicas import Replica, replica_env
+from tests.pg import PgDatabase
 
 # MLflow warns that stages are deprecated on every transition; the watcher exists for them.
 warnings.filterwarnings("ignore", category=FutureWarning)
@@ -158,3 +160,14 @@ def private_ca(tmp_path: Path) -> tuple[Path, ssl.SSLContext]:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(chain)
     return ca_file, context
+
+
+@pytest.fixture
+def replicas(config_for: ConfigFor, pg_db: PgDatabase, model_name: str) -> Iterator[list[Replica]]:
+    """Two replicas (not started) on one PostgreSQL state, watching ``model_name`` and polling
+    every second."""
+    config = config_for(model_name)
+    group = [Replica(config, replica_env(pg_db), name=n) for n in ("a", "b")]
+    yield group
+    for replica in group:
+        replica.ensure_stopped()

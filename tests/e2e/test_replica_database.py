@@ -10,7 +10,6 @@ import json
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -165,16 +164,6 @@ def wait_for_answer(call: Any) -> Any:
 # ------------------------------------------------------------------------------- daemons
 
 
-@pytest.fixture
-def pair(config_for: ConfigFor, pg_db: PgDatabase, model_name: str) -> Iterator[list[Replica]]:
-    """Two replicas (not started) of a watcher of ``model_name`` polling every second."""
-    config = config_for(model_name)
-    group = [Replica(config, replica_env(pg_db), name=n) for n in ("a", "b")]
-    yield group
-    for replica in group:
-        replica.ensure_stopped()
-
-
 def tracebacks(daemon: Daemon) -> list[str]:
     """What a daemon wrote that is not a JSON log line (a traceback would be)."""
     with daemon._lock:
@@ -213,27 +202,27 @@ def first_delivery(
 
 
 def test_a_pair_recovers_from_a_restart_that_terminated_every_session(
-    pair: list[Replica],
+    replicas: list[Replica],
     client: Any,
     model_name: str,
     receiver: Receiver,
     pg_db: PgDatabase,
     pg_cluster: PgCluster,
 ) -> None:
-    first_delivery(pair, client, model_name, receiver, pg_db)
-    before = max(max(r.epochs(), default=0) for r in pair)
+    first_delivery(replicas, client, model_name, receiver, pg_db)
+    before = max(max(r.epochs(), default=0) for r in replicas)
 
     pg_cluster.restart()
     pg_cluster.terminate_backends(dbname=pg_db.name)
     client.transition_model_version_stage(model_name, "1", "Production")
     receiver.wait_for_count(2, timeout=90)
-    leader = wait_leader(pair, after=before - 1)
+    leader = wait_leader(replicas, after=before - 1)
 
     assert [d.json["to_stage"] for d in receiver.deliveries()] == ["Staging", "Production"]
-    assert all(r.alive() for r in pair)
-    assert [tracebacks(r) for r in pair] == [[], []]
+    assert all(r.alive() for r in replicas)
+    assert [tracebacks(r) for r in replicas] == [[], []]
     assert max(leader.epochs()) >= before, "the epoch never goes back"
-    acquired = sorted(e for r in pair for e in r.epochs())
+    acquired = sorted(e for r in replicas for e in r.epochs())
     assert len(acquired) == len(set(acquired)), "no epoch acquired twice"
     assert_one_holder_per_epoch(pg_db)
     epochs = [a.epoch or 0 for a in attempt_log(pg_db)]
@@ -320,21 +309,21 @@ def test_a_schema_written_by_a_newer_watcher_is_refused_in_one_line(
 
 
 def test_a_database_that_goes_away_mid_run_is_retried_and_nothing_is_lost(
-    pair: list[Replica],
+    replicas: list[Replica],
     client: Any,
     model_name: str,
     receiver: Receiver,
     pg_db: PgDatabase,
     pg_cluster: PgCluster,
 ) -> None:
-    leader = first_delivery(pair, client, model_name, receiver, pg_db)
-    failed_before = [len(failures(r)) for r in pair]
+    leader = first_delivery(replicas, client, model_name, receiver, pg_db)
+    failed_before = [len(failures(r)) for r in replicas]
 
     pg_cluster.stop()
     try:
         client.transition_model_version_stage(model_name, "1", "Production")
         wait_for(
-            lambda: any(len(failures(r)) > n for r, n in zip(pair, failed_before, strict=True)),
+            lambda: any(len(failures(r)) > n for r, n in zip(replicas, failed_before, strict=True)),
             60,
             "a replica to log that the database is gone",
         )
@@ -343,9 +332,9 @@ def test_a_database_that_goes_away_mid_run_is_retried_and_nothing_is_lost(
     receiver.wait_for_count(2, timeout=90)
 
     assert [d.json["to_stage"] for d in receiver.deliveries()] == ["Staging", "Production"]
-    assert all(r.alive() for r in pair)
-    assert [tracebacks(r) for r in pair] == [[], []]
-    said = failures(leader) + failures(pair[1])
+    assert all(r.alive() for r in replicas)
+    assert [tracebacks(r) for r in replicas] == [[], []]
+    said = failures(leader) + failures(replicas[1])
     assert [line for line in said if line["level"] not in ("warning", "info")] == []
     assert [line for line in said if "\n" in str(line.get("error", ""))] == []
     assert_one_holder_per_epoch(pg_db)

@@ -27,16 +27,6 @@ from tests.e2e.replicas import (
 from tests.pg import PgDatabase
 
 
-@pytest.fixture
-def replicas(config_for: ConfigFor, pg_db: PgDatabase, model_name: str) -> Iterator[list[Replica]]:
-    """Two replicas (not started) of a watcher of ``model_name`` polling every second."""
-    config = config_for(model_name)
-    group = [Replica(config, replica_env(pg_db), name=n) for n in ("a", "b")]
-    yield group
-    for replica in group:
-        replica.ensure_stopped()
-
-
 def transition(client: Any, model_name: str, version: str, stage: str) -> None:
     client.transition_model_version_stage(model_name, version, stage)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -23,7 +23,7 @@ from watcher.config import Config, DeliveryConfig, RetryPolicy, WebhookConfig
 from watcher.deliver import Deliverer, Outcome, Result
 from watcher.metrics import Metrics
 from watcher.model import Event
-from watcher.store import DEAD, DELIVERED, PENDING, Head, Store
+from watcher.store import DEAD, DELIVERED, PENDING, DueDelivery, Head, Store
 
 SAFETY = 10.0
 """Seconds before a wait on a worker thread gives up: a hang fails the test, not a timing."""
@@ -419,3 +419,30 @@ def test_close_closes_the_sender(store: Store) -> None:
     sender = FakeSender()
     deliverer(store, make_config("a"), sender, RecordingLog()).close()
     assert sender.closed
+
+
+class LoadCountingStore(WatchedStore):
+    """Counts how often the deliverer reads rows with their events."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.loads = 0
+
+    def load_due(self, delivery_ids: Sequence[str]) -> list[DueDelivery]:
+        self.loads += 1
+        return super().load_due(delivery_ids)
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_a_backlog_on_many_lanes_reads_its_rows_a_batch_at_a_time(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    """Rows are read with their events a few heads ahead of what is sent now, not once per
+    answer: on PostgreSQL each read is a round trip the dispatcher waits for."""
+    with open_store(kind, request, LoadCountingStore) as store:
+        ids = queued(store, [(f"m{i}", "1") for i in range(60)], "w")
+        config = make_config("w", workers=2)
+        subject = deliverer(store, config, FakeSender(), RecordingLog(), monotonic=Clock())
+        report = subject.drain()
+        assert report.delivered == len(ids)
+        assert store.loads <= len(ids) // 10, f"{store.loads} reads for {len(ids)} rows"

@@ -38,6 +38,8 @@ _TICK = 0.25
 """Seconds the dispatcher waits for a result before looking for newly due rows."""
 _IDLE = 1.0
 """Seconds an idle daemon drain waits before looking for retries that have come due."""
+_LOAD_AHEAD = 32
+"""How many heads beyond those dispatched now are read with their events in the same query."""
 _HEADS_FRESH = 1.0
 """Seconds the lane heads read for one dispatch serve the next ones while sends are in flight:
 reading them scans every pending row (tens of ms for a backlog on 1,000 lanes, more on
@@ -107,6 +109,8 @@ class _Heads:
 
     rows: list[Head] = field(default_factory=list)
     read_at: float = float("-inf")
+    loaded: dict[str, DueDelivery] = field(default_factory=dict)
+    """Rows of heads read ahead with their events (cleared whenever the heads are read)."""
 
 
 class Deliverer:
@@ -248,7 +252,8 @@ class Deliverer:
         The heads are read again when nothing is in flight, when those read last are used up,
         or after ``_HEADS_FRESH``; a head stays its lane's head until it is sent (rows are
         only added behind it), so dispatching from an older read keeps each lane's order."""
-        if not busy or not heads.rows or self._monotonic() >= heads.read_at + _HEADS_FRESH:
+        stale = self._monotonic() >= heads.read_at + _HEADS_FRESH
+        if not busy or not heads.rows or stale:
             # A lane in flight has its sent row as head: it is dropped here, and its next row
             # is read again once that answer is in (a failed row stays first in its lane).
             heads.rows = [
@@ -259,19 +264,13 @@ class Deliverer:
                 if (head.webhook, head.model_name) not in busy
             ]
             heads.read_at = self._monotonic()
-        chosen: list[str] = []
-        for head in list(heads.rows):
-            lane = (head.webhook, head.model_name)
-            if lane in busy or not self._known(head.webhook):
-                continue
-            if per_webhook[head.webhook] >= self._config.delivery.workers:
-                continue
-            heads.rows.remove(head)
-            busy.add(lane)
-            per_webhook[head.webhook] += 1
-            chosen.append(head.delivery_id)
-        # Only what is sent now is decoded: a backlog on many lanes stays cheap to dispatch.
-        for due in self._store.load_due(chosen):
+            # Rows read ahead stay while they are still heads, for as long as the heads do.
+            current = {h.delivery_id for h in heads.rows}
+            heads.loaded = (
+                {} if stale else {i: due for i, due in heads.loaded.items() if i in current}
+            )
+        chosen = self._choose(heads, busy, per_webhook)
+        for due in self._load(heads, chosen):
             if ignore_schedule:
                 attempted.add(due.delivery_id)
             threading.Thread(
@@ -280,6 +279,45 @@ class Deliverer:
                 name=f"deliver-{due.webhook}",
                 daemon=True,
             ).start()
+
+    def _choose(
+        self, heads: _Heads, busy: set[tuple[str, str]], per_webhook: Counter[str]
+    ) -> list[str]:
+        """The heads that may go now (their lane idle, their webhook configured and under its
+        ``workers`` cap), taken out of ``heads``; the scan stops once every webhook is full."""
+        cap = self._config.delivery.workers
+        room = {w.name: cap - per_webhook[w.name] for w in self._config.webhooks}
+        free = sum(max(0, n) for n in room.values())
+        chosen: list[str] = []
+        kept: list[Head] = []
+        for index, head in enumerate(heads.rows):
+            if free <= 0:
+                kept.extend(heads.rows[index:])
+                break
+            lane = (head.webhook, head.model_name)
+            if lane in busy or not self._known(head.webhook) or room[head.webhook] <= 0:
+                kept.append(head)
+                continue
+            busy.add(lane)
+            per_webhook[head.webhook] += 1
+            room[head.webhook] -= 1
+            free -= 1
+            chosen.append(head.delivery_id)
+        heads.rows = kept
+        return chosen
+
+    def _load(self, heads: _Heads, chosen: list[str]) -> list[DueDelivery]:
+        """The chosen rows with their events. Only what is sent soon is decoded (a backlog on
+        many lanes stays cheap to dispatch), but a few heads ahead are read with them, so a
+        busy drain asks the state once per ``_LOAD_AHEAD`` rows rather than once per answer."""
+        missing = [i for i in chosen if i not in heads.loaded]
+        if missing:
+            ahead = [
+                h.delivery_id for h in heads.rows[:_LOAD_AHEAD] if h.delivery_id not in heads.loaded
+            ]
+            for due in self._store.load_due([*missing, *ahead]):
+                heads.loaded[due.delivery_id] = due
+        return [heads.loaded.pop(i) for i in chosen if i in heads.loaded]
 
     def _attempt(self, due: DueDelivery, results: queue.Queue[tuple[DueDelivery, str]]) -> None:
         """A worker thread: one attempt, then its lane is handed back whatever happened."""
