@@ -13,7 +13,7 @@ import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 
@@ -92,6 +92,21 @@ class Replica(Daemon):
     def resume(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGCONT)
+
+
+R = TypeVar("R", bound=Replica)
+
+
+def start_pair(replicas: Sequence[R]) -> tuple[R, R]:
+    """Start the first (it leads), then the second (a standby); return them once the first
+    has committed its baseline."""
+    first, second = replicas
+    first.start()
+    assert wait_leader(replicas) is first
+    second.start()
+    second.wait_started()
+    first.wait_polls(1)
+    return first, second
 
 
 def leader_of(replicas: Sequence[Replica]) -> Replica | None:

@@ -25,6 +25,7 @@ from tests.e2e.replicas import (
     delivery_status,
     lease_history,
     replica_env,
+    start_pair,
     wait_leader,
 )
 from tests.helpers import free_port
@@ -176,16 +177,6 @@ def failures(daemon: Daemon) -> list[dict[str, Any]]:
         return [r for r in daemon.lines if "PostgreSQL state" in json.dumps(r)]
 
 
-def start_pair(replicas: list[Replica]) -> Replica:
-    first, second = replicas
-    first.start()
-    leader = wait_leader(replicas)
-    second.start()
-    second.wait_started()
-    leader.wait_polls(1)
-    return leader
-
-
 def first_delivery(
     replicas: list[Replica], client: Any, model_name: str, receiver: Receiver, db: PgDatabase
 ) -> Replica:
@@ -194,7 +185,7 @@ def first_delivery(
     the leader."""
     client.create_registered_model(model_name)
     client.create_model_version(model_name, f"s3://bucket/{model_name}/1")
-    leader = start_pair(replicas)
+    leader, _ = start_pair(replicas)
     client.transition_model_version_stage(model_name, "1", "Staging")
     receiver.wait_for_count(1)
     wait_for(lambda: set(delivery_status(db).values()) == {"delivered"}, 60, "the attempt recorded")

@@ -17,7 +17,14 @@ import requests
 
 from tests.e2e.conftest import ConfigFor
 from tests.e2e.harness import Receiver, run_watcher, wait_for
-from tests.e2e.replicas import NAMESPACE, Replica, lease_history, replica_env, wait_leader
+from tests.e2e.replicas import (
+    NAMESPACE,
+    Replica,
+    lease_history,
+    replica_env,
+    start_pair,
+    wait_leader,
+)
 from tests.e2e.test_ops import NotifySocket, metrics_of, sample
 from tests.helpers import free_port
 from tests.pg import PgDatabase
@@ -81,12 +88,7 @@ def test_status_metrics_and_readiness_show_each_replicas_role(
 ) -> None:
     client.create_registered_model(model_name)
     client.create_model_version(model_name, f"s3://bucket/{model_name}/1")
-    first, second = served
-    first.start()
-    assert wait_leader(served) is first
-    second.start()
-    second.wait_started()
-    first.wait_polls(1)
+    first, second = start_pair(served)
     epoch = max(first.epochs())
 
     lease = json.loads(status_of(first.config, pg_db, "--json").stdout)

@@ -22,6 +22,7 @@ from tests.e2e.replicas import (
     delivery_status,
     lease_history,
     replica_env,
+    start_pair,
     wait_leader,
 )
 from tests.pg import PgDatabase
@@ -40,12 +41,7 @@ def test_a_standby_takes_over_from_a_killed_leader_with_a_higher_epoch(
 ) -> None:
     client.create_registered_model(model_name)
     client.create_model_version(model_name, f"s3://bucket/{model_name}/1")
-    first, second = replicas
-    first.start()
-    leader = wait_leader(replicas)
-    second.start()
-    second.wait_started()
-    leader.wait_polls(1)
+    leader, second = start_pair(replicas)
     transition(client, model_name, "1", "Staging")
     # Recorded, not only received: a kill before the record would make it a (legitimate)
     # repeat, which the in-flight test below covers.
@@ -73,11 +69,7 @@ def test_sigterm_hands_the_lease_over_at_once(
 ) -> None:
     client.create_registered_model(model_name)
     client.create_model_version(model_name, f"s3://bucket/{model_name}/1")
-    first, second = replicas
-    first.start()
-    leader = wait_leader(replicas)
-    second.start()
-    second.wait_started()
+    leader, second = start_pair(replicas)
     epoch = max(leader.epochs())
 
     assert leader.terminate() == 0
@@ -132,18 +124,6 @@ def hold(receiver: Receiver) -> Iterator[threading.Event]:
     event = threading.Event()
     yield event
     event.set()
-
-
-def start_pair(replicas: list[Replica]) -> tuple[Replica, Replica]:
-    """Start "a" first (it leads), then "b" (a standby); return them once a has committed its
-    baseline."""
-    first, second = replicas
-    first.start()
-    assert wait_leader(replicas) is first
-    second.start()
-    second.wait_started()
-    first.wait_polls(1)
-    return first, second
 
 
 def acquired(replica: Replica) -> dict[str, Any]:
