@@ -32,6 +32,13 @@ _MEANINGS = {
 }
 
 
+def first_line(text: str, limit: int = 300) -> str:
+    """The first line of an error from elsewhere (MLflow, a driver), cut to ``limit``
+    characters: what a one-line error or log field quotes of it."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
 class WatcherError(Exception):
     """Base of every error the watcher raises on purpose."""
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from watcher.errors import RegistryError
+from watcher.errors import RegistryError, first_line
 from watcher.model import NO_STAGE, ModelState, VersionState
 from watcher.scan import (
     PROMPT_TAG,
@@ -200,7 +200,7 @@ class RestReader(ScanReader):
             cause = exc.__context__ or exc
             raise RegistryError(
                 f"cannot reach MLflow at {self._where}: {type(cause).__name__}: "
-                f"{_first_line(str(cause))}"
+                f"{first_line(str(cause))}"
             ) from None
         finally:
             self.stats.seconds += time.monotonic() - started
@@ -221,7 +221,7 @@ class RestReader(ScanReader):
         }.get(response.status_code, "")
         raise RegistryError(
             f"MLflow at {self._where} answered {response.status_code} to GET {endpoint}{hint}: "
-            f"{error_code or ''} {_first_line(str(message or ''))}".rstrip(),
+            f"{error_code or ''} {first_line(str(message or ''))}".rstrip(),
             code=error_code,
             status=response.status_code,
         )
@@ -257,11 +257,6 @@ class RestReader(ScanReader):
     def get_version(self, name: str, version: str) -> VersionState | None:
         body = self._get(_GET_VERSION, [("name", name), ("version", version)])
         return _version_from_json(body["model_version"]) if body else None
-
-
-def _first_line(text: str) -> str:
-    line = text.strip().splitlines()[0] if text.strip() else ""
-    return line if len(line) <= 300 else line[:297] + "..."
 
 
 # --------------------------------------------------------------------------- MlflowClient
@@ -308,7 +303,7 @@ class ClientReader(ScanReader):
         except Exception as exc:
             raise RegistryError(
                 f"cannot read MLflow registry {self._where} ({what}): "
-                f"{type(exc).__name__}: {_first_line(str(exc))}",
+                f"{type(exc).__name__}: {first_line(str(exc))}",
                 code=getattr(exc, "error_code", None),
             ) from None
         finally:
@@ -359,7 +354,7 @@ class ClientReader(ScanReader):
                 return None
             raise RegistryError(
                 f"cannot read MLflow registry {self._where} ({what}): "
-                f"{type(exc).__name__}: {_first_line(str(exc))}"
+                f"{type(exc).__name__}: {first_line(str(exc))}"
             ) from None
 
 
@@ -422,7 +417,7 @@ def _check_server_database(uri: str) -> None:
     except Exception as exc:
         raise RegistryError(
             f"cannot read the schema revision of {where}: {type(exc).__name__}: "
-            f"{_first_line(str(exc))}"
+            f"{first_line(str(exc))}"
         ) from None
     if found is None:
         raise RegistryError(f"{where} is not an MLflow database: no schema revision")

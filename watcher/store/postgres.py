@@ -19,7 +19,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Self
 
 from watcher.config.types import redact_uri
-from watcher.errors import StoreError
+from watcher.errors import StoreError, first_line
 from watcher.store.database import LeaseLost, Row, Token
 from watcher.store.pg_guard import Guard, Watchdog
 from watcher.store.pg_schema import migrate
@@ -72,13 +72,13 @@ def _connect_kwargs(settings: PgSettings) -> dict[str, Any]:
     return kwargs
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 _NAMESPACE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 """What config accepts as a namespace: it names a schema, quoted but never escaped."""
+
+
+def _reason(exc: BaseException) -> str:
+    """What a one-line error says of psycopg's: its first line (libpq adds hints below)."""
+    return first_line(str(exc)) or type(exc).__name__
 
 
 @lru_cache(maxsize=512)
@@ -159,7 +159,7 @@ class PostgresBackend:
             with psycopg.connect(settings.url, **kwargs) as conn:
                 migrate(conn, settings.namespace, where)
         except psycopg.Error as exc:
-            raise StoreError(f"cannot use PostgreSQL state {where}: {_one_line(exc)}") from None
+            raise StoreError(f"cannot use PostgreSQL state {where}: {_reason(exc)}") from None
         pool: ConnectionPool[Any] = ConnectionPool(
             settings.url,
             kwargs=kwargs,
@@ -196,7 +196,7 @@ class PostgresBackend:
                 yield conn, guard
         except (psycopg.OperationalError, psycopg.errors.QueryCanceled, PoolTimeout) as exc:
             raise StateUnavailable(
-                f"PostgreSQL state {redact_uri(self.settings.url)}: {_one_line(exc)}"
+                f"PostgreSQL state {redact_uri(self.settings.url)}: {_reason(exc)}"
             ) from None
 
     @contextlib.contextmanager
