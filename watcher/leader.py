@@ -27,15 +27,11 @@ from typing import Any
 from watcher.errors import LockError, StoreError
 from watcher.store import Store, Token
 
-MIN_LEASE = 5.0
-MAX_LEASE = 120.0
 DRIFT = 0.02
 """The share of a lease this replica's clock may run slow against the database's."""
 
 
 class Role(StrEnum):
-    SINGLE = "single"
-    """A SQLite state: one process, holding the file lock."""
     LEADER = "leader"
     STANDBY = "standby"
 
@@ -90,7 +86,8 @@ class Leadership:
         """Called on the leadership thread each time this replica takes the lease."""
         self.token: Token | None = None
         """The epoch this replica holds, or held last (its writes stay fenced by it)."""
-        self.role = Role.STANDBY
+        self._leading = False
+        """Whether this replica took the lease and has not lost or released it since."""
         self.acquired_at: datetime | None = None
         self.takeovers = 0
         """How many times this replica took the lease."""
@@ -100,21 +97,25 @@ class Leadership:
         store.fence_token = Token(self.holder, 0)
 
     @property
+    def role(self) -> Role:
+        """Leader while this replica took the lease and it cannot have run out by its own
+        clock; standby otherwise. A leader cut off from the database stops polling and
+        sending, and shows as a standby (status line, /metrics, /readyz), as soon as its trust
+        ends, without waiting for the renewal that cannot reach the database to fail."""
+        return Role.LEADER if self.trusted() else Role.STANDBY
+
+    @property
     def is_leader(self) -> bool:
-        """Whether this replica leads now: it took the lease, and the lease cannot have run
-        out by its own clock. A leader cut off from the database stops polling (and shows as
-        a standby in /metrics and /readyz) as soon as its trust ends, without waiting for the
-        renewal that cannot reach the database to fail."""
-        return self.trusted()
+        return self.role is Role.LEADER
 
     def trusted(self) -> bool:
-        """Whether this replica may start an HTTP request: it leads, and its lease cannot
-        have expired yet by its own clock."""
-        return self.role is Role.LEADER and self._monotonic() < self._trusted_until
+        """Whether this replica may start an HTTP request: it took the lease, and the lease
+        cannot have expired yet by its own clock."""
+        return self._leading and self._monotonic() < self._trusted_until
 
     def step(self) -> float:
         """One renewal or one attempt to lead; returns the seconds until the next step."""
-        if self.role is Role.LEADER:
+        if self._leading:
             return self._renew()
         return self._try_acquire()
 
@@ -139,7 +140,7 @@ class Leadership:
         # Before the role changes: the delivery thread waits for it, so what an older epoch
         # left in flight is counted here, not claimed first by this replica's own sends.
         requeued = self.store.requeue_in_flight()
-        self.role = Role.LEADER
+        self._leading = True
         self.takeovers += 1
         self.log.info(
             "leader.acquired",
@@ -173,7 +174,7 @@ class Leadership:
 
     def _lose(self, reason: str) -> float:
         assert self.token is not None
-        self.role = Role.STANDBY
+        self._leading = False
         self._trusted_until = 0.0
         self.log.warning("leader.lost", epoch=self.token.epoch, holder=self.holder, reason=reason)
         return self.timings.standby_retry
@@ -222,9 +223,9 @@ class Leadership:
 
     def release(self) -> None:
         """Give the lease up (a clean stop): a standby takes over at its next retry."""
-        if self.role is not Role.LEADER or self.token is None:
+        if not self._leading or self.token is None:
             return
-        self.role = Role.STANDBY
+        self._leading = False
         self._trusted_until = 0.0
         try:
             released = self.store.release(self.token)

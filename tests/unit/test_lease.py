@@ -17,7 +17,8 @@ from tests.helpers import RecordingLog
 from tests.netproxy import TcpProxy
 from tests.pg import PgBouncer, PgCluster, PgDatabase
 from tests.store_helpers import deliveries, deliveries_for, event, queue
-from watcher.leader import MAX_LEASE, MIN_LEASE, Leadership, LeaseTimings, Role
+from watcher.config.types import MAX_LEASE, MIN_LEASE
+from watcher.leader import Leadership, LeaseTimings, Role
 from watcher.store import PENDING, Attempt, LeaseLost, PgSettings, StateUnavailable, Store, Token
 from watcher.store.database import Tx
 

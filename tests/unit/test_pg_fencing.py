@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.pg import PgDatabase
-from watcher.leader import MIN_LEASE
+from watcher.config.types import MIN_LEASE
 from watcher.store import LeaseLost, PgSettings, Store
 
 

@@ -44,7 +44,7 @@ from watcher.config.parsers import (
     parse_webhook_name,
     parse_webhook_url_or_reference,
 )
-from watcher.config.types import Secret, redact_uri
+from watcher.config.types import MAX_LEASE, MIN_LEASE, Secret, redact_uri
 from watcher.payloads.formats import FORMATS
 from watcher.signing import SCHEMES
 
@@ -151,8 +151,7 @@ SECTIONS: Mapping[str, Mapping[str, Key]] = {
         "password_env": source_key(),
         "password_file": source_key(),
         "password": Key(None, if_set(redacted)),
-        # The bounds of watcher.leader (MIN_LEASE, MAX_LEASE), restated: config is below it.
-        "lease": Key(duration_between(5, 120), unless_none(format_duration)),
+        "lease": Key(duration_between(MIN_LEASE, MAX_LEASE), unless_none(format_duration)),
         "connect_timeout": duration_key(),
         "statement_timeout": duration_key(),
     },

@@ -82,6 +82,10 @@ class WatchConfig:
 
 
 DEFAULT_NAMESPACE = "mlflow_watcher"
+MIN_LEASE = 5.0
+MAX_LEASE = 120.0
+"""The bounds of ``[state] lease`` (seconds): a lease shorter than a few renewals' round trips
+would lapse under a busy database; a longer one makes a failover wait for minutes."""
 
 
 @dataclass(frozen=True)
