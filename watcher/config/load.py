@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from watcher.config.keys import RETRY_KEYS, SECTIONS, Key, lookup, parse_table
 from watcher.config.parsers import Problems, format_duration
 from watcher.config.types import (
+    CONSOLE_NEEDS_CREDENTIAL,
     DEFAULT_TRACKING_URI,
     Config,
     ConsoleConfig,
@@ -220,17 +221,11 @@ def _console(values: dict[str, Any], env: Mapping[str, str], problems: Problems)
         problems.note("console.username", "wants console.password_env or console.password_file")
     elif password_key is not None and console.username is None:
         problems.note(f"console.{password_key}", "wants console.username (whose password it is)")
-    has_way_in = (
+    if console.listen is not None and not (
         any(f"{kind}_{how}" in values for kind in ("token", "password") for how in ("env", "file"))
         or console.trusted_header is not None
-    )
-    if console.listen is not None and not has_way_in:
-        problems.note(
-            "console.listen",
-            "the console needs a credential: set console.token_env or console.token_file, "
-            "console.username with console.password_env or console.password_file, or "
-            "console.trusted_header (behind a single-sign-on proxy)",
-        )
+    ):
+        problems.note("console.listen", CONSOLE_NEEDS_CREDENTIAL)
     return console
 
 

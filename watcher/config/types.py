@@ -147,6 +147,13 @@ def format_listen(listen: tuple[str, int] | None) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+CONSOLE_NEEDS_CREDENTIAL = (
+    "the console needs a credential: set console.token_env or console.token_file, "
+    "console.username with console.password_env or console.password_file, or "
+    "console.trusted_header (behind a single-sign-on proxy)"
+)
+
+
 @dataclass(frozen=True)
 class ConsoleConfig:
     """The web console; off unless ``listen`` is set. Its own address, apart from [server]:
@@ -170,8 +177,13 @@ class ConsoleConfig:
     replica behind one load balancer accepts the same cookie."""
 
     @property
-    def enabled(self) -> bool:
-        return self.listen is not None
+    def has_way_in(self) -> bool:
+        """A credential or a trusted header is configured: somebody can sign in."""
+        return (
+            self.token is not None
+            or (self.username is not None and self.password is not None)
+            or self.trusted_header is not None
+        )
 
     @property
     def display_listen(self) -> str:

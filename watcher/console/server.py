@@ -12,11 +12,14 @@ import errno
 import threading
 from typing import Any
 
+import structlog
 from waitress import wasyncore
 from waitress.server import create_server
 
 from watcher.config import ConsoleConfig
 from watcher.errors import ConfigError, WatcherError
+
+_log = structlog.get_logger("watcher.console")
 
 THREADS = 4
 """Requests served at once: a console has a few people, not a crowd."""
@@ -67,8 +70,14 @@ class ConsoleServer:
         self._thread.start()
 
     def _serve(self) -> None:
+        """Turns of the loop until ``stop``; an error in one is logged, never the end of the
+        console (nor of the daemon it serves beside)."""
         while not self._stopping.is_set():
-            wasyncore.loop(timeout=TURN, map=self._map, count=1)
+            try:
+                wasyncore.loop(timeout=TURN, map=self._map, count=1)
+            except Exception as exc:
+                _log.exception("console.error", error=f"{type(exc).__name__}: {exc}")
+                self._stopping.wait(TURN)
         self._server.task_dispatcher.shutdown()
         wasyncore.close_all(self._map)
 
