@@ -24,6 +24,7 @@ from tests.store_helpers import attempts, deliveries_for, event, queue
 from watcher.config import Config, ConsoleConfig, Secret, WebhookConfig
 from watcher.console.app import SECURITY_HEADERS, create_app
 from watcher.console.auth import session_key
+from watcher.console.views import EVENTS_PAGE, _events_page
 from watcher.model import Event, make_delivery_id
 from watcher.status import status_report
 from watcher.store import DEAD, DELIVERED, PENDING, Attempt, DeliveryRow, NewDelivery, Store
@@ -589,3 +590,26 @@ def test_actions_on_an_unknown_webhook_or_delivery_are_404s(setup: Setup) -> Non
     answer = client.post("/webhooks/deploy/test", data={"csrf_token": csrf, "event": "NOPE"})
     assert answer.status_code == 400
     assert setup.store.queued_tests == []
+
+
+def test_changing_the_credentials_signs_everybody_out(setup: Setup) -> None:
+    key = Secret("a-session-key-of-its-own", "env:K")
+    client = signed_in(app_for(setup, console_config(session_key=key)))
+    cookie = client.get_cookie("watcher_console")
+    assert cookie is not None
+    rotated = app_for(setup, console_config(session_key=key, token=Secret("new", "env:T")))
+    other = rotated.test_client()
+    other.set_cookie("watcher_console", cookie.value)
+    assert other.get("/").status_code == 302
+    same = app_for(setup, console_config(session_key=key)).test_client()
+    same.set_cookie("watcher_console", cookie.value)
+    assert same.get("/").status_code == 200
+
+
+def test_the_events_page_never_cuts_one_poll_in_two(setup: Setup) -> None:
+    rows = [EventRow(f"e{i}", "T", "m", None, 100.0 - (i // 30), {}) for i in range(150)]
+    page, before = _events_page(rows[: EVENTS_PAGE + 1])
+    assert len(page) == 90
+    assert before == 98.0
+    page, before = _events_page(rows[: EVENTS_PAGE - 1])
+    assert (len(page), before) == (EVENTS_PAGE - 1, None)

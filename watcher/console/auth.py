@@ -18,6 +18,7 @@ from flask import (
     Blueprint,
     Flask,
     abort,
+    current_app,
     flash,
     g,
     redirect,
@@ -55,6 +56,25 @@ def session_key(config: ConsoleConfig) -> bytes:
     return hmac.new(material.encode(), _SESSION_KEY_CONTEXT, hashlib.sha256).digest()
 
 
+def credentials_proof(config: ConsoleConfig, key: bytes) -> str:
+    """What a session carries to show it was opened with the credentials configured now:
+    changing the token or the password signs everybody out, even with a session key of its
+    own. An HMAC under the session key, so the cookie (signed, not encrypted) tells nothing
+    about the credentials."""
+    parts = [
+        config.token.reveal() if config.token else "",
+        config.username or "",
+        config.password.reveal() if config.password else "",
+    ]
+    return hmac.new(key, "\0".join(parts).encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def _proof() -> str:
+    key = current_app.secret_key
+    assert isinstance(key, bytes)
+    return credentials_proof(_console().config.console, key)
+
+
 def _same(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
@@ -74,7 +94,7 @@ def signed_in_user() -> str | None:
         if user:
             return user
     in_session = session.get("user")
-    if isinstance(in_session, str) and in_session:
+    if isinstance(in_session, str) and in_session and session.get("proof") == _proof():
         return in_session
     if request.method in READS and config.token is not None:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
@@ -131,6 +151,7 @@ def login() -> Response | tuple[str, int] | str:
         return page, 401
     session.clear()
     session["user"] = user
+    session["proof"] = _proof()
     session.permanent = True
     c.log.info("console.login", user=user, remote=request.remote_addr)
     return redirect(_safe_next(request.form.get("next")))

@@ -6,6 +6,7 @@ everything they print (model names, tags and receivers' answers are user data).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from flask import Blueprint, abort, render_template, request
@@ -98,11 +99,13 @@ def events() -> str:
     model = params.text(args, "model")
     since = params.moment(args, "since", c.clock())
     before = params.stamp(args, "before")
-    rows = c.queries.model_events(model, since=since, before=before, limit=EVENTS_PAGE)
+    rows, next_before = _events_page(
+        c.queries.model_events(model, since=since, before=before, limit=EVENTS_PAGE + 1)
+    )
     next_args = None
-    if len(rows) == EVENTS_PAGE:
+    if next_before is not None:
         next_args = {k: v for k, v in args.items() if v and k != "before"}
-        next_args["before"] = repr(rows[-1].detected_at)
+        next_args["before"] = repr(next_before)
     return render_template(
         "events.html",
         rows=rows,
@@ -110,3 +113,17 @@ def events() -> str:
         next_args=next_args,
         models=c.queries.model_names(),
     )
+
+
+def _events_page(rows: Sequence[Any]) -> tuple[Sequence[Any], float | None]:
+    """One page of the newest-first event log (asked for one row more than a page) and the
+    ``before`` of the next. The events of one poll share their detection time, so a page
+    ends before the poll it would cut in two, which the next page then shows whole (unless
+    one poll fills the page alone)."""
+    if len(rows) <= EVENTS_PAGE:
+        return rows, None
+    first_unshown = rows[EVENTS_PAGE].detected_at
+    page = [r for r in rows[:EVENTS_PAGE] if r.detected_at > first_unshown]
+    if not page:
+        page = list(rows[:EVENTS_PAGE])
+    return page, page[-1].detected_at
