@@ -25,6 +25,7 @@ from watcher.config import Config, ConsoleConfig, Secret, WebhookConfig
 from watcher.console.app import SECURITY_HEADERS, create_app
 from watcher.console.auth import session_key
 from watcher.console.views import EVENTS_PAGE, _events_page
+from watcher.errors import StoreError
 from watcher.model import Event, make_delivery_id
 from watcher.status import status_report
 from watcher.store import DEAD, DELIVERED, PENDING, Attempt, DeliveryRow, NewDelivery, Store
@@ -613,3 +614,29 @@ def test_the_events_page_never_cuts_one_poll_in_two(setup: Setup) -> None:
     assert before == 98.0
     page, before = _events_page(rows[: EVENTS_PAGE - 1])
     assert (len(page), before) == (EVENTS_PAGE - 1, None)
+
+
+def test_a_state_that_cannot_be_read_or_a_failing_page_leaves_the_console_serving(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = signed_in(app_for(setup))
+
+    def unavailable(now: float) -> Any:
+        raise StoreError("the PostgreSQL state cannot be reached")
+
+    def broken(model: str | None, **_: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(setup.store, "webhook_stats", unavailable)
+    monkeypatch.setattr(setup.store, "model_events", broken)
+    with capture_logs() as logs:
+        down = client.get("/")
+        failed = client.get("/events")
+    assert down.status_code == 503
+    assert "the PostgreSQL state cannot be reached" in down.get_data(as_text=True)
+    assert failed.status_code == 500
+    assert "a bug" not in failed.get_data(as_text=True)
+    assert [e["event"] for e in logs] == ["console.state_unavailable", "console.error"]
+    assert client.get("/deliveries").status_code == 200
+    for answer in (down, failed):
+        assert answer.headers["X-Frame-Options"] == "DENY"

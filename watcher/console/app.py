@@ -25,6 +25,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from watcher.config import Config
 from watcher.console import auth, texts
 from watcher.console.queries import ConsoleQueries, queries
+from watcher.errors import StoreError
 from watcher.store import Store
 
 SESSION_LIFETIME = timedelta(hours=12)
@@ -111,6 +112,8 @@ def create_app(
     app.after_request(_secure)
     app.register_error_handler(CSRFError, _csrf_refused)
     app.register_error_handler(HTTPException, _error_page)
+    app.register_error_handler(StoreError, _state_unavailable)
+    app.register_error_handler(Exception, _crashed)
     app.context_processor(_page_globals)
     return app
 
@@ -132,6 +135,21 @@ def _page_globals() -> dict[str, Any]:
 def _csrf_refused(exc: CSRFError) -> tuple[str, int]:
     message = f"The form's security token is missing or wrong ({exc.description}); reload it."
     return render_template("error.html", status=403, message=message), 403
+
+
+def _state_unavailable(exc: StoreError) -> tuple[str, int]:
+    """The database went away (PostgreSQL restarting, a disk full): a page that says so, and
+    the console carries on serving."""
+    console().log.warning("console.state_unavailable", path=request.path, error=str(exc))
+    message = f"The state cannot be read right now: {exc}"
+    return render_template("error.html", status=503, message=message), 503
+
+
+def _crashed(exc: Exception) -> tuple[str, int]:
+    """A bug in a page: logged with its traceback, a 500 for the browser, nothing more."""
+    console().log.exception("console.error", path=request.path, error=type(exc).__name__)
+    message = "The console failed on this page; the watcher's log has the details."
+    return render_template("error.html", status=500, message=message), 500
 
 
 def _error_page(exc: HTTPException) -> BaseResponse | tuple[str, int]:
