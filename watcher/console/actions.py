@@ -80,9 +80,8 @@ def test_event(name: str) -> Response:
             400, f"event: got {wanted[:80]!r}, expected an event type such as MODEL_VERSION_CREATED"
         )
     now = c.clock()
-    event = dataclasses.replace(
-        example_event(event_type), event_id=f"console-test-{uuid.uuid4().hex}"
-    )
+    # 32 hex digits, the shape of a detected event's id, fresh for every press.
+    event = dataclasses.replace(example_event(event_type), event_id=uuid.uuid4().hex)
     delivery_id = make_delivery_id(event.event_id, name)
     c.queries.queue_test_delivery(event, name, delivery_id, now)
     _logged("test-event", name, 1)
