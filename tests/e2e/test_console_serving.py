@@ -4,8 +4,6 @@ What its pages show is tested in the browser; here, that it is up, locked, and s
 
 from __future__ import annotations
 
-import json
-import re
 import signal
 import socket
 import subprocess
@@ -16,16 +14,7 @@ import pytest
 import requests
 
 from tests.e2e.conftest import ConfigFor, create_versions
-from tests.e2e.harness import (
-    SECRET,
-    Daemon,
-    Receiver,
-    free_port,
-    run_watcher,
-    wait_for,
-    watcher_env,
-)
-from watcher.store import Store
+from tests.e2e.harness import Daemon, free_port, run_watcher, wait_for, watcher_env
 
 TOKEN = "console-e2e-token"
 
@@ -124,61 +113,3 @@ def test_a_bad_console_listen_flag_is_a_usage_error(listen: str) -> None:
     result = run_watcher("console", "--listen", listen)
     assert result.returncode == 2
     assert "--listen" in result.stderr
-
-
-def signed_in(base: str) -> requests.Session:
-    session = requests.Session()
-    session.post(
-        f"{base}/login", data={"token": TOKEN, "csrf_token": csrf_in(session.get(f"{base}/login"))}
-    )
-    return session
-
-
-def csrf_in(page: requests.Response) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
-    assert found is not None, page.text
-    return found.group(1)
-
-
-@pytest.mark.skipif(
-    not hasattr(Store, "webhook_stats"), reason="the store's console queries are not here yet"
-)
-def test_a_dead_delivery_is_found_read_and_redelivered_under_its_id(
-    client: Any, receiver: Receiver, config_for: ConfigFor, model_name: str
-) -> None:
-    create_versions(client, model_name, 1)
-    port = free_port()
-    config = config_for(model_name, extra=console_section(port))
-    base = f"http://127.0.0.1:{port}"
-    receiver.behaviour.status = 404
-    with Daemon(config, env=watcher_env({"CONSOLE_TOKEN": TOKEN})) as daemon:
-        daemon.wait_started()
-        daemon.wait_polls(1)
-        client.transition_model_version_stage(model_name, "1", "Staging")
-        receiver.wait_for_count(1)
-        delivery_id = receiver.deliveries()[0].header("X-MLflow-Delivery-Id")
-        session = signed_in(base)
-        dead = f"{base}/deliveries?status=dead&model={model_name}"
-        wait_for(lambda: f'data-delivery-id="{delivery_id}"' in session.get(dead).text, 20, "dead")
-        page = session.get(f"{base}/deliveries/{delivery_id}")
-        assert '<td class="status-code">404</td>' in page.text
-        assert '<td class="response"><pre>ok</pre></td>' in page.text
-        assert SECRET not in page.text
-
-        receiver.behaviour.status = 200
-        redelivered = session.post(
-            f"{base}/deliveries/{delivery_id}/redeliver", data={"csrf_token": csrf_in(page)}
-        )
-        assert redelivered.status_code == 200  # the delivery's page, after the redirect
-        receiver.wait_for_count(2)
-        assert receiver.deliveries()[1].header("X-MLflow-Delivery-Id") == delivery_id
-        detail = f"{base}/deliveries/{delivery_id}"
-        wait_for(lambda: "status-delivered" in session.get(detail).text, 20, "delivered")
-        assert session.get(detail).text.count('<tr class="attempt">') == 2
-
-        status = run_watcher("status", "--json", "-c", str(config))
-        counts = json.loads(status.stdout)["deliveries"]["deploy"]
-        overview = session.get(f"{base}/").text
-        for name in ("delivered", "pending", "dead"):
-            assert f'<td class="{name}">{counts[name]}</td>' in overview
-        assert daemon.terminate() == 0

@@ -640,3 +640,13 @@ def test_a_state_that_cannot_be_read_or_a_failing_page_leaves_the_console_servin
     assert client.get("/deliveries").status_code == 200
     for answer in (down, failed):
         assert answer.headers["X-Frame-Options"] == "DENY"
+
+
+def test_one_sign_in_works_on_every_replica_of_the_same_config(setup: Setup) -> None:
+    """Replicas behind one load balancer: each process builds its own app from one config."""
+    client = signed_in(app_for(setup))
+    cookie = client.get_cookie("watcher_console")
+    assert cookie is not None
+    other_replica = app_for(setup).test_client()
+    other_replica.set_cookie("watcher_console", cookie.value)
+    assert other_replica.get("/").status_code == 200
