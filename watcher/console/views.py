@@ -15,6 +15,7 @@ from watcher import state_meta as sm
 from watcher.console import params
 from watcher.console.app import console
 from watcher.console.chart import chart_svg
+from watcher.console.queries import Filters
 from watcher.model import ALL_EVENTS
 from watcher.status import status_report
 from watcher.store import PENDING
@@ -23,6 +24,8 @@ blueprint = Blueprint("views", __name__)
 
 PAGE_SIZE = 50
 EVENTS_PAGE = 100
+RECENT = 10
+"""Deliveries the overview lists, newest first."""
 
 
 @blueprint.route("/")
@@ -42,9 +45,11 @@ def overview() -> str:
         }
         for name in names
     ]
+    recent, _ = c.queries.delivery_page(Filters(), limit=RECENT)
     return render_template(
         "overview.html",
         report=report,
+        rows=recent,
         poll_lag=None if last_ok is None else max(0.0, now - last_ok),
         webhooks=webhooks,
         chart=chart_svg(c.queries.delivery_chart(now)),
