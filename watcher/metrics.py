@@ -56,11 +56,10 @@ class Metrics:
     def __init__(self, config: Config, store: Store, leadership: Leadership | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.polls = self._counter("polls", "Polls of the registry, by result.", "result")
-        self.poll_duration = Histogram(
-            f"{PREFIX}_poll_duration_seconds",
+        self.poll_duration = self._histogram(
+            "poll_duration",
             "Time one poll took (read, detect, commit), failed polls included.",
-            buckets=POLL_BUCKETS,
-            registry=self.registry,
+            POLL_BUCKETS,
         )
         self.events = self._counter(
             "events_detected", "Events detected in the registry, by type.", "type"
@@ -71,29 +70,24 @@ class Metrics:
             "webhook",
             "result",
         )
-        self.delivery_duration = Histogram(
-            f"{PREFIX}_delivery_duration_seconds",
+        self.delivery_duration = self._histogram(
+            "delivery_duration",
             "Time one delivery attempt took, from the request to the answer's start read "
             "(timeouts and refused connections included), by webhook.",
-            ["webhook"],
-            buckets=DELIVERY_BUCKETS,
-            registry=self.registry,
+            DELIVERY_BUCKETS,
+            "webhook",
         )
-        self.failing_since = Gauge(
-            f"{PREFIX}_delivery_failing_since_timestamp_seconds",
+        self.failing_since = self._gauge(
+            "delivery_failing_since_timestamp_seconds",
             "Unix time of this process's first failed attempt since the webhook's last success "
             "(0 while its last attempt succeeded, or none failed).",
-            ["webhook"],
-            registry=self.registry,
+            "webhook",
         )
         self._failing: dict[str, float] = {}
         self._failing_lock = threading.Lock()
-        interval = Gauge(
-            f"{PREFIX}_poll_interval_seconds",
-            "Seconds between polls (watch.interval): the unit of poll lag.",
-            registry=self.registry,
-        )
-        interval.set(config.watch.interval)
+        self._gauge(
+            "poll_interval_seconds", "Seconds between polls (watch.interval): the unit of poll lag."
+        ).set(config.watch.interval)
         build = Info(f"{PREFIX}_build", "The watcher's version.", registry=self.registry)
         build.info({"version": __version__, "python": platform.python_version()})
         # Every bounded label value exists from the start, so rate() and alerts see zeros.
@@ -112,6 +106,21 @@ class Metrics:
     def _counter(self, name: str, documentation: str, *labels: str) -> Counter:
         """A counter of this registry, named under the watcher's prefix, by bounded labels."""
         return Counter(f"{PREFIX}_{name}", documentation, labels, registry=self.registry)
+
+    def _gauge(self, name: str, documentation: str, *labels: str) -> Gauge:
+        return Gauge(f"{PREFIX}_{name}", documentation, labels, registry=self.registry)
+
+    def _histogram(
+        self, name: str, documentation: str, buckets: tuple[float, ...], *labels: str
+    ) -> Histogram:
+        """A histogram of seconds (``name`` without the unit)."""
+        return Histogram(
+            f"{PREFIX}_{name}_seconds",
+            documentation,
+            labels,
+            buckets=buckets,
+            registry=self.registry,
+        )
 
     def observe_cycle(self, report: CycleReport) -> None:
         if getattr(report, "skipped", False):
