@@ -88,6 +88,17 @@ PG_MIGRATIONS: Sequence[str] = (
         ended_how TEXT
     );
     """,
+    # 2: the console (SQLite's migration 4): the last request as sent, and the indexes of
+    # its listings.
+    """
+    ALTER TABLE deliveries ADD COLUMN request TEXT;
+    CREATE INDEX deliveries_webhook ON deliveries (webhook, id);
+    CREATE INDEX deliveries_model ON deliveries (model_name, id);
+    CREATE INDEX deliveries_status ON deliveries (status, id);
+    CREATE INDEX events_model ON events (model_name, detected_at);
+    CREATE INDEX attempts_time ON attempts (attempted_at);
+    CREATE INDEX attempts_failed ON attempts (id) WHERE error IS NOT NULL;
+    """,
 )
 PG_SCHEMA_VERSION = len(PG_MIGRATIONS)
 
