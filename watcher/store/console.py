@@ -79,7 +79,9 @@ class ConsoleQueries(Database):
         first, the last one the hour ``now`` is in; empty hours included."""
         first = math.floor(now / HOUR) * HOUR - (hours - 1) * HOUR
         delivered, failed, dead = [0] * hours, [0] * hours, [0] * hours
-        for r in self._attempts_since(first):
+        for r in self._query(
+            "SELECT attempted_at, status_code FROM attempts WHERE attempted_at >= ?", (first,)
+        ):
             index = int((float(r["attempted_at"]) - first) // HOUR)
             if 0 <= index < hours:
                 (delivered if _ok(r["status_code"]) else failed)[index] += 1
