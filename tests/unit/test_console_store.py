@@ -10,11 +10,13 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from tests.e2e.harness import Receiver
 from tests.helpers import RecordingLog
-from tests.store_helpers import NOW, deliveries_for, event, queue
+from tests.pg import PgDatabase
+from tests.store_helpers import NOW, deliveries_for, event, file_schema, queue
 from watcher.config import Config, Secret, WebhookConfig
 from watcher.deliver import REDACTED, Deliverer
 from watcher.model import Event, EventType, make_event_id
@@ -30,9 +32,11 @@ from watcher.store import (
     ChartBucket,
     DeliveryFilter,
     DeliveryRow,
+    PgSettings,
     Store,
 )
 from watcher.store.console import percentile
+from watcher.store.pg_schema import PG_MIGRATIONS, PG_SCHEMA_VERSION
 
 HOUR = 3600.0
 DAY = 24 * HOUR
@@ -487,7 +491,7 @@ def test_a_queued_test_delivery_is_sent_by_the_deliverer(store: Store, receiver:
     assert "signing-secret-123" not in text
 
 
-# --------------------------------------------------------------------------- migration 4
+# --------------------------------------------------------------------------- migrations
 
 
 @pytest.fixture
@@ -536,13 +540,8 @@ def test_a_version_3_file_is_migrated_and_its_rows_survive(version_3_file: Path)
     assert detail.request is None, "rows tried before the console have no request"
     assert detail.attempts == [AttemptRow(NOW + 5, 200, None, 3.0, "ok", None)]
     assert (stats[0].delivered, stats[0].delivered_hour, stats[0].p50_ms) == (1, 1, 3.0)
-    conn = sqlite3.connect(version_3_file)
-    try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
-        columns = {r[1] for r in conn.execute("PRAGMA table_info(deliveries)")}
-        indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
-    finally:
-        conn.close()
+    version, columns, indexes = file_schema(version_3_file, "deliveries")
+    assert version == SCHEMA_VERSION == 4
     assert "request" in columns
     assert {
         "deliveries_webhook",
@@ -552,3 +551,43 @@ def test_a_version_3_file_is_migrated_and_its_rows_survive(version_3_file: Path)
         "attempts_time",
         "attempts_failed",
     } <= indexes
+
+
+def test_a_postgresql_state_of_schema_1_is_migrated_and_its_rows_survive(pg_db: PgDatabase) -> None:
+    ev = event("fraud", "1")
+    with psycopg.connect(pg_db.url_with_password, autocommit=True) as conn:
+        conn.execute('CREATE SCHEMA "old"')
+        conn.execute('SET search_path TO "old"')
+        for statement in PG_MIGRATIONS[0].split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO schema_version VALUES (1)")
+        conn.execute(
+            "INSERT INTO events (event_id, type, model_name, model_version, data, detected_at)"
+            " VALUES (%s, %s, 'fraud', '1', %s, %s)",
+            (ev.event_id, ev.type.value, json.dumps(ev.to_dict()), NOW),
+        )
+        conn.execute(
+            "INSERT INTO deliveries (delivery_id, event_id, webhook, model_name, status,"
+            " created_at, next_attempt_at, updated_at) VALUES ('d-1', %s, 'a', 'fraud',"
+            " 'pending', %s, %s, %s)",
+            (ev.event_id, NOW, NOW, NOW),
+        )
+    settings = PgSettings(url=pg_db.url, password=pg_db.password, namespace="old")
+    with Store.connect(settings) as store:
+        (row,), _ = store.delivery_page(DeliveryFilter(model="fraud"))
+        assert (row.delivery_id, row.status) == ("d-1", PENDING)
+        settle(store, "d-1", DELIVERED, NOW + 1, 200, request='{"method": "POST"}')
+        detail = store.delivery_detail("d-1")
+        assert detail is not None
+        assert detail.request == {"method": "POST"}
+        version = store.backend.query("SELECT version FROM schema_version")[0]["version"]
+        indexes = {
+            str(r["indexname"])
+            for r in store.backend.query(
+                "SELECT indexname FROM pg_indexes WHERE schemaname = 'old'"
+            )
+        }
+    assert version == PG_SCHEMA_VERSION == 2
+    assert {"deliveries_webhook", "deliveries_model", "events_model", "attempts_failed"} <= indexes

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from watcher.errors import StoreError
+from watcher.store.schema import CONSOLE_MIGRATION
 
 if TYPE_CHECKING:
     import psycopg
@@ -90,15 +91,7 @@ PG_MIGRATIONS: Sequence[str] = (
     """,
     # 2: the console (SQLite's migration 4): the last request as sent, and the indexes of
     # its listings.
-    """
-    ALTER TABLE deliveries ADD COLUMN request TEXT;
-    CREATE INDEX deliveries_webhook ON deliveries (webhook, id);
-    CREATE INDEX deliveries_model ON deliveries (model_name, id);
-    CREATE INDEX deliveries_status ON deliveries (status, id);
-    CREATE INDEX events_model ON events (model_name, detected_at);
-    CREATE INDEX attempts_time ON attempts (attempted_at);
-    CREATE INDEX attempts_failed ON attempts (id) WHERE error IS NOT NULL;
-    """,
+    CONSOLE_MIGRATION,
 )
 PG_SCHEMA_VERSION = len(PG_MIGRATIONS)
 
