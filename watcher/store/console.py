@@ -225,14 +225,14 @@ class ConsoleQueries(Database):
         """The attempts made since ``since``, with their webhook, along the attempts' time
         index."""
         return self._query(
-            "SELECT d.webhook, a.attempted_at, a.status_code, a.latency_ms FROM attempts a"
+            "SELECT d.webhook, a.status_code, a.latency_ms FROM attempts a"
             " JOIN deliveries d ON d.delivery_id = a.delivery_id WHERE a.attempted_at >= ?",
             (since,),
         )
 
     def _last_errors(self) -> dict[str, tuple[str, float]]:
-        """{webhook: (error, when)} of each webhook's newest failed attempt, along the index
-        of failed attempts."""
+        """{webhook: (error, when)} of each webhook's newest failed attempt (the last the log
+        recorded), along the partial index of failed attempts."""
         rows = self._query(
             "SELECT d.webhook, a.error, a.attempted_at FROM attempts a"
             " JOIN deliveries d ON d.delivery_id = a.delivery_id"

@@ -69,7 +69,8 @@ class OutboxQueries(Database):
         next_attempt_at: float | None = None,
     ) -> None:
         """Log one attempt and move its delivery to ``status`` (pending: retry at that time),
-        both in one transaction, so the log and the row never disagree. A leader of a shared
+        both in one transaction, so the log and the row never disagree. The row keeps the
+        request of its last attempt that sent one (the console shows it). A leader of a shared
         state records only under its own epoch (LeaseLost, nothing written, otherwise)."""
         epoch = None if self.fence_token is None else self.fence_token.epoch
         with self._fenced() as tx:
