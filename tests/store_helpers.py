@@ -8,7 +8,9 @@ store's backend.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable
+from pathlib import Path
 
 from watcher.model import Event, EventType, SnapshotDelta, make_delivery_id, make_event_id
 from watcher.store import Attempt, DeliveryRow, DueDelivery, NewDelivery, Store
@@ -75,3 +77,16 @@ def attempts(store: Store, delivery_id: str) -> list[Attempt]:
         (delivery_id,),
     )
     return [Attempt(*row.values()) for row in rows]
+
+
+def file_schema(path: Path, table: str) -> tuple[int, set[str], set[str]]:
+    """What a SQLite state file holds, read beside the store: its schema version, the
+    columns of ``table`` and the names of every index."""
+    conn = sqlite3.connect(path)
+    try:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        columns = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    finally:
+        conn.close()
+    return version, columns, indexes

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from watcher.config import Config, StateConfig
-from watcher.deliver import Deliverer
+from watcher.deliver import Deliverer, Sender
 from watcher.incremental import thread_runner
 from watcher.leader import Leadership, LeaseTimings
 from watcher.metrics import Metrics
@@ -92,12 +92,13 @@ def assemble(
             timings = LeaseTimings.derive(config.watch.interval, config.state.lease)
             leadership = Leadership(store, timings, log)
         metrics = Metrics(config, store, leadership)
-        # Metrics counts each delivery outcome the deliverer reports; a replica sends only
-        # while its lease can be trusted.
+        # Metrics counts each delivery outcome the deliverer reports and times each request
+        # its sender makes; a replica sends only while its lease can be trusted.
         deliverer = Deliverer(
             store,
             config,
             log,
+            sender=metrics.timed(Sender()),
             observer=metrics,
             may_send=None if leadership is None else leadership.trusted,
         )

@@ -12,21 +12,29 @@ from the config; never model names.
 from __future__ import annotations
 
 import platform
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, Info, write_to_textfile
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    write_to_textfile,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from watcher import __version__
 from watcher import state_meta as sm
-from watcher.config import Config
-from watcher.deliver import Outcome
+from watcher.config import Config, WebhookConfig
+from watcher.deliver import DeliverySender, Outcome, Result
 from watcher.leader import Leadership
-from watcher.model import SUPPORTED_EVENTS
+from watcher.model import SUPPORTED_EVENTS, Event
 from watcher.store import DEAD, PENDING, Store
 
 if TYPE_CHECKING:
@@ -38,6 +46,8 @@ DELIVERY_RESULTS = tuple(outcome.value for outcome in Outcome)
 # From a few milliseconds (an incremental read of a small registry) to minutes (a full scan of
 # 100k versions).
 POLL_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+# From a receiver on the same host to one at the default 10 s timeout and past it.
+DELIVERY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 class Metrics:
@@ -46,11 +56,10 @@ class Metrics:
     def __init__(self, config: Config, store: Store, leadership: Leadership | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.polls = self._counter("polls", "Polls of the registry, by result.", "result")
-        self.poll_duration = Histogram(
-            f"{PREFIX}_poll_duration_seconds",
+        self.poll_duration = self._histogram(
+            "poll_duration",
             "Time one poll took (read, detect, commit), failed polls included.",
-            buckets=POLL_BUCKETS,
-            registry=self.registry,
+            POLL_BUCKETS,
         )
         self.events = self._counter(
             "events_detected", "Events detected in the registry, by type.", "type"
@@ -61,6 +70,24 @@ class Metrics:
             "webhook",
             "result",
         )
+        self.delivery_duration = self._histogram(
+            "delivery_duration",
+            "Time one delivery attempt took, from the request to the answer's start read "
+            "(timeouts and refused connections included), by webhook.",
+            DELIVERY_BUCKETS,
+            "webhook",
+        )
+        self.failing_since = self._gauge(
+            "delivery_failing_since_timestamp_seconds",
+            "Unix time of this process's first failed attempt since the webhook's last success "
+            "(0 while its last attempt succeeded, or none failed).",
+            "webhook",
+        )
+        self._failing: dict[str, float] = {}
+        self._failing_lock = threading.Lock()
+        self._gauge(
+            "poll_interval_seconds", "Seconds between polls (watch.interval): the unit of poll lag."
+        ).set(config.watch.interval)
         build = Info(f"{PREFIX}_build", "The watcher's version.", registry=self.registry)
         build.info({"version": __version__, "python": platform.python_version()})
         # Every bounded label value exists from the start, so rate() and alerts see zeros.
@@ -71,12 +98,29 @@ class Metrics:
         for webhook in config.webhooks:
             for result in DELIVERY_RESULTS:
                 self.deliveries.labels(webhook=webhook.name, result=result)
+            self.delivery_duration.labels(webhook=webhook.name)
+            self.failing_since.labels(webhook=webhook.name)
         self.registry.register(StateCollector(store, config))
         self.registry.register(LeaderCollector(leadership))
 
     def _counter(self, name: str, documentation: str, *labels: str) -> Counter:
         """A counter of this registry, named under the watcher's prefix, by bounded labels."""
         return Counter(f"{PREFIX}_{name}", documentation, labels, registry=self.registry)
+
+    def _gauge(self, name: str, documentation: str, *labels: str) -> Gauge:
+        return Gauge(f"{PREFIX}_{name}", documentation, labels, registry=self.registry)
+
+    def _histogram(
+        self, name: str, documentation: str, buckets: tuple[float, ...], *labels: str
+    ) -> Histogram:
+        """A histogram of seconds (``name`` without the unit)."""
+        return Histogram(
+            f"{PREFIX}_{name}_seconds",
+            documentation,
+            labels,
+            buckets=buckets,
+            registry=self.registry,
+        )
 
     def observe_cycle(self, report: CycleReport) -> None:
         if getattr(report, "skipped", False):
@@ -88,13 +132,45 @@ class Metrics:
 
     def observe_delivery(self, webhook: str, outcome: Outcome) -> None:
         """Counts one attempt's outcome as the deliverer records it, in the daemon and in
-        ``--once`` alike (the Deliverer's ``observer``)."""
+        ``--once`` alike (the Deliverer's ``observer``). Also keeps when the webhook's current
+        run of failures began: "failing for an hour" is that age, which counters over a window
+        cannot tell from one failure of a webhook that is seldom called."""
         self.deliveries.labels(webhook=webhook, result=outcome.value).inc()
+        with self._failing_lock:  # attempts of one webhook end on several threads
+            if outcome is Outcome.DELIVERED:
+                self._failing.pop(webhook, None)
+            elif webhook not in self._failing:
+                self._failing[webhook] = time.time()
+            else:
+                return
+            self.failing_since.labels(webhook=webhook).set(self._failing.get(webhook, 0.0))
+
+    def timed(self, sender: DeliverySender) -> DeliverySender:
+        """``sender`` with each request's latency observed by webhook (the deliverer's sender:
+        it times the request itself, and the observer hears only the outcome)."""
+        return _TimedSender(sender, self.delivery_duration)
 
     def write_textfile(self, path: Path) -> None:
         """node-exporter's textfile format, written to a temporary file and renamed into
         place, so the collector never reads half a file."""
         write_to_textfile(str(path), self.registry)
+
+
+class _TimedSender:
+    """A DeliverySender that observes the latency its inner sender measured."""
+
+    def __init__(self, inner: DeliverySender, histogram: Histogram) -> None:
+        self._inner = inner
+        self._histogram = histogram
+
+    def post(self, webhook: WebhookConfig, event: Event, delivery_id: str) -> Result:
+        result = self._inner.post(webhook, event, delivery_id)
+        if result.status_code is not None or result.latency_ms > 0:  # a request was made
+            self._histogram.labels(webhook=webhook.name).observe(result.latency_ms / 1000)
+        return result
+
+    def close(self) -> None:
+        self._inner.close()
 
 
 class StateCollector(Collector):
@@ -136,14 +212,7 @@ class StateCollector(Collector):
         oldest.add_metric([], 0.0 if pending_since is None else max(0.0, now - pending_since))
         yield oldest
         yield from _scan_gauges(meta)
-        last_ok = sm.LAST_POLL_OK_AT.get(meta)
-        if last_ok is not None:
-            gauge = GaugeMetricFamily(
-                f"{PREFIX}_last_successful_poll_timestamp_seconds",
-                "Unix time of the last poll that read the registry completely.",
-            )
-            gauge.add_metric([], last_ok)
-            yield gauge
+        yield from _last_poll_gauges(meta)
 
 
 class LeaderCollector(Collector):
@@ -179,6 +248,30 @@ class LeaderCollector(Collector):
         )
         takeovers.add_metric([], float(0 if ship is None else ship.takeovers))
         yield takeovers
+
+
+def _last_poll_gauges(meta: dict[str, str]) -> Iterator[Metric]:
+    """The last poll and the last good one, once there was one (absent before the first)."""
+    result = sm.LAST_POLL_RESULT.get(meta)
+    for key, name, help_text in (
+        (sm.LAST_POLL_AT, "last_poll", "Unix time of the last poll, good or failed."),
+        (
+            sm.LAST_POLL_OK_AT,
+            "last_successful_poll",
+            "Unix time of the last poll that read the registry completely.",
+        ),
+    ):
+        at = key.get(meta)
+        if at is not None:
+            gauge = GaugeMetricFamily(f"{PREFIX}_{name}_timestamp_seconds", help_text)
+            gauge.add_metric([], at)
+            yield gauge
+    if result is not None:
+        success = GaugeMetricFamily(
+            f"{PREFIX}_last_poll_success", "1 when the last poll read the registry, 0 if it failed."
+        )
+        success.add_metric([], 1.0 if result == sm.POLL_OK else 0.0)
+        yield success
 
 
 def _scan_gauges(meta: dict[str, str]) -> Iterator[Metric]:

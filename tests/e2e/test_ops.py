@@ -297,6 +297,13 @@ def test_health_readiness_and_metrics_follow_what_happened(
         assert sample(m, "mlflow_watcher_versions_watched") == 2
         last_ok = sample(m, "mlflow_watcher_last_successful_poll_timestamp_seconds")
         assert time.time() - 10 < last_ok <= time.time() + 1
+        assert sample(m, "mlflow_watcher_last_poll_success") == 1
+        assert sample(m, "mlflow_watcher_last_poll_timestamp_seconds") >= last_ok
+        assert sample(m, "mlflow_watcher_poll_interval_seconds") > 0
+        # The daemon's sender times each request: the one delivery, by its webhook.
+        assert sample(m, "mlflow_watcher_delivery_duration_seconds_count", webhook="deploy") == 1
+        failing = "mlflow_watcher_delivery_failing_since_timestamp_seconds"
+        assert sample(m, failing, webhook="deploy") == 0
         build = [k for k in m if k[0] == "mlflow_watcher_build_info"]
         assert build
         assert ("version", version("mlflow-registry-watcher")) in build[0][1]
@@ -312,6 +319,7 @@ def test_health_readiness_and_metrics_follow_what_happened(
         )
         assert sample(m, "mlflow_watcher_outbox_pending", webhook="deploy") == 1
         assert sample(m, "mlflow_watcher_oldest_pending_age_seconds") > 0
+        assert time.time() - 60 < sample(m, failing, webhook="deploy") <= time.time() + 1
 
         # status works beside the running daemon, which holds the lock.
         status = run_watcher("status", "--json", "-c", str(config), env=env)

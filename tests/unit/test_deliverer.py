@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -20,7 +21,7 @@ from tests.conftest import BACKENDS, open_store
 from tests.helpers import RecordingLog
 from tests.store_helpers import NOW, attempts, deliveries, deliveries_for, event, queue
 from watcher.config import Config, DeliveryConfig, RetryPolicy, WebhookConfig
-from watcher.deliver import Deliverer, Outcome, Result
+from watcher.deliver import Deliverer, DeliverySender, Outcome, Result
 from watcher.metrics import Metrics
 from watcher.model import Event
 from watcher.store import DEAD, DELIVERED, PENDING, DueDelivery, Head, Store
@@ -129,7 +130,7 @@ def store(request: pytest.FixtureRequest) -> Iterator[WatchedStore]:
 
 
 def deliverer(
-    store: Store, config: Config, sender: FakeSender, log: RecordingLog, **kwargs: Any
+    store: Store, config: Config, sender: DeliverySender, log: RecordingLog, **kwargs: Any
 ) -> Deliverer:
     kwargs.setdefault("clock", Clock())
     return Deliverer(store, config, log, sender=sender, rng=LowestDraw(), **kwargs)
@@ -395,6 +396,35 @@ def test_each_outcome_is_counted_by_metrics(store: Store) -> None:
         ("slack", "dead"): 1,
     }
     assert status_of(store) == {ok: DELIVERED, retry: PENDING, dead: DEAD}
+
+
+def test_metrics_time_each_request_and_mark_when_a_webhook_began_failing(store: Store) -> None:
+    (ok,) = queued(store, [("fraud", "1")], "deploy")
+    (retry,) = queued(store, [("fraud", "2")], "slack")
+    config = make_config("deploy", "slack")
+    metrics = Metrics(config, store)
+    sender = FakeSender({retry: [503]})
+    subject = deliverer(store, config, metrics.timed(sender), RecordingLog(), observer=metrics)
+    before = time.time()
+
+    subject.drain()
+    subject.close()
+
+    samples = {
+        (s.name, s.labels.get("webhook"), s.labels.get("le")): s.value
+        for family in text_string_to_metric_families(generate_latest(metrics.registry).decode())
+        for s in family.samples
+    }
+    duration = "mlflow_watcher_delivery_duration_seconds"
+    assert samples[(f"{duration}_count", "deploy", None)] == 1
+    assert samples[(f"{duration}_count", "slack", None)] == 1
+    assert samples[(f"{duration}_sum", "deploy", None)] == pytest.approx(0.001)  # FakeSender's
+    assert samples[(f"{duration}_bucket", "deploy", "0.005")] == 1
+    failing = "mlflow_watcher_delivery_failing_since_timestamp_seconds"
+    assert samples[(failing, "deploy", None)] == 0
+    assert before <= samples[(failing, "slack", None)] <= time.time()
+    assert sender.closed
+    assert status_of(store) == {ok: DELIVERED, retry: PENDING}
 
 
 def test_an_observer_that_fails_does_not_fail_the_delivery(store: Store) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,8 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import free_port
 from tests.helpers import load_text as load
-from watcher.config import Config, Secret, ServerConfig, WebhookConfig
-from watcher.deliver import Outcome
+from watcher.config import Config, Secret, ServerConfig, WatchConfig, WebhookConfig
+from watcher.deliver import Outcome, Result
 from watcher.errors import ConfigError, WatcherError
 from watcher.health import HealthServer
 from watcher.metrics import Metrics
@@ -211,6 +213,90 @@ def test_gauges_read_the_state_at_scrape_time(tmp_path: Path) -> None:
     )
     assert parse_time("2026-01-02T03:04:05Z") == 1767323045.0
     assert parse_time("garbage") is None
+
+
+def test_the_last_poll_and_the_poll_interval_are_gauges(tmp_path: Path) -> None:
+    config = replace(_config(), watch=WatchConfig(interval=45.0))
+    with Store.open(tmp_path / "state.db") as store:
+        metrics = Metrics(config, store)
+        before = _samples(generate_latest(metrics.registry).decode())
+        store.set_meta(
+            {
+                "last_poll_at": "2026-01-02T03:09:05Z",
+                "last_poll_ok_at": "2026-01-02T03:04:05Z",
+                "last_poll_result": "failed",
+            }
+        )
+        failed = _samples(generate_latest(metrics.registry).decode())
+        store.set_meta({"last_poll_ok_at": "2026-01-02T03:09:05Z", "last_poll_result": "ok"})
+        ok = _samples(generate_latest(metrics.registry).decode())
+    assert before[("mlflow_watcher_poll_interval_seconds", ())] == 45.0
+    # Before the first poll there is no last poll to report, rather than a made-up one.
+    assert ("mlflow_watcher_last_poll_success", ()) not in before
+    assert ("mlflow_watcher_last_poll_timestamp_seconds", ()) not in before
+    assert failed[("mlflow_watcher_last_poll_success", ())] == 0
+    assert failed[("mlflow_watcher_last_poll_timestamp_seconds", ())] == parse_time(
+        "2026-01-02T03:09:05Z"
+    )
+    assert ok[("mlflow_watcher_last_poll_success", ())] == 1
+
+
+def test_failing_since_marks_the_first_failure_after_a_success(tmp_path: Path) -> None:
+    key = ("mlflow_watcher_delivery_failing_since_timestamp_seconds", (("webhook", "deploy"),))
+    with Store.open(tmp_path / "state.db") as store:
+        metrics = Metrics(_config("deploy"), store)
+        seen = [_samples(generate_latest(metrics.registry).decode())[key]]
+        for outcome in (Outcome.RETRYING, Outcome.DEAD, Outcome.DELIVERED, Outcome.DEAD):
+            before = time.time()
+            metrics.observe_delivery("deploy", outcome)
+            seen.append(_samples(generate_latest(metrics.registry).decode())[key])
+            if outcome is Outcome.RETRYING:
+                assert before <= seen[-1] <= time.time()
+    assert seen[0] == 0  # exported from the start, as "not failing"
+    assert seen[2] == seen[1]  # a second failure keeps the start of the run
+    assert seen[3] == 0  # a success ends it
+    assert seen[4] >= seen[1]  # the next failure starts a new run
+
+
+class _Answers:
+    """A DeliverySender answering with the given results, in turn."""
+
+    def __init__(self, *results: Result) -> None:
+        self.results = list(results)
+        self.closed = False
+
+    def post(self, webhook: WebhookConfig, event: Event, delivery_id: str) -> Result:
+        return self.results.pop(0)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_timed_sender_observes_requests_made_not_bodies_that_did_not_render(
+    tmp_path: Path,
+) -> None:
+    webhook = WebhookConfig(name="deploy", url="http://127.0.0.1/h")
+    inner = _Answers(
+        Result(200, None, 40.0),
+        Result(None, "timed out after 10s", 10_000.0),
+        Result(None, "cannot render the body: bad template", 0.0, permanent=True),
+    )
+    with Store.open(tmp_path / "state.db") as store:
+        metrics = Metrics(_config("deploy"), store)
+        sender = metrics.timed(inner)
+        answers = [
+            sender.post(webhook, _event(EventType.MODEL_VERSION_CREATED), "d") for _ in "abc"
+        ]
+        sender.close()
+        m = _samples(generate_latest(metrics.registry).decode())
+    assert [a.latency_ms for a in answers] == [40.0, 10_000.0, 0.0]  # passed on as they were
+    assert inner.closed
+    labels = (("webhook", "deploy"),)
+    assert m[("mlflow_watcher_delivery_duration_seconds_count", labels)] == 2
+    assert m[("mlflow_watcher_delivery_duration_seconds_sum", labels)] == pytest.approx(10.04)
+    le = "mlflow_watcher_delivery_duration_seconds_bucket"
+    assert m[(le, (("le", "0.05"), ("webhook", "deploy")))] == 1
+    assert m[(le, (("le", "10.0"), ("webhook", "deploy")))] == 2
 
 
 def test_textfile_is_replaced_whole(tmp_path: Path) -> None:

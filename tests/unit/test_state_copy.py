@@ -7,6 +7,7 @@ import sqlite3
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -60,7 +61,8 @@ def seed(store: Store) -> None:
     queue(store, events, rows)
     outcomes = [(DELIVERED, 200, None), (DEAD, 500, None), (PENDING, None, "connection reset")]
     for row, (status, code, error) in zip(rows[::3], outcomes * 4, strict=False):
-        attempt = Attempt(row.delivery_id, NOW + 1, code, error, 12.5, response="nope")
+        request = f'{{"method": "POST", "url": "http://r/{row.webhook}"}}'
+        attempt = Attempt(row.delivery_id, NOW + 1, code, error, 12.5, "nope", request)
         store.record_attempt(attempt, status=status, next_attempt_at=NOW + 60)
     store.set_meta({"last_poll_result": "ok"})
 
@@ -69,10 +71,17 @@ def every_attempt(store: Store) -> list[Attempt]:
     return [a for row in store.list_deliveries() for a in attempts(store, row.delivery_id)]
 
 
+def every_request(store: Store) -> dict[str, Any]:
+    """The last request of every row (None before its first attempt)."""
+    details = [store.delivery_detail(row.delivery_id) for row in store.list_deliveries()]
+    return {d.row.delivery_id: d.request for d in details if d is not None}
+
+
 def assert_same_state(source: Store, target: Store) -> None:
     assert target.load_snapshot() == source.load_snapshot()
     assert target.list_deliveries() == source.list_deliveries()
     assert every_attempt(target) == every_attempt(source)
+    assert every_request(target) == every_request(source)
     assert target.all_meta() == source.all_meta()
     assert due_deliveries(target, NOW + 3600) == due_deliveries(source, NOW + 3600)
 
@@ -100,6 +109,8 @@ def test_a_copy_holds_the_same_state(
     assert report.rows["snapshot_versions"] == 6
     assert report.rows["deliveries"] == 12
     assert report.rows["attempts"] == 4
+    requests = every_request(sqlite_source)
+    assert sum(r is not None for r in requests.values()) == 4
 
 
 def test_a_copy_from_postgresql_holds_the_same_state(

@@ -8,7 +8,14 @@ from typing import Any
 
 import pytest
 
-from tests.store_helpers import attempts, deliveries_for, due_deliveries, event, queue
+from tests.store_helpers import (
+    attempts,
+    deliveries_for,
+    due_deliveries,
+    event,
+    file_schema,
+    queue,
+)
 from watcher.errors import StoreError
 from watcher.model import Event, SnapshotDelta
 from watcher.store import (
@@ -97,13 +104,8 @@ def test_a_version_1_database_is_migrated_and_its_rows_survive(tmp_path: Path) -
     assert delivered.total_attempts == 1
     assert delivered.event_type == "MODEL_VERSION_CREATED"
     assert dead.dead_at == NOW + 5
-    conn = sqlite3.connect(path)
-    try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
-        columns = {r[1] for r in conn.execute("PRAGMA table_info(attempts)")}
-        indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
-    finally:
-        conn.close()
+    version, columns, indexes = file_schema(path, "attempts")
+    assert version == SCHEMA_VERSION == 4
     assert "response" in columns
     assert {"deliveries_dead_at", "deliveries_delivered_at", "deliveries_updated"} <= indexes
 

@@ -19,7 +19,15 @@ from watcher.deliver.deliverer import (
     Outcome,
 )
 from watcher.deliver.guard import PrivateAddressError
-from watcher.deliver.http import RESPONSE_SNIPPET, USER_AGENT, Prepared, Sender, format_options
+from watcher.deliver.http import (
+    REDACTED,
+    RESPONSE_SNIPPET,
+    USER_AGENT,
+    Prepared,
+    Sender,
+    format_options,
+    redact_request,
+)
 from watcher.deliver.policy import (
     RETRYABLE_4XX,
     Result,
@@ -29,6 +37,7 @@ from watcher.deliver.policy import (
 )
 
 __all__ = [
+    "REDACTED",
     "RESPONSE_SNIPPET",
     "RETRYABLE_4XX",
     "USER_AGENT",
@@ -45,4 +54,5 @@ __all__ = [
     "format_options",
     "is_dead_at_once",
     "parse_retry_after",
+    "redact_request",
 ]

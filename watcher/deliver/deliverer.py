@@ -379,6 +379,7 @@ class Deliverer:
                 error=result.error,
                 latency_ms=result.latency_ms,
                 response=result.body or None,
+                request=result.request,
             ),
             status=status,
             next_attempt_at=next_at,

@@ -7,8 +7,11 @@ The only code that sends webhooks; ``Deliverer`` decides what to send and when, 
 from __future__ import annotations
 
 import base64
+import json
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from urllib.parse import quote, quote_plus, unquote, urlsplit, urlunsplit
 
 import requests
 
@@ -83,22 +86,41 @@ class Sender:
         return Prepared(body=rendered.body, headers=headers)
 
     def post(self, webhook: WebhookConfig, event: Event, delivery_id: str) -> Result:
-        """Render, sign and POST one delivery. Never raises for network or HTTP trouble."""
+        """Render, sign and POST one delivery. Never raises for network or HTTP trouble.
+
+        The request is prepared as ``Session.post`` would, then sent, so the Result can carry
+        the very headers that went out (redacted), those requests adds included."""
         try:
             prepared = self.prepare(webhook, event, delivery_id)
         except (TemplateError, ValueError) as exc:
             return Result(None, f"cannot render the body: {exc}", 0.0, permanent=True)
         session = self._session(webhook)
+        try:
+            sent = session.prepare_request(
+                requests.Request("POST", webhook.url, data=prepared.body, headers=prepared.headers)
+            )
+        except requests.RequestException as exc:
+            return Result(None, f"request failed: {type(exc).__name__}", 0.0)
+        request = redact_request(
+            webhook, sent.url or webhook.url, list(sent.headers.items()), prepared.body
+        )
+        return replace(self._send(session, webhook, sent), request=request)
+
+    def _send(
+        self, session: requests.Session, webhook: WebhookConfig, sent: requests.PreparedRequest
+    ) -> Result:
+        """Send a prepared request and read what came back; never raises for network or HTTP
+        trouble."""
         started = time.monotonic()
         try:
-            response = session.post(
-                webhook.url,
-                data=prepared.body,
-                headers=prepared.headers,
+            settings = session.merge_environment_settings(
+                sent.url, {}, True, webhook.ca_bundle or True, None
+            )
+            response = session.send(
+                sent,
                 timeout=(webhook.connect_timeout, webhook.timeout),
                 allow_redirects=False,
-                stream=True,
-                verify=webhook.ca_bundle or True,
+                **settings,
             )
         except requests.ConnectTimeout:
             return Result(
@@ -143,6 +165,91 @@ class Sender:
     def close(self) -> None:
         for session in self._sessions.values():
             session.close()
+
+
+REDACTED = "<redacted>"
+_ALWAYS_REDACTED = frozenset({"authorization", "proxy-authorization"})
+"""Headers shown redacted whatever they hold (basic auth is a password in base64)."""
+
+
+def redact_request(
+    webhook: WebhookConfig, url: str, headers: Sequence[tuple[str, str]], body: bytes
+) -> str:
+    """The request as sent, as JSON for the delivery log, with every secret of the webhook
+    shown as ``<redacted>``: in the URL (its password and query values, or all but its host
+    when it came from the environment), in the headers (``Authorization`` and the configured
+    ones always) and in the body (a gitlab or jenkins token), raw or encoded as a form, a URL
+    or a JSON string would encode it. Signatures are shown: an HMAC does not reveal its key.
+    """
+    secrets = _secret_forms(webhook)
+    configured = {name.lower() for name, _ in webhook.headers}
+    shown = [
+        [
+            name,
+            REDACTED
+            if name.lower() in _ALWAYS_REDACTED or name.lower() in configured
+            else _scrub(value, secrets),
+        ]
+        for name, value in headers
+    ]
+    return json.dumps(
+        {
+            "method": "POST",
+            "url": _scrub(_redact_url(url, webhook.url_is_secret), secrets),
+            "headers": shown,
+            "body": _scrub(body.decode("utf-8", "replace"), secrets),
+        }
+    )
+
+
+def _secret_forms(webhook: WebhookConfig) -> list[str]:
+    """Every secret value of the webhook, in each form it may take in a request, longest
+    first (so a secret inside another one leaves none of the longer one behind)."""
+    values = [
+        s.reveal()
+        for s in (webhook.secret, webhook.password, *webhook.previous_secrets)
+        if s is not None
+    ]
+    values.extend(value.reveal() for _, value in webhook.headers)
+    parts = urlsplit(webhook.url)
+    if parts.password:
+        values.extend((parts.password, unquote(parts.password)))
+    if webhook.url_is_secret:
+        values.append(webhook.url)
+        values.append(urlunsplit(("", "", parts.path, parts.query, "")))
+    forms = {
+        form
+        for value in values
+        if value
+        for form in (
+            value,
+            quote_plus(value),
+            quote(value, safe=""),
+            json.dumps(value)[1:-1],
+            json.dumps(value, ensure_ascii=False)[1:-1],
+        )
+    }
+    return sorted(forms, key=len, reverse=True)
+
+
+def _scrub(text: str, secrets: Sequence[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+def _redact_url(url: str, url_is_secret: bool) -> str:
+    """The URL with its password and query values hidden, or only its scheme and host when
+    it came from the environment (a Slack URL is its own token)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    if url_is_secret:
+        return f"{parts.scheme}://{host}/{REDACTED}"
+    if parts.username is not None:
+        password = "" if parts.password is None else f":{REDACTED}"
+        host = f"{parts.username}{password}@{host}"
+    query = "&".join(f"{p.partition('=')[0]}={REDACTED}" for p in parts.query.split("&"))
+    return urlunsplit(parts._replace(netloc=host, query=query if parts.query else ""))
 
 
 def _basic_auth(webhook: WebhookConfig) -> dict[str, str]:

@@ -28,6 +28,9 @@ class Result:
     """The start of the response body (capped), for the log and for test-webhook."""
     permanent: bool = False
     """Failed before sending (the body could not be rendered): retrying cannot help."""
+    request: str | None = None
+    """The request as sent, secrets redacted (JSON, see ``http.redact_request``); None when
+    nothing was sent."""
 
     @property
     def ok(self) -> bool:

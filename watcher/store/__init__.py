@@ -15,6 +15,8 @@ database shared by replicas.
 - ``outbox``: what the deliverer asks and records;
 - ``lease``: the leader lease of a shared state (the fence itself is in ``database``);
 - ``log``: listing, redelivering, purging and pruning for the operator;
+- ``console``: what the delivery console reads (overview, pages of deliveries and events, one
+  delivery in full) and the test delivery it queues;
 - ``copy``: a whole state copied into another (a SQLite install moving to PostgreSQL).
 
 ``Store`` puts the query groups together on one connection; import everything from here.
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Self
 
 from watcher.config import StateConfig
+from watcher.store.console import ConsoleQueries
 from watcher.store.copy import CopyReport, copy_state, open_sqlite_source
 from watcher.store.database import Backend, LeaseLost, Token
 from watcher.store.lease import LeaseInfo, LeaseQueries
@@ -38,18 +41,24 @@ from watcher.store.rows import (
     MIN_ID_PREFIX,
     PENDING,
     Attempt,
+    AttemptRow,
+    ChartBucket,
+    DeliveryDetail,
+    DeliveryFilter,
     DeliveryRow,
     DueDelivery,
+    EventRow,
     Head,
     NewDelivery,
     OutboxSummary,
+    WebhookStats,
 )
 from watcher.store.schema import _MIGRATIONS, SCHEMA_VERSION
 from watcher.store.snapshot import SnapshotQueries
 from watcher.store.sqlite import SqliteBackend
 
 
-class Store(SnapshotQueries, OutboxQueries, DeliveryLogQueries, LeaseQueries):
+class Store(SnapshotQueries, OutboxQueries, DeliveryLogQueries, LeaseQueries, ConsoleQueries):
     """The state database. One instance per process; safe to share between threads."""
 
     def __init__(self, backend: Backend) -> None:
@@ -95,9 +104,15 @@ __all__ = [
     "SCHEMA_VERSION",
     "_MIGRATIONS",
     "Attempt",
+    "AttemptRow",
+    "ChartBucket",
+    "ConsoleQueries",
     "CopyReport",
+    "DeliveryDetail",
+    "DeliveryFilter",
     "DeliveryRow",
     "DueDelivery",
+    "EventRow",
     "Head",
     "LeaseInfo",
     "LeaseLost",
@@ -107,6 +122,7 @@ __all__ = [
     "StateUnavailable",
     "Store",
     "Token",
+    "WebhookStats",
     "copy_state",
     "open_sqlite_source",
 ]

@@ -58,7 +58,7 @@ TABLES: tuple[_Table, ...] = (
         "deliveries",
         "id, delivery_id, event_id, webhook, model_name, status, attempts, created_at,"
         " next_attempt_at, updated_at, last_status_code, last_error, delivered_at, dead_at,"
-        " claimed_epoch",
+        " claimed_epoch, request",
         "id",
         # a claim belongs to the lease of the state it was made in
         cleared="claimed_epoch",

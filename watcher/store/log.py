@@ -13,6 +13,19 @@ from watcher.errors import StoreError
 from watcher.store.database import Database, Row, Tx
 from watcher.store.rows import DEAD, DELIVERED, MIN_ID_PREFIX, DeliveryRow
 
+ROW_COLUMNS = (
+    "d.id, d.delivery_id, d.event_id, d.webhook, d.model_name, d.status, d.attempts,"
+    " d.created_at, d.next_attempt_at, d.updated_at, d.last_status_code, d.last_error,"
+    " d.delivered_at, d.dead_at,"
+    " e.type AS event_type, e.model_version, e.detected_at,"
+    " (SELECT COUNT(*) FROM attempts a WHERE a.delivery_id = d.delivery_id)"
+    "   AS total_attempts,"
+    " (SELECT a.response FROM attempts a WHERE a.delivery_id = d.delivery_id"
+    "   ORDER BY a.id DESC LIMIT 1) AS last_response"
+)
+"""The columns of a ``DeliveryRow`` (``delivery_row`` reads them) from ``ROW_TABLES``."""
+ROW_TABLES = "deliveries d JOIN events e ON e.event_id = d.event_id"
+
 
 class DeliveryLogQueries(Database):
     """The operator's view of the outbox, and the rules for removing settled rows."""
@@ -33,19 +46,14 @@ class DeliveryLogQueries(Database):
         """
         where, params = _filters(status=status, webhook=webhook, model=model, since=since)
         sql = (
-            "SELECT d.*, e.type AS event_type, e.model_version, e.detected_at,"  # noqa: S608
-            " (SELECT COUNT(*) FROM attempts a WHERE a.delivery_id = d.delivery_id)"
-            "   AS total_attempts,"
-            " (SELECT a.response FROM attempts a WHERE a.delivery_id = d.delivery_id"
-            "   ORDER BY a.id DESC LIMIT 1) AS last_response"
-            " FROM deliveries d JOIN events e ON e.event_id = d.event_id"
+            f"SELECT {ROW_COLUMNS} FROM {ROW_TABLES}"  # noqa: S608 - fixed SQL
             f" WHERE {where} ORDER BY d.created_at DESC, d.id DESC"
         )
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
         rows = self._query(sql, params)
-        return [_delivery_row(r) for r in reversed(rows)]
+        return [delivery_row(r) for r in reversed(rows)]
 
     def redeliver(
         self,
@@ -186,7 +194,7 @@ def _resolve_ids(tx: Tx, ids: Sequence[str]) -> list[str]:
     return resolved
 
 
-def _delivery_row(r: Row) -> DeliveryRow:
+def delivery_row(r: Row) -> DeliveryRow:
     return DeliveryRow(
         delivery_id=str(r["delivery_id"]),
         event_id=str(r["event_id"]),
@@ -206,4 +214,5 @@ def _delivery_row(r: Row) -> DeliveryRow:
         detected_at=float(r["detected_at"]),
         total_attempts=int(r["total_attempts"]),
         last_response=r["last_response"],
+        row_id=int(r["id"]),
     )

@@ -69,7 +69,8 @@ class OutboxQueries(Database):
         next_attempt_at: float | None = None,
     ) -> None:
         """Log one attempt and move its delivery to ``status`` (pending: retry at that time),
-        both in one transaction, so the log and the row never disagree. A leader of a shared
+        both in one transaction, so the log and the row never disagree. The row keeps the
+        request of its last attempt that sent one (the console shows it). A leader of a shared
         state records only under its own epoch (LeaseLost, nothing written, otherwise)."""
         epoch = None if self.fence_token is None else self.fence_token.epoch
         with self._fenced() as tx:
@@ -90,7 +91,8 @@ class OutboxQueries(Database):
             tx.execute(
                 "UPDATE deliveries SET status = ?, attempts = attempts + 1,"
                 " next_attempt_at = COALESCE(?, next_attempt_at), updated_at = ?,"
-                " last_status_code = ?, last_error = ?, delivered_at = ?, dead_at = ?"
+                " last_status_code = ?, last_error = ?, delivered_at = ?, dead_at = ?,"
+                " request = COALESCE(?, request)"
                 " WHERE delivery_id = ?",
                 (
                     status,
@@ -100,6 +102,7 @@ class OutboxQueries(Database):
                     attempt.error,
                     attempt.attempted_at if status == DELIVERED else None,
                     attempt.attempted_at if status == DEAD else None,
+                    attempt.request,
                     attempt.delivery_id,
                 ),
             )
@@ -130,12 +133,7 @@ class OutboxQueries(Database):
 
     def status_counts(self) -> dict[str, dict[str, int]]:
         """{webhook: {status: count}} over the whole outbox."""
-        counts: dict[str, dict[str, int]] = {}
-        for r in self._query(
-            "SELECT webhook, status, COUNT(*) AS n FROM deliveries GROUP BY webhook, status"
-        ):
-            counts.setdefault(str(r["webhook"]), {})[str(r["status"])] = int(r["n"])
-        return counts
+        return status_counts(self)
 
     def summary(self) -> OutboxSummary:
         """Counts by webhook and status, and the age of the oldest pending rows."""
@@ -151,3 +149,14 @@ class OutboxQueries(Database):
             oldest_pending=min(oldest.values()) if oldest else None,
             oldest_pending_by_webhook=oldest,
         )
+
+
+def status_counts(db: Database) -> dict[str, dict[str, int]]:
+    """{webhook: {status: count}} over the whole outbox: what ``status`` and the console
+    count alike."""
+    counts: dict[str, dict[str, int]] = {}
+    for r in db._query(
+        "SELECT webhook, status, COUNT(*) AS n FROM deliveries GROUP BY webhook, status"
+    ):
+        counts.setdefault(str(r["webhook"]), {})[str(r["status"])] = int(r["n"])
+    return counts

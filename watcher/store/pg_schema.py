@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from watcher.errors import StoreError
+from watcher.store.schema import CONSOLE_MIGRATION
 
 if TYPE_CHECKING:
     import psycopg
@@ -88,6 +89,9 @@ PG_MIGRATIONS: Sequence[str] = (
         ended_how TEXT
     );
     """,
+    # 2: the console (SQLite's migration 4): the last request as sent, and the indexes of
+    # its listings.
+    CONSOLE_MIGRATION,
 )
 PG_SCHEMA_VERSION = len(PG_MIGRATIONS)
 

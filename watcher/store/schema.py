@@ -14,6 +14,20 @@ from pathlib import Path
 from watcher.errors import StoreError
 from watcher.store.database import Tx
 
+CONSOLE_MIGRATION = """
+    ALTER TABLE deliveries ADD COLUMN request TEXT;
+    CREATE INDEX deliveries_webhook ON deliveries (webhook, id);
+    CREATE INDEX deliveries_model ON deliveries (model_name, id);
+    CREATE INDEX deliveries_status ON deliveries (status, id);
+    CREATE INDEX events_model ON events (model_name, detected_at);
+    CREATE INDEX attempts_time ON attempts (attempted_at);
+    CREATE INDEX attempts_failed ON attempts (id) WHERE error IS NOT NULL;
+"""
+"""The console's migration, in SQL both databases speak: each row keeps the last request as
+sent (secrets redacted), and the listings the console pages through (newest first, by
+webhook, model or status; a model's events; the attempts of the last day; the last failure)
+are read along an index instead of a scan. Never edit: it is a migration of both."""
+
 # Each migration takes the schema from its index to index + 1. Append, never edit.
 _MIGRATIONS: Sequence[str] = (
     """
@@ -78,6 +92,8 @@ _MIGRATIONS: Sequence[str] = (
     ALTER TABLE deliveries ADD COLUMN claimed_epoch INTEGER;
     ALTER TABLE attempts ADD COLUMN epoch INTEGER;
     """,
+    # 4: the console (the same statements as PostgreSQL's migration 2).
+    CONSOLE_MIGRATION,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 

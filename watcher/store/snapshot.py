@@ -52,16 +52,8 @@ class SnapshotQueries(Database):
         now = time.time() if now is None else now
         with self._fenced() as tx:
             _apply_delta(tx, delta)
-            _insert_events(tx, events, now)
-            queued = tx.executemany(
-                "INSERT INTO deliveries (delivery_id, event_id, webhook, model_name,"
-                " status, created_at, next_attempt_at, updated_at)"
-                " VALUES (?, ?, ?, ?, 'pending', ?, ?, ?) ON CONFLICT DO NOTHING",
-                (
-                    (d.delivery_id, d.event_id, d.webhook, d.model_name, now, now, now)
-                    for d in deliveries
-                ),
-            )
+            insert_events(tx, events, now)
+            queued = insert_deliveries(tx, deliveries, now)
             set_meta(tx, meta)
         return queued
 
@@ -87,7 +79,7 @@ def _apply_delta(tx: Tx, delta: SnapshotDelta) -> None:
     )
 
 
-def _insert_events(tx: Tx, events: Sequence[Event], now: float) -> None:
+def insert_events(tx: Tx, events: Sequence[Event], now: float) -> None:
     """Events already stored (detected again after a crash) keep their first detection time."""
     tx.executemany(
         "INSERT INTO events"
@@ -97,4 +89,15 @@ def _insert_events(tx: Tx, events: Sequence[Event], now: float) -> None:
             (e.event_id, e.type.value, e.model_name, e.model_version, dumps(e.to_dict()), now)
             for e in events
         ),
+    )
+
+
+def insert_deliveries(tx: Tx, deliveries: Sequence[NewDelivery], now: float) -> int:
+    """Queue outbox rows, due ``now``; a row already queued (the same change detected again
+    after a crash) is left as it is. Returns how many were queued."""
+    return tx.executemany(
+        "INSERT INTO deliveries (delivery_id, event_id, webhook, model_name,"
+        " status, created_at, next_attempt_at, updated_at)"
+        " VALUES (?, ?, ?, ?, 'pending', ?, ?, ?) ON CONFLICT DO NOTHING",
+        ((d.delivery_id, d.event_id, d.webhook, d.model_name, now, now, now) for d in deliveries),
     )
