@@ -83,7 +83,7 @@ def test_event(name: str) -> Response:
     # 32 hex digits, the shape of a detected event's id, fresh for every press.
     event = dataclasses.replace(example_event(event_type), event_id=uuid.uuid4().hex)
     delivery_id = make_delivery_id(event.event_id, name)
-    c.queries.queue_test_delivery(event, name, delivery_id, now)
+    c.store.queue_test_delivery(event, name, delivery_id, now)
     _logged("test-event", name, 1)
     flash(f"A test {event_type.value} event is queued for {name}.", "ok")
     return redirect(url_for("views.delivery", delivery_id=delivery_id))

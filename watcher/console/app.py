@@ -24,7 +24,6 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from watcher.config import Config
 from watcher.console import auth, texts
-from watcher.console.queries import ConsoleQueries, queries
 from watcher.errors import StoreError
 from watcher.store import Store
 
@@ -51,7 +50,6 @@ class Console:
 
     config: Config
     store: Store
-    queries: ConsoleQueries
     read_only: bool
     clock: Callable[[], float]
     log: Any
@@ -96,7 +94,6 @@ def create_app(
     app.extensions["watcher.console"] = Console(
         config=config,
         store=store,
-        queries=queries(store),
         read_only=config.console.read_only if read_only is None else read_only,
         clock=clock,
         log=structlog.get_logger("watcher.console"),

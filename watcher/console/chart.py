@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from markupsafe import Markup, escape
+
+from watcher.store import ChartBucket
 
 WIDTH, HEIGHT = 720, 180
 TOP, BOTTOM, LEFT = 10, 24, 36
 OUTCOMES = (("delivered", "delivered"), ("failed", "failed attempts"), ("dead", "went dead"))
 
 
-def chart_svg(buckets: Sequence[Any]) -> Markup:
-    """``svg#chart`` for the buckets (each with start, delivered, failed, dead)."""
+def chart_svg(buckets: Sequence[ChartBucket]) -> Markup:
+    """``svg#chart`` for the store's hourly buckets, oldest first."""
     plot_h = HEIGHT - TOP - BOTTOM
     peak = max((b.delivered + b.failed + b.dead for b in buckets), default=0) or 1
     step = (WIDTH - LEFT) / max(1, len(buckets))
@@ -32,7 +33,7 @@ def chart_svg(buckets: Sequence[Any]) -> Markup:
     ]
     for i, bucket in enumerate(buckets):
         x = LEFT + i * step
-        y = TOP + plot_h
+        y = float(TOP + plot_h)
         counts = {"delivered": bucket.delivered, "failed": bucket.failed, "dead": bucket.dead}
         hour = time.strftime("%Y-%m-%d %H:00Z", time.gmtime(bucket.start))
         tip = f"{hour}: " + ", ".join(f"{counts[k]} {label}" for k, label in OUTCOMES)

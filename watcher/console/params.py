@@ -11,8 +11,7 @@ from werkzeug.exceptions import BadRequest
 
 from watcher.config import event_by_name, parse_duration
 from watcher.config.parsers import Invalid
-from watcher.console.queries import Filters
-from watcher.store import DEAD, DELIVERED, PENDING
+from watcher.store import DEAD, DELIVERED, PENDING, DeliveryFilter
 
 STATUSES = (PENDING, DELIVERED, DEAD)
 MAX_TEXT = 200
@@ -70,7 +69,7 @@ def stamp(args: Mapping[str, str], field: str) -> float | None:
     return at
 
 
-def delivery_filters(args: Mapping[str, str], now: float) -> Filters:
+def delivery_filters(args: Mapping[str, str], now: float) -> DeliveryFilter:
     status = text(args, "status")
     if status is not None and status not in STATUSES:
         raise bad("status", status, f"one of {', '.join(STATUSES)}")
@@ -81,7 +80,7 @@ def delivery_filters(args: Mapping[str, str], now: float) -> Filters:
         if found is None:
             raise bad("event", event_name, "an event type such as MODEL_VERSION_CREATED")
         event_type = found.value
-    return Filters(
+    return DeliveryFilter(
         webhook=text(args, "webhook"),
         model=text(args, "model"),
         event_type=event_type,

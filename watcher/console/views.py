@@ -15,10 +15,9 @@ from watcher import state_meta as sm
 from watcher.console import params
 from watcher.console.app import console
 from watcher.console.chart import chart_svg
-from watcher.console.queries import Filters
 from watcher.model import ALL_EVENTS
 from watcher.status import status_report
-from watcher.store import PENDING
+from watcher.store import PENDING, DeliveryFilter
 
 blueprint = Blueprint("views", __name__)
 
@@ -34,7 +33,7 @@ def overview() -> str:
     now = c.clock()
     report = status_report(c.config, c.store, now)
     last_ok = sm.LAST_POLL_OK_AT.get(c.store.all_meta())
-    stats = {s.webhook: s for s in c.queries.webhook_stats(now)}
+    stats = {s.webhook: s for s in c.store.webhook_stats(now)}
     names = sorted({*report["deliveries"], *stats})
     webhooks = [
         {
@@ -45,14 +44,14 @@ def overview() -> str:
         }
         for name in names
     ]
-    recent, _ = c.queries.delivery_page(Filters(), limit=RECENT)
+    recent, _ = c.store.delivery_page(DeliveryFilter(), limit=RECENT)
     return render_template(
         "overview.html",
         report=report,
         rows=recent,
         poll_lag=None if last_ok is None else max(0.0, now - last_ok),
         webhooks=webhooks,
-        chart=chart_svg(c.queries.delivery_chart(now)),
+        chart=chart_svg(c.store.delivery_chart(now)),
         events=sorted(e.value for e in ALL_EVENTS),
     )
 
@@ -63,7 +62,7 @@ def deliveries() -> str:
     args = request.args.to_dict()
     filters = params.delivery_filters(args, c.clock())
     before = params.cursor(args, "before")
-    rows, next_before = c.queries.delivery_page(filters, before=before, limit=PAGE_SIZE)
+    rows, next_before = c.store.delivery_page(filters, before=before, limit=PAGE_SIZE)
     next_args = {k: v for k, v in args.items() if v and k != "before"}
     return render_template(
         "deliveries.html",
@@ -79,11 +78,11 @@ def deliveries() -> str:
 @blueprint.route("/deliveries/<delivery_id>")
 def delivery(delivery_id: str) -> str:
     c = console()
-    detail = c.queries.delivery_detail(delivery_id)
+    detail = c.store.delivery_detail(delivery_id)
     if detail is None:
         abort(404, f"No delivery with id {delivery_id}.")
     event = detail.event
-    timeline = c.queries.version_timeline(event.model_name, event.model_version)
+    timeline = c.store.version_timeline(event.model_name, event.model_version)
     request_sent: dict[str, Any] | None = detail.request
     return render_template(
         "delivery.html",
@@ -105,7 +104,7 @@ def events() -> str:
     since = params.moment(args, "since", c.clock())
     before = params.stamp(args, "before")
     rows, next_before = _events_page(
-        c.queries.model_events(model, since=since, before=before, limit=EVENTS_PAGE + 1)
+        c.store.model_events(model, since=since, before=before, limit=EVENTS_PAGE + 1)
     )
     next_args = None
     if next_before is not None:
@@ -116,7 +115,7 @@ def events() -> str:
         rows=rows,
         args=args,
         next_args=next_args,
-        models=c.queries.model_names(),
+        models=c.store.model_names(),
     )
 
 
