@@ -4,7 +4,6 @@ templates escape it)."""
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from flask import Flask
 
@@ -45,12 +44,7 @@ def pretty_body(body: str | None) -> str:
         return body
 
 
-def pretty_json(value: Any) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
-
-
 def init_app(app: Flask) -> None:
     app.jinja_env.filters.update(
         utc=utc, age=age, millis=millis, percent=percent, pretty_body=pretty_body
     )
-    app.jinja_env.filters["pretty_json"] = pretty_json
