@@ -15,7 +15,9 @@ RUN python -m venv /opt/mlflow-watcher
 COPY pyproject.toml constraints.txt ./
 # With the `postgres` extra (psycopg's binary wheel and its pool, about 10 MB): one image runs a
 # single watcher on its SQLite volume or replicas on a PostgreSQL state (WATCHER_STATE__URL).
-RUN python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(p["dependencies"] + p["optional-dependencies"]["postgres"]))' > requirements.txt \
+# With the `console` extra (Flask, waitress, Flask-WTF: pure Python, about 3 MB): the web
+# console is one `[console] listen` (WATCHER_CONSOLE__LISTEN) and one secret away.
+RUN python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; x = p["optional-dependencies"]; print("\n".join(p["dependencies"] + x["postgres"] + x["console"]))' > requirements.txt \
  && /opt/mlflow-watcher/bin/pip install --no-cache-dir --disable-pip-version-check \
       -c constraints.txt -r requirements.txt
 COPY README.md ./

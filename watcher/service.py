@@ -10,10 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from watcher import state_meta as sm
 from watcher.config import Config
+from watcher.console import start_console
 from watcher.deliver import Deliverer, DrainReport
 from watcher.errors import StoreError
 from watcher.health import HealthServer
@@ -22,6 +23,9 @@ from watcher.metrics import Metrics
 from watcher.notify import Notifier
 from watcher.pipeline import CycleReport, Pipeline
 from watcher.store import DEAD, PENDING
+
+if TYPE_CHECKING:
+    from watcher.console.server import ConsoleServer
 
 DRAIN_EVERY = 1.0
 """Seconds between outbox checks for retries that have come due."""
@@ -112,6 +116,7 @@ class Service:
         self.metrics = metrics
         self.notifier = notifier or Notifier()
         self.server: HealthServer | None = None
+        self.console: ConsoleServer | None = None
         self.leadership = leadership
         """Replicas on a shared state: only the leader polls and delivers. None: SQLite."""
         if leadership is not None:
@@ -364,6 +369,10 @@ class Service:
                 self.config.server, alive=self.alive, ready=self.ready, metrics=self.metrics
             )
             self.server.start()
+        if self.config.console.listen is not None:
+            # Bound before READY=1 too; once serving, its errors are its pages', never the
+            # daemon's.
+            self.console = start_console(self.config, self.pipeline.store)
         self._delivery = threading.Thread(target=self.deliver, name="delivery", daemon=True)
         self._delivery.start()
         if self.leadership is not None:
@@ -377,6 +386,7 @@ class Service:
             webhooks=[w.name for w in self.config.webhooks],
             state=self.pipeline.store.location,
             **({"listen": self.config.server.display_listen} if self.server else {}),
+            **({"console": self.config.console.display_listen} if self.console else {}),
         )
         # The config is valid, the state is open and locked, the server (if any) is bound.
         self.notifier.ready(f"started; first poll of {self.pipeline.registry} under way")
@@ -399,3 +409,5 @@ class Service:
         self.deliverer.close()
         if self.server is not None:
             self.server.stop()
+        if self.console is not None:
+            self.console.stop()

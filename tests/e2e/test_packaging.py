@@ -41,8 +41,12 @@ def test_the_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert wheel.name.startswith(f"mlflow_registry_watcher-{project['version']}-")
     with zipfile.ZipFile(wheel) as archive:
-        tops = {name.split("/")[0] for name in archive.namelist()}
+        names = set(archive.namelist())
+    tops = {name.split("/")[0] for name in names}
     assert tops == {"watcher", f"mlflow_registry_watcher-{project['version']}.dist-info"}
+    # The console's pages and stylesheet are package data: without them it answers 500s.
+    console_files = {"templates/base.html", "templates/delivery.html", "static/console.css"}
+    assert {f"watcher/console/{name}" for name in console_files} <= names
 
     env = tmp_path / "venv"
     venv.create(env)  # no pip of its own: this venv's installs into it

@@ -10,6 +10,7 @@ import click
 
 from watcher import __version__
 from watcher.cli.common import EXIT_STATUSES, fail
+from watcher.cli.console import console
 from watcher.cli.deliveries import deliveries, purge, redeliver
 from watcher.cli.receive import receive
 from watcher.cli.run import run
@@ -37,6 +38,7 @@ for command in (
     healthcheck,
     receive,
     state,
+    console,
 ):
     cli.add_command(command)
 

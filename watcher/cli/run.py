@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from watcher.cli.common import EXIT_STATUSES, config_option, fail, load
+from watcher.cli.common import EXIT_STATUSES, F, config_option, fail, load
 from watcher.config import Config, parse_listen
 from watcher.errors import ExitCode
 
@@ -36,6 +36,16 @@ def _listen(value: str | None) -> tuple[str, int] | None:
     if listen is None:
         raise click.BadParameter('expected HOST:PORT such as "127.0.0.1:9464"')
     return listen
+
+
+def listen_option(help_text: str) -> Callable[[F], F]:
+    """``--listen HOST:PORT``, parsed as the config parses ``listen``."""
+    return click.option(
+        "--listen",
+        callback=lambda _ctx, _param, value: _listen(value),
+        metavar="HOST:PORT",
+        help=help_text,
+    )
 
 
 @click.command(epilog=EXIT_STATUSES)
@@ -68,12 +78,7 @@ def _listen(value: str | None) -> tuple[str, int] | None:
     metavar="PATH",
     help="With --once: write the metrics to PATH (node-exporter textfile format, atomically).",
 )
-@click.option(
-    "--listen",
-    callback=lambda _ctx, _param, value: _listen(value),
-    metavar="HOST:PORT",
-    help="Serve /healthz, /readyz and /metrics here (overrides [server] listen).",
-)
+@listen_option("Serve /healthz, /readyz and /metrics here (overrides [server] listen).")
 def run(
     config_path: str | None,
     once: bool,

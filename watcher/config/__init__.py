@@ -23,6 +23,7 @@ from watcher.config.parsers import (
 from watcher.config.types import (
     DEFAULT_TRACKING_URI,
     Config,
+    ConsoleConfig,
     DeliveryConfig,
     LogConfig,
     MlflowConfig,
@@ -48,6 +49,7 @@ __all__ = [
     "STAGES",
     "TOKEN_FORMATS",
     "Config",
+    "ConsoleConfig",
     "DeliveryConfig",
     "LogConfig",
     "MlflowConfig",

@@ -19,8 +19,10 @@ from urllib.parse import urlsplit
 from watcher.config.keys import RETRY_KEYS, SECTIONS, Key, lookup, parse_table
 from watcher.config.parsers import Problems, format_duration
 from watcher.config.types import (
+    CONSOLE_NEEDS_CREDENTIAL,
     DEFAULT_TRACKING_URI,
     Config,
+    ConsoleConfig,
     DeliveryConfig,
     LogConfig,
     MlflowConfig,
@@ -163,6 +165,7 @@ def _build(
     delivery = _delivery(sections.get("delivery", {}), problems)
     webhooks = parse_webhooks(raw.get("webhooks", []), env, problems, base_dir, delivery)
     server = _server(sections.get("server", {}), env, problems)
+    console = _console(sections.get("console", {}), env, problems)
     state = _state(sections.get("state", {}), env, problems, from_env)
     if problems.items or state is None:
         return None
@@ -174,6 +177,7 @@ def _build(
         delivery=delivery,
         webhooks=webhooks,
         server=server,
+        console=console,
     )
 
 
@@ -200,6 +204,29 @@ def _delivery(values: dict[str, Any], problems: Problems) -> DeliveryConfig:
 def _server(values: dict[str, Any], env: Mapping[str, str], problems: Problems) -> ServerConfig:
     token = read_secret(values, env, "server", problems, "metrics_token")
     return ServerConfig(listen=values.get("listen"), metrics_token=token)
+
+
+def _console(values: dict[str, Any], env: Mapping[str, str], problems: Problems) -> ConsoleConfig:
+    """The console's credentials, each from the environment or a file, never from the config
+    file itself; a console that listens wants at least one way in."""
+    fields = {k: v for k, v in values.items() if not k.endswith(("_env", "_file"))}
+    console = ConsoleConfig(
+        **fields,
+        token=read_secret(values, env, "console", problems, "token"),
+        password=read_secret(values, env, "console", problems, "password"),
+        session_key=read_secret(values, env, "console", problems, "session_key"),
+    )
+    password_key = next((k for k in ("password_env", "password_file") if k in values), None)
+    if console.username is not None and password_key is None:
+        problems.note("console.username", "wants console.password_env or console.password_file")
+    elif password_key is not None and console.username is None:
+        problems.note(f"console.{password_key}", "wants console.username (whose password it is)")
+    if console.listen is not None and not (
+        any(f"{kind}_{how}" in values for kind in ("token", "password") for how in ("env", "file"))
+        or console.trusted_header is not None
+    ):
+        problems.note("console.listen", CONSOLE_NEEDS_CREDENTIAL)
+    return console
 
 
 def _state(

@@ -259,6 +259,12 @@ def parse_headers(value: object) -> dict[str, str]:
     return dict(value)
 
 
+def parse_header_name(value: object) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9-]{1,100}", value.strip()):
+        raise Invalid("an HTTP header name such as X-Forwarded-User")
+    return value.strip()
+
+
 def parse_event_type(value: object) -> str:
     if not isinstance(value, str) or not 1 <= len(value) <= 100:
         raise Invalid("a string of 1 to 100 characters (GitHub's limit)")

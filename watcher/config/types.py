@@ -136,10 +136,70 @@ class ServerConfig:
 
     @property
     def display_listen(self) -> str:
-        if self.listen is None:
-            return ""
-        host, port = self.listen
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return format_listen(self.listen)
+
+
+def format_listen(listen: tuple[str, int] | None) -> str:
+    """(host, port) as ``HOST:PORT`` (an IPv6 host in brackets); None as ""."""
+    if listen is None:
+        return ""
+    host, port = listen
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+CONSOLE_NEEDS_CREDENTIAL = (
+    "the console needs a credential: set console.token_env or console.token_file, "
+    "console.username with console.password_env or console.password_file, or "
+    "console.trusted_header (behind a single-sign-on proxy)"
+)
+
+
+@dataclass(frozen=True)
+class ConsoleConfig:
+    """The web console; off unless ``listen`` is set. Its own address, apart from [server]:
+    the probes and /metrics keep theirs, and the console can stay on a private network.
+
+    Nobody reaches it without a credential: a token, a user and password (each from the
+    environment or a file), or, behind a single-sign-on proxy that says who the user is, a
+    trusted header (only when it is configured)."""
+
+    listen: tuple[str, int] | None = None
+    token: Secret | None = None
+    username: str | None = None
+    password: Secret | None = None
+    trusted_header: str | None = None
+    """A header the proxy in front sets to the signed-in user (X-Forwarded-User); trusted
+    only when set here: the proxy must strip it from what clients send."""
+    read_only: bool = False
+    """Show everything, offer and accept no action."""
+    session_key: Secret | None = None
+    """Signs the session cookie; None: derived from the token or password, so that every
+    replica behind one load balancer accepts the same cookie."""
+
+    @property
+    def has_way_in(self) -> bool:
+        """A credential or a trusted header is configured: somebody can sign in."""
+        return (
+            self.token is not None
+            or (self.username is not None and self.password is not None)
+            or self.trusted_header is not None
+        )
+
+    @property
+    def display_listen(self) -> str:
+        return format_listen(self.listen)
+
+    def __repr__(self) -> str:
+        return _shown(
+            self,
+            listen=self.display_listen,
+            token=self.token,
+            username=self.username,
+            password=self.password,
+            trusted_header=self.trusted_header,
+            read_only=self.read_only,
+            session_key=self.session_key,
+        )
 
 
 @dataclass(frozen=True)
@@ -253,6 +313,7 @@ class Config:
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     webhooks: tuple[WebhookConfig, ...] = ()
     server: ServerConfig = field(default_factory=ServerConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
     source: str = "embedded defaults"
 
     def webhook(self, name: str) -> WebhookConfig | None:

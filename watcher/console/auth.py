@@ -1,0 +1,169 @@
+"""Who may use the console: a token, a user and password, or (only when configured) a header
+set by a single-sign-on proxy in front; and the session cookie that keeps a sign-in.
+
+Every secret is compared in constant time. Every route but /login and /static wants a
+signed-in user: a GET without one is sent to /login, anything else is refused (401) before
+it reaches a view, so nothing changes. ``Authorization: Bearer <token>`` works for GETs (a
+script reading a page); forms always go through the session and its CSRF token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from typing import TYPE_CHECKING
+
+from flask import (
+    Blueprint,
+    Flask,
+    abort,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from werkzeug.wrappers import Response
+
+from watcher.config import ConsoleConfig
+
+if TYPE_CHECKING:
+    from watcher.console.app import Console
+
+blueprint = Blueprint("auth", __name__)
+
+PUBLIC_ENDPOINTS = frozenset({"auth.login", "static"})
+READS = frozenset({"GET", "HEAD"})
+_SESSION_KEY_CONTEXT = b"mlflow-watcher console session key v1"
+
+
+def session_key(config: ConsoleConfig) -> bytes:
+    """The key that signs session cookies: the configured one; else derived (HMAC) from the
+    token or password, so every replica behind one load balancer accepts the same cookie and
+    changing the credential signs everybody out; else (a trusted header only) random for
+    this process."""
+    if config.session_key is not None:
+        material = config.session_key.reveal()
+    else:
+        credential = config.token or config.password
+        if credential is None:
+            return secrets.token_bytes(32)
+        material = credential.reveal()
+    return hmac.new(material.encode(), _SESSION_KEY_CONTEXT, hashlib.sha256).digest()
+
+
+def credentials_proof(config: ConsoleConfig, key: bytes) -> str:
+    """What a session carries to show it was opened with the credentials configured now:
+    changing the token or the password signs everybody out, even with a session key of its
+    own. An HMAC under the session key, so the cookie (signed, not encrypted) tells nothing
+    about the credentials."""
+    parts = [
+        config.token.reveal() if config.token else "",
+        config.username or "",
+        config.password.reveal() if config.password else "",
+    ]
+    return hmac.new(key, "\0".join(parts).encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def _proof() -> str:
+    key = current_app.secret_key
+    assert isinstance(key, bytes)
+    return credentials_proof(_console().config.console, key)
+
+
+def _same(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def _console() -> Console:
+    from watcher.console.app import console
+
+    return console()
+
+
+def signed_in_user() -> str | None:
+    """Who makes this request, or None: the trusted header (when configured), the session,
+    or a bearer token on a GET."""
+    config = _console().config.console
+    if config.trusted_header is not None:
+        user = request.headers.get(config.trusted_header, "").strip()
+        if user:
+            return user
+    in_session = session.get("user")
+    if isinstance(in_session, str) and in_session and session.get("proof") == _proof():
+        return in_session
+    if request.method in READS and config.token is not None:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and _same(given.strip(), config.token.reveal()):
+            return "token"
+    return None
+
+
+def _require_sign_in() -> Response | None:
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        return None
+    user = signed_in_user()
+    if user is not None:
+        g.user = user
+        return None
+    if request.method in READS:
+        return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+    abort(401, "Sign in first: this console wants a credential.")
+    return None  # not reached: abort raises
+
+
+def check_credentials(config: ConsoleConfig, form: dict[str, str]) -> str | None:
+    """The user a login form signs in, or None. Both comparisons of a user/password pair run
+    whatever the first says, so the time does not tell a right user name."""
+    token = form.get("token", "")
+    if config.token is not None and token and _same(token, config.token.reveal()):
+        return "token"
+    username, password = form.get("username", ""), form.get("password", "")
+    if config.username is not None and config.password is not None and username and password:
+        user_ok = _same(username, config.username)
+        password_ok = _same(password, config.password.reveal())
+        if user_ok and password_ok:
+            return config.username
+    return None
+
+
+def _safe_next(target: str | None) -> str:
+    """Where to go after signing in: a path of this console, never another site."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return url_for("views.overview")
+
+
+@blueprint.route("/login", methods=["GET", "POST"])
+def login() -> Response | tuple[str, int] | str:
+    c = _console()
+    if request.method == "GET":
+        return render_template("login.html", config=c.config.console, next=request.args.get("next"))
+    user = check_credentials(c.config.console, request.form.to_dict())
+    if user is None:
+        c.log.warning("console.login_failed", remote=request.remote_addr)
+        flash("Wrong credentials.", "error")
+        page = render_template("login.html", config=c.config.console, next=request.form.get("next"))
+        return page, 401
+    session.clear()
+    session["user"] = user
+    session["proof"] = _proof()
+    session.permanent = True
+    c.log.info("console.login", user=user, remote=request.remote_addr)
+    return redirect(_safe_next(request.form.get("next")))
+
+
+@blueprint.route("/logout", methods=["POST"])
+def logout() -> Response:
+    _console().log.info("console.logout", user=g.get("user"))
+    session.clear()
+    return redirect(url_for("auth.login"))
+
+
+def init_app(app: Flask) -> None:
+    app.before_request(_require_sign_in)
+    app.register_blueprint(blueprint)
