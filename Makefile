@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 PYTEST_JOBS ?= 3
 PYTEST := $(BIN)/pytest -q -n $(PYTEST_JOBS) --dist loadgroup --durations=25
 
-.PHONY: run test lint verify-units unit e2e compat bench chaos dist constraints clean
+.PHONY: run test lint verify-units unit e2e compat bench chaos screenshots dist constraints clean
 
 # Every dependency at the version constraints.txt pins: the same set CI and the image get.
 $(STAMP): pyproject.toml constraints.txt
@@ -65,6 +65,11 @@ compat: $(STAMP)
 # real mlflow server, a table on stdout and bench/results.json. BENCH_SIZES="2000" for a quick look.
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+
+# The README's pictures of the console (docs/img/console-*.png), from a real MLflow server,
+# receiver and daemon, taken in headless Chromium.
+screenshots: $(STAMP)
+	$(BIN)/python -m tests.e2e.screenshots
 
 # The sdist and the wheel in dist/, their metadata checked as an index would
 # (tests/e2e/test_packaging.py installs the wheel into a fresh venv).

@@ -60,6 +60,8 @@ def backend_verdicts(r: dict[str, Any]) -> dict[str, bool]:
         found["daemon_throughput_eps"] = rate >= TARGETS["throughput_eps"]
     if "replicas" in r:
         found.update(resume_verdicts(r["replicas"]))
+    if "console" in r:
+        found["console_page_ms"] = r["console"]["worst_p95_ms"] < TARGETS["console_page_ms"]
     return found
 
 
@@ -167,6 +169,29 @@ def backend_rows(r: dict[str, Any]) -> list[Row]:
         rows += resume_rows(r["replicas"], r["verdicts"])
     if "daemon" in r:
         rows += event_rows(r["daemon"], r["verdicts"])
+    if "console" in r:
+        rows += console_rows(r["console"], r["verdicts"])
+    return rows
+
+
+def console_rows(j: dict[str, Any], v: dict[str, bool]) -> list[Row]:
+    """(j): each console page's median / p95 / worst, judged by the worst p95."""
+    target = f"< {TARGETS['console_page_ms']:.0f} ms"
+    rows: list[Row] = [
+        judged(
+            f"console on {j['rows']:,} deliveries: worst page p95",
+            f"{j['worst_p95_ms']:.0f} ms",
+            target,
+            v["console_page_ms"],
+        )
+    ]
+    for name, t in j["pages"].items():
+        rows.append(
+            info(
+                f"  {name.replace('_', ' ')}: median / p95 / worst",
+                f"{t['median_ms']:.0f} / {t['p95_ms']:.0f} / {t['max_ms']:.0f} ms",
+            )
+        )
     return rows
 
 

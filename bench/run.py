@@ -17,7 +17,9 @@ quick check), one real `mlflow server` (sqlite, 1 worker) is seeded and then mea
   (h) delivery throughput of the same backlog through the running daemon, which polls meanwhile;
   (i) a restart (stop, a transition, start), and on PostgreSQL a failover (kill -9 of the leader
       of two replicas) and a handover (SIGTERM), each timed to the delivery of a transition made
-      meanwhile, the new process's or new leader's first poll checked to be incremental.
+      meanwhile, the new process's or new leader's first poll checked to be incremental;
+  (j) the delivery console on a log of N deliveries (`mlflow-watcher console`): each page's
+      median, p95 and worst answer time over HTTP, the deliveries page filtered every way.
 
 Every part that keeps a state runs on each backend `BENCH_STATES` names ("sqlite postgresql",
 the default; PostgreSQL in a private cluster this run starts), (b) and (g) once. Prints a
@@ -57,6 +59,7 @@ from bench.common import (
     TRANSITIONS,
     say,
 )
+from bench.console import console_pages
 from bench.daemon import daemon_run
 from bench.inprocess import in_process, naive_poller
 from bench.once import whole_command
@@ -140,6 +143,9 @@ def one_backend(bench: Bench, states: States, rng: random.Random, slot: int) -> 
     if "i" in parts:
         say(f"(i) restart{' and failover' if states.name == 'postgresql' else ''}, {states.name}")
         result["replicas"] = replicas(server, states)
+    if "j" in parts:
+        say(f"(j) the delivery console on {bench.size:,} deliveries, {states.name}")
+        result["console"] = console_pages(states, bench.size)
     return result
 
 

@@ -13,7 +13,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from playwright.sync_api import Browser
 
+from tests.e2e.browser import launched
 from tests.e2e.harness import MlflowServer, Receiver, write_config
 from tests.e2e.replicas import Replica, replica_env
 from tests.pg import PgDatabase
@@ -36,6 +38,14 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """One headless Chromium for the session (each xdist worker: its own); every test opens
+    its own context, with its own cookies."""
+    with launched() as chromium:
+        yield chromium
 
 
 @pytest.fixture

@@ -196,6 +196,8 @@ class ReceiverBehaviour:
     headers: dict[str, str] = field(default_factory=dict)
     reset: bool = False
     """Close the connection without an answer."""
+    body: bytes = b"ok"
+    """What the answer says (any status)."""
     hold: threading.Event | None = None
     """Answer only once this is set (or after a minute): the sender waits as long as a test
     wants, whatever the machine's load."""
@@ -246,9 +248,9 @@ class Receiver(LocalService):
                 self.send_response(behaviour.status)
                 for key, value in behaviour.headers.items():
                     self.send_header(key, value)
-                self.send_header("Content-Length", "2")
+                self.send_header("Content-Length", str(len(behaviour.body)))
                 self.end_headers()
-                self.wfile.write(b"ok")
+                self.wfile.write(behaviour.body)
 
         return Handler
 
