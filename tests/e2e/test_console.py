@@ -91,6 +91,7 @@ def serve(config_for: ConfigFor, models: str) -> Iterator[Served]:
     )
     with Daemon(config, env) as daemon:
         daemon.wait_started()
+        daemon.wait_polls(1)  # the baseline: what the test changes after it is an event
         base = f"http://127.0.0.1:{console}"
         wait_for(lambda: _answers(base + "/login"), 30, "the console to answer")
         yield Served(daemon, config, env, base, f"http://127.0.0.1:{server}")
@@ -317,6 +318,7 @@ def test_a_cron_install_serves_the_console_on_its_state_file(
     config = console_config(config_for, model_name, port, free_port())
     env = watcher_env({"E2E_CONSOLE_TOKEN": CONSOLE_TOKEN, "E2E_API_KEY": API_KEY})
     env["E2E_PASSWORD"] = PASSWORD
+    env["E2E_METRICS_TOKEN"] = METRICS_TOKEN
     assert run_watcher("run", "--once", "-c", str(config), env=env).returncode == 0
     create_versions(client, model_name, 1)
     transition(client, model_name, "1")
