@@ -69,6 +69,7 @@ def shoot(work: Path, server: MlflowServer, receiver: Receiver) -> None:
     client = server.client()
     with Daemon(config, watcher_env({"SHOTS_TOKEN": TOKEN})) as daemon:
         daemon.wait_started()
+        daemon.wait_polls(1)
         for name in MODELS:
             client.create_registered_model(name)
             for version in ("1", "2"):
@@ -76,7 +77,8 @@ def shoot(work: Path, server: MlflowServer, receiver: Receiver) -> None:
                 client.transition_model_version_stage(name, version, "Staging")
                 time.sleep(0.3)
             client.transition_model_version_stage(name, "2", "Production")
-        wait_for(lambda: len(receiver.deliveries()) >= 3 * 6, 60, "the deliveries", 0.2)
+        # Per model: three stage changes to github-actions, the move to Production to jenkins.
+        wait_for(lambda: len(receiver.deliveries()) >= 4 * len(MODELS), 60, "the deliveries", 0.2)
         daemon.wait_polls(2)
         with launched() as browser:
             console = Console(browser, f"http://127.0.0.1:{port}")
