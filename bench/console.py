@@ -68,12 +68,14 @@ def console_pages(states: States, size: int) -> dict[str, Any]:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    worst = max(t["p95_ms"] for t in timings.values())
+    listing = [name for name, path in pages.items() if path.split("?")[0] == "/deliveries"]
+    worst = max(timings[name]["p95_ms"] for name in listing)
     return {
         "rows": size,
         "seed_s": round(seeded, 1),
         "pages": timings,
         "worst_p95_ms": worst,
+        "judged": listing,
         "target_ms": TARGETS["console_page_ms"],
     }
 
@@ -171,6 +173,8 @@ def _pages(ids: list[str]) -> dict[str, str]:
         "by_event_type": "/deliveries?event=MODEL_VERSION_ALIAS_CREATED",
         "webhook_and_dead": "/deliveries?webhook=slack&status=dead",
         "no_match": "/deliveries?model=no-such-model",
+        # Row ids count from 1 in a fresh state: the page below the middle of the log.
+        "deep_page": f"/deliveries?before={len(ids) // 2}",
         "one_delivery": f"/deliveries/{middle}",
         "model_events": "/events?model=model-0042",
     }
