@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -24,6 +24,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from watcher.config import Config
 from watcher.console import auth, texts
+from watcher.console.throttle import LoginThrottle
 from watcher.errors import StoreError
 from watcher.store import Store
 
@@ -53,6 +54,8 @@ class Console:
     read_only: bool
     clock: Callable[[], float]
     log: Any
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    """Failed sign-ins by client address (the form and bearer tokens)."""
 
 
 def console() -> Console:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 from typing import TYPE_CHECKING
 
@@ -98,9 +99,25 @@ def signed_in_user() -> str | None:
         return in_session
     if request.method in READS and config.token is not None:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and _same(given.strip(), config.token.reveal()):
-            return "token"
+        if scheme.lower() == "bearer":
+            return _bearer(given.strip(), config.token.reveal())
     return None
+
+
+def _bearer(given: str, token: str) -> str | None:
+    """A bearer token counts as a sign-in attempt: wrong ones are throttled like the form's,
+    and an address over the limit is not even compared."""
+    throttle, address = _console().throttle, _address()
+    if throttle.retry_after(address) is not None:
+        return None
+    if _same(given, token):
+        return "token"
+    throttle.failed(address)
+    return None
+
+
+def _address() -> str:
+    return request.remote_addr or "unknown"
 
 
 def _require_sign_in() -> Response | None:
@@ -139,16 +156,26 @@ def _safe_next(target: str | None) -> str:
 
 
 @blueprint.route("/login", methods=["GET", "POST"])
-def login() -> Response | tuple[str, int] | str:
+def login() -> Response | tuple[str, int] | tuple[str, int, dict[str, str]] | str:
     c = _console()
     if request.method == "GET":
         return render_template("login.html", config=c.config.console, next=request.args.get("next"))
+    address = _address()
+    wait = c.throttle.retry_after(address)
+    if wait is not None:
+        c.log.warning("console.login_throttled", remote=address)
+        seconds = str(max(1, math.ceil(wait)))
+        flash(f"Too many failed sign-ins from this address: try again in {seconds} s.", "error")
+        page = render_template("login.html", config=c.config.console, next=request.form.get("next"))
+        return page, 429, {"Retry-After": seconds}
     user = check_credentials(c.config.console, request.form.to_dict())
     if user is None:
-        c.log.warning("console.login_failed", remote=request.remote_addr)
+        c.throttle.failed(address)
+        c.log.warning("console.login_failed", remote=address)
         flash("Wrong credentials.", "error")
         page = render_template("login.html", config=c.config.console, next=request.form.get("next"))
         return page, 401
+    c.throttle.succeeded(address)
     session.clear()
     session["user"] = user
     session["proof"] = _proof()
