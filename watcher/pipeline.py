@@ -131,6 +131,7 @@ class Pipeline:
             if runner is not None
             else None,
             runner=runner,
+            hot_window=watch.hot_window,
         )
 
     def resume(self) -> None:

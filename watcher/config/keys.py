@@ -44,6 +44,7 @@ from watcher.config.parsers import (
     parse_tracking_uri,
     parse_webhook_name,
     parse_webhook_url_or_reference,
+    parse_window,
 )
 from watcher.config.types import MAX_LEASE, MIN_LEASE, Secret, redact_uri
 from watcher.payloads.formats import FORMATS
@@ -66,6 +67,10 @@ def listed(value: Any) -> Any:
 
 def cadence(seconds: float | None) -> str:
     return "auto" if seconds is None else format_duration(seconds)
+
+
+def window(seconds: float) -> str:
+    return "off" if seconds <= 0 else format_duration(seconds)
 
 
 def redacted(secret: Secret | None) -> str:
@@ -144,6 +149,7 @@ SECTIONS: Mapping[str, Mapping[str, Key]] = {
         "models_scan_interval": Key(parse_cadence, cadence, old_name="models_interval"),
         "versions_scan_interval": Key(parse_cadence, cadence, old_name="full_scan_interval"),
         "max_duty": Key(parse_fraction),
+        "hot_window": Key(parse_window, window),
     },
     "state": {
         "path": Key(lambda value: Path(parse_nonempty_str(value)), str),
