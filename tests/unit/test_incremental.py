@@ -12,6 +12,7 @@ and Store are driven through it.
 
 from __future__ import annotations
 
+import ast
 import os
 import tempfile
 import time
@@ -306,6 +307,23 @@ class FakeRegistry(ScanReader):
         self, page_token: str | None, order_by: list[str], page_size: int, filter_string: str
     ) -> tuple[list[VersionState], str | None]:
         rows = list(self.versions.values())
+        if filter_string.startswith("name IN "):  # the hot set's batched read (MLflow 3 only)
+            kind = "versions_in"
+            self._request(kind)
+            if not self.mlflow3:
+                raise RegistryError(
+                    "Only the 'run_id' attribute supports comparison with a list",
+                    code="INVALID_PARAMETER_VALUE",
+                    status=400,
+                )
+            listed = ast.literal_eval(filter_string[len("name IN ") :])
+            names = set(listed) if isinstance(listed, tuple) else {listed}
+            rows = sorted(
+                (v for v in rows if v.name in names), key=lambda v: (v.name, int(v.version))
+            )
+            page, token = offset_page([v.state() for v in rows], page_token, page_size)
+            self._answered(kind)
+            return page, token
         if filter_string:  # name = 'x' or name = "x": the reader's by-name read
             kind = "versions_of"
             name = filter_string.split(" = ", 1)[1][1:-1]
@@ -344,13 +362,17 @@ def watch_config(
     models_interval: float | None = NEVER,
     full_scan_interval: float | None = NEVER,
     max_duty: float = 0.1,
+    hot_window: float = 0.0,
 ) -> WatchConfig:
+    """The tests here read without a hot set (every model of the fake is recent): what the
+    polls and scans alone see. tests/unit/test_hotset.py turns it on."""
     return WatchConfig(
         interval=POLL,
         exclude_models=("skip*",),
         models_scan_interval=models_interval,
         versions_scan_interval=full_scan_interval,
         max_duty=max_duty,
+        hot_window=hot_window,
     )
 
 
@@ -417,6 +439,7 @@ class Harness:
             runner=self.runner if self.background else None,
             clock=lambda: self.mono,
             wall_ms=self.fake.tick,
+            hot_window=watch.hot_window,
         )
         return self
 
