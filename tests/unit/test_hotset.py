@@ -308,3 +308,19 @@ def test_with_every_model_hot_each_poll_is_exact(
             h.assert_exact()
             check_events(report.events, chain, previous, models, versions, seen_ids)
         assert h.cycle().events == []
+
+
+# --------------------------------------------------------------------------- status
+
+
+def test_status_shows_the_hot_set_and_its_round(tmp_path: Path) -> None:
+    from watcher.cli.status import _status_lines
+    from watcher.config import Config
+    from watcher.status import status_report
+    from watcher.store import Store
+
+    with Store.open(tmp_path / "state.db") as store:
+        store.set_meta({"hot_models": "140", "hot_round_s": "8.0"})
+        status = status_report(Config(), store, 0.0)
+    assert status["hot"] == {"models": 140, "round_s": 8.0}
+    assert "hot set:        140 models active lately, each read every 8s" in _status_lines(status)
