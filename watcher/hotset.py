@@ -47,6 +47,8 @@ class HotSet:
     """The share of wall time the hot reads took, smoothed."""
     size: int = 0
     per_poll: int = 0
+    _told: tuple[int, bool] = (0, False)
+    """The rotation as last logged: (per_poll, rotating)."""
 
     @property
     def enabled(self) -> bool:
@@ -100,8 +102,10 @@ class HotSet:
         self.position = start + self.per_poll
         return chosen
 
-    def spent(self, models: int, seconds: float) -> None:
-        """Record what reading ``models`` hot models' versions took."""
+    def spent(self, models: int, seconds: float, records_s: float = 0.0) -> None:
+        """Record what reading ``models`` hot models' versions took, and what reading their
+        records took beyond the poll's own search (``records_s``: part of the duty, not of
+        the rotation, since the records come in one newest-first search)."""
         if models:
             per_model = seconds / models
             self.cost_per_model = (
@@ -109,12 +113,27 @@ class HotSet:
                 if self.cost_per_model <= 0
                 else SMOOTHING * per_model + (1 - SMOOTHING) * self.cost_per_model
             )
-        duty = seconds / self.poll_interval
+        duty = (seconds + records_s) / self.poll_interval
         self.duty = SMOOTHING * duty + (1 - SMOOTHING) * self.duty
 
     @property
     def rotating(self) -> bool:
         return 0 < self.per_poll < self.size
+
+    def news(self) -> dict[str, object] | None:
+        """What to log when the rotation starts, changes its slice or ends (None: nothing)."""
+        state = (self.per_poll, self.rotating)
+        told, self._told = self._told, state
+        if state == told or not (self.rotating or told[1]):
+            return None
+        return {
+            "models": self.size,
+            "per_poll": self.per_poll,
+            "round_s": self.round_s(),
+            "note": "the hot set is over its share of max_duty: read in rotation"
+            if self.rotating
+            else "every hot model is read with each poll again",
+        }
 
     def round_s(self) -> float:
         """Seconds until every hot model has been read once: one poll unless rotating."""

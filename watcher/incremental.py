@@ -147,7 +147,8 @@ class IncrementalReader:
         self.versions_scan = Cadence(versions_interval, VERSIONS_SCAN_SHARE)
         self.log = log
         self.hot = HotSet(round(hot_window * 1000), max_duty, poll_interval)
-        self._hot_logged = (0, False)
+        self._hot_records_s = 0.0
+        """What this poll's search of recent models spent on the hot models' records."""
         self.supported = True
         """False once the server refused an incremental read: every read is full since."""
         self._clock = clock
@@ -355,32 +356,26 @@ class IncrementalReader:
         since = min(since, self.hot.edge(draft.previous.read_at))
         models = draft.previous.models
         expected = [n for n in hot if models[n].last_updated_timestamp >= since]
+        started = self._clock()
         draft.models_recent(draft.reader.models_updated_since(since, self.watches), expected)
         draft.refresh_models(n for n in hot if models[n].last_updated_timestamp < since)
-        _mark_hot(draft.plan)
+        self._hot_records_s = self._clock() - started
+        draft.plan.mark("hot")
 
     def _read_hot(self, draft: Draft, hot: list[str]) -> None:
         """The versions of the hot models this poll reads (all, or a slice in rotation),
         timed: the cost decides the next slice and what the scans have left."""
         if not hot:
             return
-        _mark_hot(draft.plan)
+        draft.plan.mark("hot")
         chosen = self.hot.choose(hot)
         started = self._clock()
         draft.reread_hot(chosen)
-        self.hot.spent(len(chosen), self._clock() - started)
-        state = (self.hot.per_poll, self.hot.rotating)
-        if state != self._hot_logged and (self.hot.rotating or self._hot_logged[1]):
-            self.log.info(
-                "poll.hot",
-                models=self.hot.size,
-                per_poll=self.hot.per_poll,
-                round_s=self.hot.round_s(),
-                note="the hot set is over its share of max_duty: read in rotation"
-                if self.hot.rotating
-                else "every hot model is read with each poll again",
-            )
-        self._hot_logged = state
+        self.hot.spent(len(chosen), self._clock() - started, self._hot_records_s)
+        self._hot_records_s = 0.0
+        news = self.hot.news()
+        if news is not None:
+            self.log.info("poll.hot", **news)
 
     def _due(self) -> tuple[bool, bool, tuple[str, ...]]:
         """Which scans run in this poll (models, versions), and which go to the background."""
@@ -506,9 +501,3 @@ class IncrementalReader:
             requests=job.stats.requests,
             bytes=job.stats.bytes,
         )
-
-
-def _mark_hot(plan: Plan) -> None:
-    """The poll's ``read`` names the hot read ("incremental+hot"), once."""
-    if "hot" not in plan.kinds:
-        plan.kinds.append("hot")

@@ -36,6 +36,11 @@ class Plan:
     changed_versions: set[Key] | None = None
     """The only version keys that may differ from the snapshot (None: any may)."""
 
+    def mark(self, kind: str) -> None:
+        """Name a kind of read once (the hot set's: "incremental+hot")."""
+        if kind not in self.kinds:
+            self.kinds.append(kind)
+
 
 class TrackedVersions(dict[Key, VersionState]):
     """A copy of the snapshot's versions that records every key written or removed since.

@@ -34,6 +34,7 @@ from tests.unit.test_incremental import (
     apply,
     check_events,
     ops,
+    sample_registry,
     starting_registry,
     types,
     watch_config,
@@ -136,14 +137,7 @@ def test_the_scans_get_what_the_hot_set_leaves_of_max_duty() -> None:
 @pytest.fixture
 def hot(tmp_path: Path) -> Iterator[Harness]:
     """fraud had a version made today, outside the overlap; churn nothing for two days."""
-    fake = FakeRegistry(step=WATERMARK_OVERLAP_MS + 1000)
-    fake.create_model("fraud")
-    for _ in range(3):
-        fake.create_version("fraud")
-    fake.create_model("churn")
-    fake.create_version("churn")
-    fake.create_prompt("greeting")
-    fake.create_version("greeting")
+    fake = sample_registry()
     with Harness(tmp_path, fake, watch_config(hot_window=DAY_MS / 1000)) as h:
         assert h.cycle().baseline
         fake.now += 2 * DAY_MS  # two quiet days

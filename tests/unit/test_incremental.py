@@ -477,6 +477,11 @@ class Harness:
 
 @pytest.fixture
 def fake() -> FakeRegistry:
+    return sample_registry()
+
+
+def sample_registry() -> FakeRegistry:
+    """fraud with three versions, churn with one, an excluded model and a prompt."""
     # Writes further apart than the watermark overlap: a steady cycle re-reads only the newest
     # rows, so what only a scan can see (tags, aliases) is not picked up early by chance.
     registry = FakeRegistry(step=WATERMARK_OVERLAP_MS + 1000)
