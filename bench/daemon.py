@@ -71,6 +71,7 @@ def daemon_run(
         hot_models = [model_name(HOT_FROM + 100 * slot + i) for i in range(HOT_PER_KIND * 6)]
         hot_changes = _hot_changes(hot_models)
         warmed = _warm(client, hot_models)
+        patience_extra = HOT_AFTER + 3.0 * len(hot_changes)  # they come one per transition
 
         # Transitions go on, 0.5-3 s apart, until one change of every other kind has been
         # delivered: those wait for the full scans' cadences, so the transitions sample whole
@@ -79,7 +80,7 @@ def daemon_run(
         transitions: list[Expected] = []
         kinds = list(EVERY_KIND)
         free_models = iter(range(100, HOT_FROM))  # one transition per model: no two within a poll
-        deadline = time.monotonic() + _patience(daemon)
+        deadline = time.monotonic() + _patience(daemon) + patience_extra
         last_note = 0.0
         while time.monotonic() < deadline:
             _match_arrivals(receiver, changes + transitions)
@@ -131,7 +132,7 @@ def daemon_run(
             polls,
             daemon.logged("scan.merged"),
             [
-                {k: line.get(k) for k in ("models", "per_poll", "round_s")}
+                {k: line.get(k) for k in ("models", "per_poll", "round_s", "window_s")}
                 for line in daemon.logged("poll.hot")
             ],
         )
@@ -267,7 +268,7 @@ def _hot_report(
     and the read duty: the time spent waiting for MLflow (the polls' own, background scans
     included) over the wall time the polls after the baseline covered."""
     by_kind: dict[str, list[float]] = {}
-    for c in changes + transitions:
+    for c in changes:  # the transitions are among them by now
         if c.label.startswith("hot: ") or c.label == "stage transition":
             by_kind.setdefault(c.label, [])
             if c.arrived is not None:
@@ -287,14 +288,29 @@ def _hot_report(
         for p in after
         if "timestamp" in p
     ]
-    waited_s = sum(float(p.get("mlflow_ms", 0)) for p in after) / 1000
-    waited_s += sum(float(s.get("duration_ms", 0)) for s in scans) / 1000
+    polls_s = sum(float(p.get("mlflow_ms", 0)) for p in after) / 1000
+    hot_s = sum(float(p.get("hot_ms", 0)) for p in after) / 1000
+    in_poll_scans_s = sum(
+        float(p.get("mlflow_ms", 0)) / 1000
+        for p in after
+        if {"full", "models", "versions"} & set(str(p.get("read")).split("+"))
+    )
+    scans_s = sum(float(s.get("duration_ms", 0)) for s in scans) / 1000 + in_poll_scans_s
     wall_s = (max(stamps) - min(stamps) + INTERVAL) if stamps else 0.0
     hot_reads = [p for p in after if "hot" in str(p.get("read"))]
+
+    def share(seconds: float) -> float | None:
+        return round(seconds / wall_s, 3) if wall_s else None
+
     return {
-        "rotations": rotations,
+        "duty_budgeted": share(hot_s + scans_s),
+        "duty_hot": share(hot_s),
+        "duty_scans": share(scans_s),
+        "duty_polls_own": share(polls_s - hot_s - in_poll_scans_s),
+        "hot_logged": rotations[-5:],
+        "hot_logged_lines": len(rotations),
         "kinds": kinds,
-        "read_duty": round(waited_s / wall_s, 3) if wall_s else None,
+        "read_duty": share(polls_s + scans_s - in_poll_scans_s),
         "polls_reading_hot_set": len(hot_reads),
         "polls": len(after),
     }

@@ -47,8 +47,12 @@ class HotSet:
     """The share of wall time the hot reads took, smoothed."""
     size: int = 0
     per_poll: int = 0
+    records_s: float = 0.0
+    """What the last poll's search of recent models took, the hot models' records with it."""
+    shrunk_ms: int | None = None
+    """The window in use when the records alone were over the budget (None: window_ms)."""
     _told: tuple[int, bool] = (0, False)
-    """The rotation as last logged: (per_poll, rotating)."""
+    """The rotation as last logged: (shrunk window, rotating)."""
 
     @property
     def enabled(self) -> bool:
@@ -77,8 +81,13 @@ class HotSet:
         for name in delta.delete_models:
             self.activity.pop(name, None)
 
+    @property
+    def budget_s(self) -> float:
+        """Seconds of reading per poll the hot set may spend."""
+        return self.max_duty * HOT_SHARE * self.poll_interval
+
     def edge(self, now_ms: int) -> int:
-        return now_ms - self.window_ms
+        return now_ms - (self.window_ms if self.shrunk_ms is None else self.shrunk_ms)
 
     def members(self, snapshot: Observation, now_ms: int) -> list[str]:
         """The hot models of the snapshot, sorted (empty when the hot set is off)."""
@@ -91,7 +100,7 @@ class HotSet:
         """The hot models whose versions this poll reads: all of them when the budget allows,
         else the next slice of the rotation."""
         self.size = len(members)
-        budget = self.max_duty * HOT_SHARE * self.poll_interval
+        budget = max(0.0, self.budget_s - self.records_s)
         fits = len(members) if self.cost_per_model <= 0 else int(budget / self.cost_per_model)
         self.per_poll = max(1, min(len(members), fits)) if members else 0
         if self.per_poll >= len(members):
@@ -115,6 +124,20 @@ class HotSet:
             )
         duty = (seconds + records_s) / self.poll_interval
         self.duty = SMOOTHING * duty + (1 - SMOOTHING) * self.duty
+        self.records_s = records_s
+        self._fit_window(records_s)
+
+    def _fit_window(self, records_s: float) -> None:
+        """The records come in one newest-first search that rotation cannot split: when it
+        alone takes more than the budget, the window shrinks (the least recently active
+        models leave the set first); it grows back while the search costs under half of it."""
+        current = self.window_ms if self.shrunk_ms is None else self.shrunk_ms
+        if records_s > self.budget_s:
+            floor = round(self.poll_interval * 1000)
+            self.shrunk_ms = max(floor, round(current * self.budget_s / records_s * 0.8))
+        elif self.shrunk_ms is not None and records_s < self.budget_s / 2:
+            grown = round(current * 1.25)
+            self.shrunk_ms = None if grown >= self.window_ms else grown
 
     @property
     def rotating(self) -> bool:
@@ -122,16 +145,19 @@ class HotSet:
 
     def news(self) -> dict[str, object] | None:
         """What to log when the rotation starts, changes its slice or ends (None: nothing)."""
-        state = (self.per_poll, self.rotating)
+        state = (self.shrunk_ms or 0, self.rotating)
         told, self._told = self._told, state
-        if state == told or not (self.rotating or told[1]):
+        if state == told:
             return None
         return {
             "models": self.size,
             "per_poll": self.per_poll,
             "round_s": self.round_s(),
-            "note": "the hot set is over its share of max_duty: read in rotation"
-            if self.rotating
+            "window_s": (self.window_ms if self.shrunk_ms is None else self.shrunk_ms) / 1000,
+            "note": "the hot set is over its share of max_duty: "
+            + ("window shrunk, " if self.shrunk_ms is not None else "")
+            + ("read in rotation" if self.rotating else "every hot model read each poll")
+            if self.rotating or self.shrunk_ms is not None
             else "every hot model is read with each poll again",
         }
 

@@ -371,7 +371,9 @@ class IncrementalReader:
         chosen = self.hot.choose(hot)
         started = self._clock()
         draft.reread_hot(chosen)
-        self.hot.spent(len(chosen), self._clock() - started, self._hot_records_s)
+        took = self._clock() - started
+        self.hot.spent(len(chosen), took, self._hot_records_s)
+        draft.plan.hot_ms = (took + self._hot_records_s) * 1000
         self._hot_records_s = 0.0
         news = self.hot.news()
         if news is not None:

@@ -33,6 +33,8 @@ class Plan:
     (a models scan, a versions scan run in the poll) or "models(background)",
     "versions(background)" (one run beside the polls, merged by this one)."""
     rescanned_models: int = 0
+    hot_ms: float = 0.0
+    """Milliseconds the hot set's reads took beyond the poll's own (its share of max_duty)."""
     changed_versions: set[Key] | None = None
     """The only version keys that may differ from the snapshot (None: any may)."""
 

@@ -47,6 +47,8 @@ class CycleReport:
     bytes_read: int = 0
     mlflow_ms: float = 0.0
     """Time spent waiting for MLflow (the rest of duration_ms is the watcher's own work)."""
+    hot_ms: float = 0.0
+    """Of that, the hot set's reads (watcher.hotset)."""
 
 
 @dataclass
@@ -218,6 +220,7 @@ class Pipeline:
             versions=len(current.versions),
             events=events,
             kind="+".join(plan.kinds),
+            hot_ms=plan.hot_ms,
         )
         self._add_costs(report, before)
         report.duration_ms = _ms(started)
@@ -312,6 +315,7 @@ class Pipeline:
             read=report.kind,
             requests=report.requests,
             mlflow_ms=round(report.mlflow_ms),
+            **({"hot_ms": round(report.hot_ms)} if report.hot_ms else {}),
             models=report.models,
             versions=report.versions,
             events=len(report.events),

@@ -318,3 +318,24 @@ def test_status_shows_the_hot_set_and_its_round(tmp_path: Path) -> None:
         status = status_report(Config(), store, 0.0)
     assert status["hot"] == {"models": 140, "round_s": 8.0}
     assert "hot set:        140 models active lately, each read every 8s" in _status_lines(status)
+
+
+def test_a_records_search_over_budget_shrinks_the_window_then_it_grows_back() -> None:
+    hot = HotSet(DAY_MS, 0.1, 2.0)
+    now = 1_800_000_000_000
+    hot.activity = {"busy": now - 60_000, "quiet": now - 20 * 3_600_000}
+    snapshot = Observation(
+        models={n: model_state(n) for n in hot.activity}, versions={}, read_at=now
+    )
+    assert hot.members(snapshot, now) == ["busy", "quiet"]
+    hot.spent(2, 0.0, records_s=4 * hot.budget_s)  # the records alone: four times the budget
+    assert hot.shrunk_ms is not None
+    assert hot.shrunk_ms < DAY_MS / 4
+    assert hot.members(snapshot, now) == ["busy"], "the least recently active leave first"
+    news = hot.news()
+    assert news is not None
+    assert news["window_s"] == hot.shrunk_ms / 1000
+    for _ in range(40):
+        hot.spent(1, 0.0, records_s=0.0)
+    assert hot.shrunk_ms is None, "back to the configured window once it is cheap again"
+    assert hot.members(snapshot, now) == ["busy", "quiet"]
