@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 
 from watcher.model import Observation, SnapshotDelta
 
-HOT_SHARE = 0.3
-"""The share of max_duty the hot set's version reads may take; the scans share the rest."""
+HOT_SHARE = 0.6
+"""The share of max_duty the hot set's reads may take while it is busy; the scans share the
+rest (all of it when no model is hot). Aliases and tags change where versions were just made:
+the budget goes there first, and the scans keep at least 40% for every other model."""
 
 SMOOTHING = 0.5
 """Weight of the newest measurement in the running cost per model and duty."""
