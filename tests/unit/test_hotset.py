@@ -31,9 +31,9 @@ from tests.unit.test_incremental import (
     Harness,
     Identity,
     _identity,
-    apply,
     check_events,
     ops,
+    play,
     sample_registry,
     starting_registry,
     types,
@@ -293,12 +293,8 @@ def test_with_every_model_hot_each_poll_is_exact(
         }
         seen_ids: set[str] = set()
         for writes in rounds:
-            for op in writes:
-                apply(fake, op)
             previous = observed
-            report = h.cycle()
-            observed = h.observed
-            models, versions = fake.truth(h.watches)
+            report, observed, models, versions = play(h, writes)
             h.assert_exact()
             check_events(report.events, chain, previous, models, versions, seen_ids)
         assert h.cycle().events == []

@@ -1091,6 +1091,18 @@ def check_events(
                 del chain[gone]
 
 
+def play(
+    h: Harness, writes: list[Op]
+) -> tuple[CycleReport, Observation, dict[str, ModelState], dict[Key, VersionState]]:
+    """One round of generated writes, then a poll: its report, the snapshot it committed and
+    what a perfect watcher would have observed."""
+    for op in writes:
+        apply(h.fake, op)
+    report = h.cycle()
+    models, versions = h.fake.truth(h.watches)
+    return report, h.observed, models, versions
+
+
 def starting_registry(initial: list[Op], step: int, mlflow3: bool) -> FakeRegistry:
     """A model with a version, a prompt with one (never watched), then the generated writes."""
     fake = FakeRegistry(step=step, mlflow3=mlflow3)
@@ -1128,12 +1140,8 @@ def test_incremental_observation_tracks_the_registry(
         chain = {_identity(v): v.current_stage for v in observed.versions.values()}
         seen_ids: set[str] = set()
         for number, writes in enumerate(rounds, start=1):
-            for op in writes:
-                apply(fake, op)
             previous = observed
-            report = h.cycle()
-            observed = h.observed
-            models, versions = fake.truth(h.watches)
+            report, observed, models, versions = play(h, writes)
             expected_kind = (
                 "full"
                 if number % models_every == 0 and number % full_every == 0
