@@ -128,7 +128,9 @@ def _mlflow_data(event: Event) -> dict[str, Any]:
             "source": event.source or "",
             "run_id": event.run_id or None,
             "tags": dict(event.tags or {}),
-            "description": event.description,
+            # MLflow sends null for a version without description (`or None` in its handler),
+            # but "" for a registered model without one (the request's unset field).
+            "description": event.description or None,
         }
     if kind is EventType.MODEL_VERSION_TAG_SET:
         return {"name": name, "version": version, "key": event.tag_key, "value": event.tag_value}
