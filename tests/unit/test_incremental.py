@@ -1058,6 +1058,12 @@ def check_events(
             assert ident in chain
             assert ident not in live, f"false deletion: {e}"
             del chain[ident]
+        elif e.type == M_RENAMED:  # the same versions, under the new name from now on
+            old = str(e.previous_name)
+            assert old in previous.models
+            assert e.model_name in models
+            for name, number, created in [i for i in chain if i[0] == old]:
+                chain[(e.model_name, number, created)] = chain.pop((name, number, created))
         elif e.type == M_DELETED:
             before = previous.models[e.model_name]
             now = models.get(e.model_name)
