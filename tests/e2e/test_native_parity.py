@@ -88,7 +88,9 @@ def test_mlflow_format_data_equals_what_mlflow_sends(
 ) -> None:
     plain, full = f"{model_name}-plain", f"{model_name}-full"
     config = config_for(
-        f"{model_name}-*", events=list(REGISTRY_EVENTS), webhook_extra='format = "mlflow"\n'
+        f"{model_name}-*",
+        events=[*REGISTRY_EVENTS, "REGISTERED_MODEL_RENAMED"],
+        webhook_extra='format = "mlflow"\n',
     )
     steps = Steps(config, receiver)
     assert steps.run() == []  # the baseline
@@ -133,3 +135,19 @@ def test_mlflow_format_data_equals_what_mlflow_sends(
         same(lambda: client.set_registered_model_alias(plain, "champion", "1"))
         same(lambda: client.set_registered_model_alias(plain, "champion", "2"))
         same(lambda: client.delete_registered_model_alias(plain, "champion"))
+        # MLflow sends nothing for a rename; the watcher sends its own registered_model/renamed.
+        renamed = f"{model_name}-renamed"
+        native, watcher = compare.change(
+            lambda: client.rename_registered_model(full, renamed), native_count=0
+        )
+        assert watcher == [
+            sent(
+                {
+                    "entity": "registered_model",
+                    "action": "renamed",
+                    "data": {"name": renamed, "previous_name": full},
+                }
+            )
+        ]
+        # Anything MLflow had sent for the rename would come before this change's delivery.
+        same(lambda: client.create_model_version(renamed, f"s3://bucket/{renamed}/1"))
