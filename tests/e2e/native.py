@@ -74,20 +74,27 @@ class NativeHook:
 @contextmanager
 def native_webhook(
     server: MlflowServer,
-    receiver: Receiver,
+    receiver: Receiver | None = None,
     events: Sequence[str] = REGISTRY_EVENTS,
     secret: str = NATIVE_SECRET,
 ) -> Iterator[NativeHook]:
     """A native webhook on ``server`` posting to ``receiver`` (under /native, apart from the
-    watcher's deliveries), deleted afterwards: the session's server is shared by the tests."""
+    watcher's deliveries; by default to a receiver of its own, started and stopped here),
+    deleted afterwards: the session's server is shared by the tests."""
+    own = receiver is None
+    target = Receiver() if receiver is None else receiver
+    if own:
+        target.start()
     client = server.client()
     created = client.create_webhook(
         name=f"native-{uuid.uuid4().hex[:8]}",
-        url=f"{receiver.base_url}{NATIVE_PATH}",
+        url=f"{target.base_url}{NATIVE_PATH}",
         events=list(events),
         secret=secret,
     )
     try:
-        yield NativeHook(created.webhook_id, receiver, secret)
+        yield NativeHook(created.webhook_id, target, secret)
     finally:
         client.delete_webhook(created.webhook_id)
+        if own:
+            target.stop()
