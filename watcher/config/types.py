@@ -277,7 +277,9 @@ class WebhookConfig:
         """Whether this webhook subscribes to the event (type, model, stage and alias filters)."""
         if event.type not in self.events:
             return False
-        if not any(fnmatch.fnmatchcase(event.model_name, p) for p in self.models):
+        # A rename is for the webhooks of either name: it ends the old name's story too.
+        names = [event.model_name, *([event.previous_name] if event.previous_name else [])]
+        if not any(fnmatch.fnmatchcase(n, p) for n in names for p in self.models):
             return False
         if (
             self.to_stages is not None
