@@ -52,6 +52,9 @@ model (a prompt is a registered model too) in its ``data.name``."""
 MAX_NAMES = 10_000
 """Model names kept waiting for a poll, at most: beyond, a hint is counted but its name
 dropped (the poll's own reads still find the change). Reached only when nobody takes them."""
+MAX_BODY = 1 << 20
+"""Bytes a hint's body may have: MLflow's largest (a prompt version with its template) are
+far smaller; a larger body is refused unread."""
 MAX_SEEN = 100_000
 """Delivery ids remembered against replays, at most (a signed hint needs the secret, so only
 MLflow itself can fill this; at the cap the oldest id is forgotten first)."""
@@ -127,7 +130,13 @@ class HintBox:
 
     def offer(self, headers: Mapping[str, str], body: bytes, now: float) -> Verdict:
         """Verify one request (its headers and exact body) and keep the model it names."""
-        verdict = self._judge(headers, body, now)
+        return self._record(self._judge(headers, body, now), now)
+
+    def refuse(self, reason: str) -> Verdict:
+        """Count a request refused before it could be offered (too large, no length)."""
+        return self._record(Verdict("invalid", reason), 0.0)
+
+    def _record(self, verdict: Verdict, now: float) -> Verdict:
         with self._lock:
             self._counts[verdict.result] += 1
             if verdict.accepted:
