@@ -223,7 +223,10 @@ def _hints(
             "hints are served on the health server: set server.listen too "
             "(or remove hints.secret_env and hints.secret_file)",
         )
-    return HintsConfig(enabled=source is not None, secret=secret, **fields)
+    secret_source = None if source is None else f"{source[7:]}:{values[source]}"
+    return HintsConfig(
+        enabled=source is not None, secret=secret, secret_source=secret_source, **fields
+    )
 
 
 def _console(values: dict[str, Any], env: Mapping[str, str], problems: Problems) -> ConsoleConfig:

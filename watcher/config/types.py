@@ -166,6 +166,9 @@ class HintsConfig:
     secret: Secret | None = None
     """The secret MLflow signs its webhooks with; None where credentials were not loaded
     (``status``), even when ``enabled``."""
+    secret_source: str | None = None
+    """Where the secret comes from: ``env:VAR`` or ``file:PATH`` (as configured), for the
+    command ``hints register --print`` prints."""
     path: str = DEFAULT_HINTS_PATH
     tolerance: float = 300.0
     """Seconds a hint's signed timestamp may be from this host's clock (the replay window)."""
