@@ -209,3 +209,56 @@ def test_status_shows_the_hints_the_daemon_recorded(tmp_path: Path) -> None:
         f"hints:          on at /mlflow-hints; last accepted {sm.format_time(NOW)} (42s ago); "
         "1 accepted, 0 replayed, 1 forged, 0 invalid"
     )
+
+
+# --------------------------------------------------------------------------- hints register
+
+
+def test_the_printed_command_reads_the_secret_where_the_watcher_does(tmp_path: Path) -> None:
+    from watcher.cli.hints import register_command
+    from watcher.config import MlflowConfig
+
+    config = Config(
+        mlflow=MlflowConfig(tracking_uri="https://alice:pa55@mlflow.example.com"),
+        hints=HintsConfig(enabled=True, secret_source="env:HINTS"),
+    )
+    command = register_command(config, "https://w.example.com/mlflow-hints", "hints")
+    assert command.startswith("python -c 'import os; from mlflow import MlflowClient; ")
+    assert 'secret=os.environ["HINTS"]' in command
+    assert '"https://mlflow.example.com"' in command
+    assert "pa55" not in command
+    assert '"prompt_alias.deleted"' in command
+    from_file = Config(hints=HintsConfig(enabled=True, secret_source="file:${CREDS}/hints"))
+    command = register_command(from_file, "https://w.example.com/mlflow-hints", "hints")
+    assert 'open(os.path.expandvars("${CREDS}/hints"), encoding="utf-8")' in command
+
+
+def test_register_needs_hints_on(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from watcher.cli import cli
+
+    (tmp_path / "watcher.toml").write_text("")
+    done = CliRunner().invoke(
+        cli,
+        ["hints", "register", "-c", str(tmp_path / "watcher.toml"), "--url", "https://x/y"],
+        env={},
+    )
+    assert done.exit_code == 2
+    assert "hints are off" in done.output
+
+
+@pytest.mark.parametrize(
+    ("error", "says"),
+    [
+        (NotImplementedError("FileStore does not support create_webhook"), "a file store"),
+        (RuntimeError("ENDPOINT_NOT_FOUND: 404 Not Found"), "no webhook API: MLflow 3.3"),
+        (RuntimeError("too many 500 error responses"), "older than MLflow 3.3"),
+        (RuntimeError("Invalid webhook URL scheme: 'http'"), "MLFLOW_WEBHOOK_ALLOWED_SCHEMES"),
+        (RuntimeError("10.0.0.1 is not a public IP address"), "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS"),
+    ],
+)
+def test_what_a_refusal_to_register_means(error: Exception, says: str) -> None:
+    from watcher.registry import _webhook_problem
+
+    assert says in _webhook_problem("http://mlflow:5000", error)
