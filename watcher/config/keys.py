@@ -199,6 +199,7 @@ SECTIONS: Mapping[str, Mapping[str, Key]] = {
         "secret_env": source_key(),
         "secret_file": source_key(),
         "secret": Key(None, if_set(redacted)),
+        "secret_source": Key(None, None),  # shown within "secret"
         "enabled": Key(None, as_is),
         "path": Key(parse_hints_path),
         "tolerance": Key(duration_between(MIN_HINT_TOLERANCE, MAX_HINT_TOLERANCE), format_duration),
