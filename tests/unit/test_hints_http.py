@@ -262,3 +262,82 @@ def test_what_a_refusal_to_register_means(error: Exception, says: str) -> None:
     from watcher.registry import _webhook_problem
 
     assert says in _webhook_problem("http://mlflow:5000", error)
+
+
+# --------------------------------------------------------------------------- the service
+
+
+class _Scheduler:
+    """Records the poll job being moved to now."""
+
+    def __init__(self) -> None:
+        self.moved = 0
+
+    def modify_job(self, job_id: str, **_: Any) -> None:
+        assert job_id == "poll"
+        self.moved += 1
+
+
+def test_a_hint_starts_a_poll_at_once_or_right_after_the_running_one(tmp_path: Path) -> None:
+    import threading
+    import time
+    from typing import cast
+
+    from watcher.deliver import Deliverer
+    from watcher.pipeline import CycleReport, Pipeline
+    from watcher.service import Service
+
+    box = HintBox(SECRET)
+    polled = threading.Event()
+    release = threading.Event()
+
+    class FakePipeline:
+        hinted = box
+
+        def __init__(self, store: Store) -> None:
+            self.store = store
+
+        def run_cycle(self) -> CycleReport:
+            polled.set()
+            release.wait(10)
+            return CycleReport(ok=False, duration_ms=1.0, error="not read")
+
+    def offer(delivery_id: str) -> None:
+        body = mlflow_body()
+        assert box.offer(signed(body, delivery_id, at=time.time()), body, time.time()).accepted
+
+    with Store.open(tmp_path / "state.db") as store:
+        pipeline = cast(Pipeline, FakePipeline(store))
+        service = Service(Config(), pipeline, cast(Deliverer, None), Log())
+        scheduler = _Scheduler()
+        service.scheduler = scheduler
+        waiter = threading.Thread(target=service.await_hints, daemon=True)
+        waiter.start()
+        try:
+            offer("d-1")
+            _wait(lambda: scheduler.moved == 1)
+            # A hint during a poll: the poll may have read before it came, so one more follows.
+            poll = threading.Thread(target=service.poll)
+            poll.start()
+            assert polled.wait(10)
+            offer("d-2")
+            _wait(lambda: service._poll_again)
+            assert scheduler.moved == 1
+            release.set()
+            poll.join(10)
+            assert scheduler.moved == 2
+            # The poll recorded the hints for `status`.
+            assert sm.HINTS_COUNT["accepted"].get(store.all_meta()) == 2
+        finally:
+            service.stopping.set()
+            release.set()
+            waiter.join(5)
+
+
+def _wait(condition: Any, timeout: float = 10) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met"
+        time.sleep(0.01)
