@@ -457,7 +457,10 @@ def register_hint_webhook(
     address.
     """
     where = registry_identity(settings.registry_uri)
+    if urlsplit(settings.registry_uri).scheme in ("file", ""):
+        raise RegistryError(f"{where} is a file store: MLflow's webhooks need a SQL store")
     _bound_client_retries(settings.timeout)
+    _check_sqlite_store(settings.registry_uri)  # the webhook goes in, nothing is migrated
     try:
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
