@@ -196,6 +196,7 @@ def _handler(server: HealthServer) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             path = self.path.split("?", 1)[0]
             if server.hints is None or path != server.hints_path:
+                self.close_connection = True  # its body is left unread
                 self._answer(404, b"not found\n", "text/plain")
                 return
             try:
@@ -205,6 +206,7 @@ def _handler(server: HealthServer) -> type[BaseHTTPRequestHandler]:
             except Exception as exc:  # never a traceback to MLflow or on stderr
                 if server._log is not None:
                     server._log.error("hint.failed", error=f"{type(exc).__name__}: {exc}")
+                self.close_connection = True
                 self._answer(500, b"the hint could not be handled\n", "text/plain")
                 return
             status, note = _HINT_ANSWERS[verdict.result]
@@ -214,7 +216,7 @@ def _handler(server: HealthServer) -> type[BaseHTTPRequestHandler]:
             if unread:  # the body was not read: this connection cannot carry another request
                 self.close_connection = True
             if status == 204:
-                self._answer(204, b"", "text/plain")
+                self._answer(204, b"", "")
             else:
                 self._answer(status, f"{note}: {verdict.reason}\n".encode(), "text/plain")
 
@@ -226,8 +228,9 @@ def _handler(server: HealthServer) -> type[BaseHTTPRequestHandler]:
             headers: dict[str, str] | None = None,
         ) -> None:
             self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
+            if status != 204:  # No Content: neither a type nor a length
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
             self.send_header("Cache-Control", "no-store")
             for key, value in (headers or {}).items():
                 self.send_header(key, value)
