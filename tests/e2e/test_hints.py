@@ -1,6 +1,7 @@
 """Hints end to end: `hints register` puts MLflow's native webhook on a real MLflow server,
 a change in MLflow makes that server POST a signed hint to the daemon's health server, and
-the daemon accepts it, counts it, and `status` shows it; a forged hint is refused and counted.
+the daemon accepts it, counts it, and `status` shows it; a forged hint is refused and counted,
+and a genuine hint naming a model that did not change produces no event.
 
 The MLflow server of this test is its own: by default MLflow refuses http:// webhook URLs
 and private addresses, so it runs with MLFLOW_WEBHOOK_ALLOWED_SCHEMES=http,https and
@@ -121,9 +122,24 @@ def test_mlflow_sends_hints_the_daemon_accepts_and_a_forged_one_is_refused(
         (refused,) = daemon.logged("hint.refused")
         assert (refused["result"], refused["reason"]) == ("forged", "signature mismatch")
 
+        # A genuine hint naming a model that did not change: read, and no event.
+        before = len(daemon.logged("poll.finished"))
+        ghost = json.dumps(
+            {"entity": "model_version_alias", "action": "created", "data": {"name": model_name}}
+        ).encode()
+        genuine = signing.sign("mlflow", HINT_SECRET, "unchanged-1", ghost)
+        answer = requests.post(f"{base}/mlflow-hints", data=ghost, headers=genuine, timeout=5)
+        assert answer.status_code == 204
+        wait_for(lambda: len(daemon.logged("poll.finished")) > before, 20, "the hinted poll")
+        assert all(line["events"] == 0 for line in daemon.logged("poll.finished")[before:])
+        # ... and sent again, a replay: 200, so that MLflow would not retry it.
+        replayed = requests.post(f"{base}/mlflow-hints", data=ghost, headers=genuine, timeout=5)
+        assert replayed.status_code == 200
+
         counts = hints_total(base)
-        assert counts["accepted"] >= 3
+        assert counts["accepted"] >= 4
         assert counts["forged"] == 1
+        assert counts["replayed"] == 1
 
         # The counts reach the state with the next poll (the alias change woke one).
         client.set_registered_model_alias(model_name, "challenger", "1")
@@ -133,7 +149,8 @@ def test_mlflow_sends_hints_the_daemon_accepts_and_a_forged_one_is_refused(
             "status showing the forged hint",
         )
         hints = status_of(config, env)
-        assert hints["counts"]["accepted"] >= 3
+        assert hints["counts"]["accepted"] >= 4
+        assert hints["counts"]["replayed"] == 1
         assert hints["path"] == "/mlflow-hints"
         assert hints["last_accepted_at"] is not None
         assert hints["age_s"] < 60
