@@ -92,7 +92,8 @@ class Service:
 
     Around them: systemd's notify protocol (READY=1 once running, STATUS= after each poll,
     WATCHDOG=1 while the scheduler runs jobs and no poll hangs, STOPPING=1 on a signal), and,
-    with ``[server] listen``, the /healthz, /readyz and /metrics server.
+    with ``[server] listen``, the /healthz, /readyz and /metrics server; with ``[hints]``, its
+    hints endpoint and a thread that starts a poll at each verified hint.
     """
 
     def __init__(
