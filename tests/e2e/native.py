@@ -15,18 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from tests.e2e.harness import MlflowServer, Receiver, wait_for
+from watcher.hints import MODEL_EVENTS
 from watcher.signing import verify_mlflow
 
 NATIVE_SECRET = "native-webhook-secret-5b9d"
 
-REGISTRY_EVENTS = (
-    "registered_model.created",
-    "model_version.created",
-    "model_version_tag.set",
-    "model_version_tag.deleted",
-    "model_version_alias.created",
-    "model_version_alias.deleted",
-)
+REGISTRY_EVENTS = MODEL_EVENTS
 """Every registry event MLflow 3 sends natively (mlflow.webhooks.types, prompts aside)."""
 
 NATIVE_PATH = "/native"
