@@ -14,6 +14,7 @@ from watcher.model import NO_STAGE, EventType, ModelState, VersionState
 
 # The models' and the versions' lives.
 M_CREATED, M_DELETED = EventType.REGISTERED_MODEL_CREATED, EventType.REGISTERED_MODEL_DELETED
+M_RENAMED = EventType.REGISTERED_MODEL_RENAMED
 V_CREATED, V_DELETED = EventType.MODEL_VERSION_CREATED, EventType.MODEL_VERSION_DELETED
 # A stage transition: the generic event, and the specific one each target stage adds.
 STAGE = EventType.MODEL_VERSION_TRANSITIONED_STAGE

@@ -18,6 +18,7 @@ from typing import Any
 
 from watcher.config import Config, StateConfig
 from watcher.deliver import Deliverer, Sender
+from watcher.hints import HintBox
 from watcher.incremental import thread_runner
 from watcher.leader import Leadership, LeaseTimings
 from watcher.metrics import Metrics
@@ -81,17 +82,19 @@ def assemble(
     one poll.
     """
     with Store.for_config(config.state, wait_for_lock=wait_for_lock) as store:
+        hints = _hint_box(config) if daemon else None
         options = PipelineOptions(
             emit_existing=emit_existing,
             progress=progress,
             scan_runner=thread_runner if daemon else None,
+            hints=hints,
         )
         pipeline = _checked_pipeline(config, store, log, options)
         leadership = None
         if config.state.shared:
             timings = LeaseTimings.derive(config.watch.interval, config.state.lease)
             leadership = Leadership(store, timings, log)
-        metrics = Metrics(config, store, leadership)
+        metrics = Metrics(config, store, leadership, hints)
         # Metrics counts each delivery outcome the deliverer reports and times each request
         # its sender makes; a replica sends only while its lease can be trusted.
         deliverer = Deliverer(
@@ -103,6 +106,14 @@ def assemble(
             may_send=None if leadership is None else leadership.trusted,
         )
         yield Assembly(config, log, pipeline, deliverer, metrics, leadership, wait_for_lock)
+
+
+def _hint_box(config: Config) -> HintBox | None:
+    """The daemon's hint box with ``[hints]`` (a one-shot run serves nothing to receive them)."""
+    secret = config.hints.secret
+    if not config.hints.enabled or secret is None:
+        return None
+    return HintBox(secret.reveal(), config.hints.tolerance)
 
 
 def dry_run(config: Config, log: Any, *, emit_existing: bool = False) -> CycleReport:

@@ -7,6 +7,12 @@ Rules that are choices, not facts (the README's event table repeats them):
 
 - A deleted model emits REGISTERED_MODEL_DELETED once, and nothing for its versions and
   aliases: one event says it all, and receivers do not have to fold N deletions back into one.
+- A renamed model emits REGISTERED_MODEL_RENAMED once, under its new name: a model gone and one
+  appeared in the same read are one model renamed when they alone have the same creation time
+  and the same versions (numbers, creation times, sources and run ids: MLflow keeps them all
+  through a rename). Its versions and aliases are compared with the old name's, so only what
+  else changed gives events. A pair that is ambiguous (models without versions created in the
+  same millisecond) is what it looks like: a deletion and a creation or adoption.
 - A model or version that appears but was created before the baseline (minus a clock-skew
   allowance) is adopted silently: it was not created now, it was just not watched before (the
   `models` globs widened). Its later changes are events like any other.
@@ -46,6 +52,7 @@ _STAGE_EVENTS = {
 # before what happens to it, deletions last.
 _RANK = {
     EventType.REGISTERED_MODEL_CREATED: 0,
+    EventType.REGISTERED_MODEL_RENAMED: 0,
     EventType.MODEL_VERSION_CREATED: 1,
     EventType.MODEL_VERSION_TRANSITIONED_STAGE: 2,
     EventType.MODEL_VERSION_TRANSITIONED_TO_STAGING: 3,
@@ -120,6 +127,9 @@ class _Detector:
     """Objects created before this (epoch ms) are adopted when first seen; None: nothing is."""
     changed_versions: Collection[tuple[str, str]] | None = None
     _gone_models: set[str] = field(default_factory=set)
+    """Models deleted, or renamed away: their versions give no events of their own."""
+    _renamed: dict[str, str] = field(default_factory=dict)
+    """New name -> old name of each model renamed between the two reads."""
     _adopted_models: set[str] = field(default_factory=set)
     _adopted_versions: set[tuple[str, str]] = field(default_factory=set)
 
@@ -180,9 +190,15 @@ class _Detector:
     # ----------------------------------------------------------------- models
 
     def _models(self) -> Iterator[Event]:
-        for name, before in self.previous.models.items():
-            if self._same_model(name) is None:  # gone, or deleted and created again
-                self._gone_models.add(name)
+        # Gone (or deleted and created again), and new: a pair of them may be one rename.
+        vanished = [name for name in self.previous.models if self._same_model(name) is None]
+        appeared = [name for name in self.current.models if self._same_model(name) is None]
+        self._renamed = _pair_renames(self.previous, self.current, vanished, appeared)
+        self._gone_models.update(vanished)
+        renamed_away = set(self._renamed.values())
+        for name in vanished:
+            before = self.previous.models[name]
+            if name not in renamed_away:
                 again = self.current.models.get(name)
                 yield self._event(
                     EventType.REGISTERED_MODEL_DELETED,
@@ -193,8 +209,10 @@ class _Detector:
                     None,
                     user_id=before.user_id,
                 )
-        for name, model in self.current.models.items():
-            if self._same_model(name) is not None:
+        for name in appeared:
+            model = self.current.models[name]
+            if name in self._renamed:
+                yield self._renamed_event(self.previous.models[self._renamed[name]], model)
                 continue
             if not self._is_new(model.creation_timestamp):
                 self._adopted_models.add(name)
@@ -212,6 +230,18 @@ class _Detector:
                 tags=dict(model.tags),
             )
 
+    def _renamed_event(self, before: ModelState, after: ModelState) -> Event:
+        return self._event(
+            EventType.REGISTERED_MODEL_RENAMED,
+            after.name,
+            # MLflow moves it on a rename (a version's last_updated_timestamp too).
+            after.last_updated_timestamp,
+            [before.name, before.creation_timestamp],
+            [after.name, after.creation_timestamp],
+            user_id=after.user_id,
+            previous_name=before.name,
+        )
+
     # ----------------------------------------------------------------- versions
 
     def _versions(self) -> Iterator[Event]:
@@ -223,6 +253,8 @@ class _Detector:
                 continue  # untouched since the snapshot: the common case, kept cheap
             if version.name in self._adopted_models:
                 continue
+            if version.name in self._renamed:  # the same version, under its old name before
+                before = previous_versions.get((self._renamed[version.name], version.version))
             if before is not None and before.creation_timestamp != version.creation_timestamp:
                 before = None  # re-created model: version numbers restarted
             if before is None:
@@ -311,7 +343,10 @@ class _Detector:
             if name in self._adopted_models:
                 continue
             same = self._same_model(name)
+            if name in self._renamed:
+                same = self.previous.models[self._renamed[name]]
             before = _live_aliases(self.previous, same) if same is not None else {}
+            old_name = name if same is None else same.name
             after = _live_aliases(self.current, model)
             for alias, version in after.items():
                 old = before.get(alias)
@@ -337,10 +372,40 @@ class _Detector:
                     at,
                     [alias, old],
                     [alias, None],
-                    self.previous.versions.get((name, old)),
+                    self.previous.versions.get((old_name, old)),
                     model_version=old,
                     alias=alias,
                 )
+
+
+def _pair_renames(
+    previous: Observation, current: Observation, vanished: list[str], appeared: list[str]
+) -> dict[str, str]:
+    """New name -> old name of each model gone and model appeared that are alone in having the
+    same identity (:func:`_identities`): one model, renamed."""
+    if not vanished or not appeared:
+        return {}  # the common case: no scan of the versions
+    olds = _identities(previous, vanished)
+    pairs: dict[str, str] = {}
+    for identity, names in _identities(current, appeared).items():
+        old = olds.get(identity, [])
+        if len(names) == 1 and len(old) == 1 and names[0] != old[0]:
+            pairs[names[0]] = old[0]
+    return pairs
+
+
+def _identities(observation: Observation, names: list[str]) -> dict[object, list[str]]:
+    """The models of ``names`` by what a rename keeps: their creation time and the set of their
+    versions' (number, creation time, source, run id)."""
+    versions: dict[str, set[tuple[str, int, str, str]]] = {name: set() for name in names}
+    for (name, number), version in observation.versions.items():
+        if name in versions:
+            versions[name].add((number, version.creation_timestamp, version.source, version.run_id))
+    found: dict[object, list[str]] = {}
+    for name in names:
+        identity = (observation.models[name].creation_timestamp, frozenset(versions[name]))
+        found.setdefault(identity, []).append(name)
+    return found
 
 
 def _live_aliases(observation: Observation, model: ModelState) -> dict[str, str]:

@@ -33,6 +33,8 @@ from watcher import __version__
 from watcher import state_meta as sm
 from watcher.config import Config, WebhookConfig
 from watcher.deliver import DeliverySender, Outcome, Result
+from watcher.hints import RESULTS as HINT_RESULTS
+from watcher.hints import HintBox
 from watcher.leader import Leadership
 from watcher.model import SUPPORTED_EVENTS, Event
 from watcher.store import DEAD, PENDING, Store
@@ -53,7 +55,13 @@ DELIVERY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 class Metrics:
     """One dedicated registry (not the global one): only the watcher's own series."""
 
-    def __init__(self, config: Config, store: Store, leadership: Leadership | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        leadership: Leadership | None = None,
+        hints: HintBox | None = None,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.polls = self._counter("polls", "Polls of the registry, by result.", "result")
         self.poll_duration = self._histogram(
@@ -102,6 +110,8 @@ class Metrics:
             self.failing_since.labels(webhook=webhook.name)
         self.registry.register(StateCollector(store, config))
         self.registry.register(LeaderCollector(leadership))
+        if hints is not None:
+            self.registry.register(HintsCollector(hints))
 
     def _counter(self, name: str, documentation: str, *labels: str) -> Counter:
         """A counter of this registry, named under the watcher's prefix, by bounded labels."""
@@ -248,6 +258,37 @@ class LeaderCollector(Collector):
         )
         takeovers.add_metric([], float(0 if ship is None else ship.takeovers))
         yield takeovers
+
+
+class HintsCollector(Collector):
+    """The hints this process received (``[hints]``), by result, and when it last accepted
+    one: read from its HintBox at each scrape."""
+
+    def __init__(self, hints: HintBox) -> None:
+        self._hints = hints
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._hints.stats()
+        total = CounterMetricFamily(
+            f"{PREFIX}_hints",
+            "MLflow's native webhooks received as hints, by result (accepted; replayed: seen "
+            "before or signed too long ago; forged: bad or missing signature; invalid: a body "
+            "that names no model).",
+            labels=["result"],
+        )
+        for result in HINT_RESULTS:
+            total.add_metric([result], float(stats.counts.get(result, 0)))
+        yield total
+        if stats.last_accepted_at is not None:
+            last = GaugeMetricFamily(
+                f"{PREFIX}_last_hint_timestamp_seconds",
+                "Unix time of the last hint this process accepted.",
+            )
+            last.add_metric([], stats.last_accepted_at)
+            yield last
 
 
 def _last_poll_gauges(meta: dict[str, str]) -> Iterator[Metric]:

@@ -22,6 +22,7 @@ class EventType(enum.StrEnum):
 
     REGISTERED_MODEL_CREATED = "REGISTERED_MODEL_CREATED"
     REGISTERED_MODEL_DELETED = "REGISTERED_MODEL_DELETED"
+    REGISTERED_MODEL_RENAMED = "REGISTERED_MODEL_RENAMED"
     MODEL_VERSION_CREATED = "MODEL_VERSION_CREATED"
     MODEL_VERSION_TRANSITIONED_STAGE = "MODEL_VERSION_TRANSITIONED_STAGE"
     MODEL_VERSION_TRANSITIONED_TO_STAGING = "MODEL_VERSION_TRANSITIONED_TO_STAGING"
@@ -247,6 +248,8 @@ class Event:
     description: str | None = None
     tags: Mapping[str, str] | None = None
     """For created models and versions: their tags at creation."""
+    previous_name: str | None = None
+    """For a renamed model: its name before (``model_name`` is the new one)."""
 
     def __post_init__(self) -> None:
         if self.tags is not None:
@@ -273,6 +276,7 @@ class Event:
             "previous_value": self.previous_value,
             "description": self.description,
             "tags": None if self.tags is None else dict(self.tags),
+            "previous_name": self.previous_name,
         }
 
     @classmethod
@@ -296,6 +300,7 @@ class Event:
             previous_value=data.get("previous_value"),
             description=data.get("description"),
             tags=data.get("tags"),
+            previous_name=data.get("previous_name"),
         )
 
 

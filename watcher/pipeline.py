@@ -16,6 +16,7 @@ from watcher import state_meta as sm
 from watcher.config import Config
 from watcher.detect import Policy, detect, snapshot_delta
 from watcher.errors import RegistryError, StoreError
+from watcher.hints import HintBox
 from watcher.incremental import IncrementalReader, Plan, Runner
 from watcher.model import Event, Observation, make_delivery_id
 from watcher.registry import (
@@ -78,6 +79,8 @@ class PipelineOptions:
     scan_runner: Runner | None = None
     """The daemon's: slow scans run there with a reader of their own, so a poll never waits
     for one (a transition is not held up by a 13 s scan). None: scans run in the poll."""
+    hints: HintBox | None = None
+    """The daemon's, with ``[hints]``: verified hints from MLflow, see ``Pipeline.hinted``."""
 
 
 def reader_settings(config: Config) -> ReaderSettings:
@@ -115,6 +118,10 @@ class Pipeline:
         self._baseline_ms: int | None = None
         """When the baseline was read (state meta baseline_read_at), read once."""
         self._scan_runner = options.scan_runner
+        self.hinted = options.hints
+        """With ``[hints]`` (the daemon only): ``hinted.take()`` gives the names of the models
+        MLflow's native webhooks named since the last take, each verified, to be read now.
+        A name is only a reason to read: the poll's reads stay the source of truth."""
         self.incremental = self._new_incremental()
         self._cadences: dict[str, float] = {}
         self._failures = FailureStreak(config.watch.interval)

@@ -33,6 +33,9 @@ TICK_EVERY = 1.0
 """Seconds between the scheduler's heartbeats (liveness, and the systemd watchdog)."""
 READY_POLLS = 3
 """/readyz fails once no poll has succeeded for this many intervals."""
+HINT_GATHER = 0.2
+"""Seconds a hint waits for those that come with it (MLflow sends a version's creation and
+each of its tags apart) before the poll they wake starts."""
 
 
 @dataclass
@@ -89,7 +92,8 @@ class Service:
 
     Around them: systemd's notify protocol (READY=1 once running, STATUS= after each poll,
     WATCHDOG=1 while the scheduler runs jobs and no poll hangs, STOPPING=1 on a signal), and,
-    with ``[server] listen``, the /healthz, /readyz and /metrics server.
+    with ``[server] listen``, the /healthz, /readyz and /metrics server; with ``[hints]``, its
+    hints endpoint and a thread that starts a poll at each verified hint.
     """
 
     def __init__(
@@ -134,6 +138,14 @@ class Service:
         self._led_since: float | None = None
         """time.monotonic() when this replica last took the lease (shared state only)."""
         self._last_tick: float | None = None
+        self.hints = pipeline.hinted
+        """With ``[hints]``: each verified hint from MLflow starts a poll at once."""
+        self._hints_thread: threading.Thread | None = None
+        self._poll_lock = threading.Lock()
+        self._poll_again = False
+        """A hint came while a poll ran: poll again as soon as it ends."""
+        self._hints_meta: dict[str, str] | None = None
+        """The hint counts last written to the state meta."""
         self.hung_after = max(60.0, 2 * config.watch.interval, 10 * config.mlflow.timeout)
         """A poll running longer than this counts as hung: no more watchdog pings, /healthz
         fails, and systemd (WatchdogSec=) or Kubernetes (livenessProbe) restarts the daemon."""
@@ -144,7 +156,8 @@ class Service:
             return
         if self.leadership is not None and not self.leadership.is_leader:
             return  # a standby: the leader polls
-        self._poll_started = time.monotonic()
+        with self._poll_lock:
+            self._poll_started = time.monotonic()
         try:
             report = self.pipeline.run_cycle()
             self._cycles += 1
@@ -159,9 +172,51 @@ class Service:
         except Exception as exc:  # a bug or a broken disk must not kill the daemon silently
             self.log.exception("poll.crashed", error=f"{type(exc).__name__}: {exc}")
         finally:
-            self._poll_started = None
+            with self._poll_lock:
+                self._poll_started = None
+                again, self._poll_again = self._poll_again, False
+        self._record_hints()
+        if again:
+            self._poll_now()
         if self.notifier.watchdog_interval is not None and self.alive()[0]:
             self.notifier.watchdog()
+
+    def _poll_now(self) -> None:
+        """Run the poll job at once (it keeps its interval after)."""
+        from datetime import datetime
+
+        with contextlib.suppress(Exception):  # the scheduler may not be running yet
+            self.scheduler.modify_job("poll", next_run_time=datetime.now(UTC))
+
+    def await_hints(self) -> None:
+        """The hints thread: each verified hint (and those that come with it) starts a poll
+        at once, or right after the one running, which may have read before it came."""
+        assert self.hints is not None
+        arrived = self.hints.arrived
+        while not self.stopping.is_set():
+            if not arrived.wait(timeout=1.0):
+                continue
+            self.stopping.wait(HINT_GATHER)
+            arrived.clear()
+            with self._poll_lock:
+                if self._poll_started is not None:
+                    self._poll_again = True
+                    continue
+            self._poll_now()
+
+    def _record_hints(self) -> None:
+        """The hint counts in the state meta, for `status`, when they changed (leader only:
+        this runs after its polls)."""
+        if self.hints is None:
+            return
+        written = self.hints.stats().meta()
+        if written == self._hints_meta:
+            return
+        try:
+            self.pipeline.store.set_meta(written)
+            self._hints_meta = written
+        except Exception as exc:  # the next poll tries again
+            self.log.warning("hints.not_recorded", error=f"{type(exc).__name__}: {exc}")
 
     def _after_poll(self, report: CycleReport) -> None:
         if self.metrics is not None:
@@ -295,13 +350,11 @@ class Service:
     def took_over(self, _token: object) -> None:
         """Called by the leadership when this replica took the lease: resume from the
         committed snapshot, as a restarted daemon does, and poll and deliver at once."""
-        from datetime import datetime
 
         self._led_since = time.monotonic()
         self.pipeline.resume()
         self.wake.set()
-        with contextlib.suppress(Exception):  # the scheduler may not be running yet
-            self.scheduler.modify_job("poll", next_run_time=datetime.now(UTC))
+        self._poll_now()
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         if self.stopping.is_set():
@@ -366,9 +419,20 @@ class Service:
         if self.config.server.listen is not None:
             # Bound before READY=1: a port that cannot be had fails the start, not later.
             self.server = HealthServer(
-                self.config.server, alive=self.alive, ready=self.ready, metrics=self.metrics
+                self.config.server,
+                alive=self.alive,
+                ready=self.ready,
+                metrics=self.metrics,
+                hints=self.hints,
+                hints_path=self.config.hints.path,
+                log=self.log,
             )
             self.server.start()
+        if self.hints is not None:
+            self._hints_thread = threading.Thread(
+                target=self.await_hints, name="hints", daemon=True
+            )
+            self._hints_thread.start()
         if self.config.console.listen is not None:
             # Bound before READY=1 too; once serving, its errors are its pages', never the
             # daemon's.
@@ -387,6 +451,7 @@ class Service:
             state=self.pipeline.store.location,
             **({"listen": self.config.server.display_listen} if self.server else {}),
             **({"console": self.config.console.display_listen} if self.console else {}),
+            **({"hints": self.config.hints.path} if self.hints is not None else {}),
         )
         # The config is valid, the state is open and locked, the server (if any) is bound.
         self.notifier.ready(f"started; first poll of {self.pipeline.registry} under way")

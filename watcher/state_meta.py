@@ -14,7 +14,7 @@ import time
 from calendar import timegm
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
 
 T = TypeVar("T")
 
@@ -133,3 +133,15 @@ HOT_ROUND_S = _seconds("hot_round_s")
 
 READY_CHECKED_AT = _time("ready_checked_at")
 """When /readyz last proved the state writable (the write is the check)."""
+
+# Hints (MLflow's native webhooks), as the daemon counted them: written after each poll.
+HINT_RESULTS: tuple[Literal["accepted", "replayed", "forged", "invalid"], ...] = (
+    "accepted",
+    "replayed",
+    "forged",
+    "invalid",
+)
+HINTS_COUNT = {result: _count(f"hints_{result}") for result in HINT_RESULTS}
+"""Hints received by the running daemon since it started, by result."""
+LAST_HINT_AT = _time("last_hint_at")
+"""When the daemon last accepted a hint."""

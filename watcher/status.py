@@ -48,6 +48,7 @@ def status_report(config: Config, store: Store, now: float) -> dict[str, Any]:
         },
         "hot": {"models": sm.HOT_MODELS.get(meta), "round_s": sm.HOT_ROUND_S.get(meta)},
         "baseline_at": _time_text(sm.BASELINE_AT.get(meta)),
+        "hints": hints_status(config, meta, now),
         "deliveries": by_webhook,
         "pending": summary.total(PENDING),
         "dead": summary.total(DEAD),
@@ -59,6 +60,19 @@ def status_report(config: Config, store: Store, now: float) -> dict[str, Any]:
                 for name, at in sorted(summary.oldest_pending_by_webhook.items())
             },
         },
+    }
+
+
+def hints_status(config: Config, meta: dict[str, str], now: float) -> dict[str, Any]:
+    """Whether hints (MLflow's native webhooks) are on, when the daemon last accepted one,
+    and its counts by result since it started (as of its last poll)."""
+    last = sm.LAST_HINT_AT.get(meta)
+    return {
+        "on": config.hints.enabled,
+        "path": config.hints.path if config.hints.enabled else None,
+        "last_accepted_at": _time_text(last),
+        "age_s": _seconds_since(last, now),
+        "counts": {result: sm.HINTS_COUNT[result].get(meta) or 0 for result in sm.HINT_RESULTS},
     }
 
 

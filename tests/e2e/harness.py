@@ -25,6 +25,17 @@ import requests
 from tests.helpers import free_port as free_port  # the e2e tests import it from here
 
 BIN = Path(sys.executable).parent
+
+NATIVE_WEBHOOKS_ENV = {
+    # MLflow 3.3+ sends its native webhooks only to https:// and public addresses by default;
+    # tests/e2e/native.py points one at a Receiver on http://127.0.0.1.
+    "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+    "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+    # The server caches the webhooks of each event type for 60 s: a webhook a test registers
+    # would miss the changes made in the minute after an earlier test's change of that type.
+    "MLFLOW_WEBHOOK_CACHE_TTL": "0",
+}
+"""What an MLflow server needs to send its native webhooks to a receiver on loopback http."""
 STAGE_EVENT = "MODEL_VERSION_TRANSITIONED_STAGE"
 
 
@@ -65,7 +76,7 @@ class MlflowServer:
         return f"sqlite:///{self.db}"
 
     def start(self, timeout: float = 90) -> None:
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **NATIVE_WEBHOOKS_ENV}
         log = (self.workdir / "server.log").open("ab")
         self.proc = subprocess.Popen(
             [

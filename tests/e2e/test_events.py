@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import ConfigFor, create_versions
-from tests.e2e.harness import MlflowServer, Receiver, Steps, hooks_config, summary
+from tests.e2e.harness import Daemon, MlflowServer, Receiver, Steps, hooks_config, summary
 
 
 @pytest.fixture
@@ -119,6 +119,53 @@ def test_a_model_deleted_and_created_again_is_told_apart(
         ("REGISTERED_MODEL_CREATED", model_name, None),
         ("REGISTERED_MODEL_DELETED", model_name, None),
     ]
+
+
+def test_a_renamed_model_is_one_event_and_its_changes_follow_the_new_name(
+    client: Any, steps: Steps, model_name: str
+) -> None:
+    old, new = f"{model_name}-old", f"{model_name}-new"
+    assert steps.run() == []  # the baseline: the model is created after it
+    create_versions(client, old, 2)
+    client.set_model_version_tag(old, "1", "gate", "passed")
+    client.set_registered_model_alias(old, "champion", "1")
+    client.transition_model_version_stage(old, "1", "Production")
+    assert {e["event"] for e in steps.run()} >= {"REGISTERED_MODEL_CREATED"}
+
+    client.rename_registered_model(old, new)
+    events = steps.run()
+    assert summary(events, "previous_name") == [("REGISTERED_MODEL_RENAMED", new, None, old)]
+    assert steps.run() == [], "nothing more on the next run"
+
+    # What happens next is the new name's: no version is created again.
+    client.set_model_version_tag(new, "2", "gate", "pending")
+    client.set_registered_model_alias(new, "champion", "2")
+    client.transition_model_version_stage(new, "1", "Archived")
+    client.create_model_version(new, f"s3://bucket/models/{new}/3")
+    assert summary(steps.run(), "alias", "tag_key", "to_stage") == [
+        ("MODEL_VERSION_ALIAS_CREATED", new, "2", "champion", None, None),
+        ("MODEL_VERSION_CREATED", new, "3", None, None, None),
+        ("MODEL_VERSION_TAG_SET", new, "2", None, "gate", None),
+        ("MODEL_VERSION_TRANSITIONED_STAGE", new, "1", None, None, "Archived"),
+    ]
+
+
+def test_the_daemon_delivers_one_event_for_a_rename_with_both_names(
+    client: Any, config_for: ConfigFor, receiver: Receiver, model_name: str
+) -> None:
+    old, new = f"{model_name}-old", f"{model_name}-new"
+    with Daemon(config_for(f"{model_name}*", events=["*"])) as daemon:
+        daemon.wait_started()
+        daemon.wait_polls(1)
+        create_versions(client, old, 2)
+        client.set_registered_model_alias(old, "champion", "2")
+        receiver.wait_for_count(1, event="MODEL_VERSION_ALIAS_CREATED")
+        seen = len(receiver.deliveries())
+        client.rename_registered_model(old, new)
+        receiver.wait_for_count(1, event="REGISTERED_MODEL_RENAMED")
+        daemon.wait_polls(3)
+    events = [d.json for d in receiver.deliveries()[seen:]]
+    assert summary(events, "previous_name") == [("REGISTERED_MODEL_RENAMED", new, None, old)]
 
 
 def test_filters_deliver_exactly_the_matching_events(

@@ -1311,3 +1311,26 @@ def test_every_section_field_is_read_and_shown() -> None:
         fields = {f.name for f in dataclasses.fields(section)} - {"retry"}
         assert fields <= set(keys), name
         assert set(effective_config(Config())[name]) <= set(keys), name
+
+
+def test_a_rename_is_for_the_webhooks_of_either_name(tmp_path: Path) -> None:
+    """It ends the old name's story (as a deletion of it did) and starts the new one's."""
+    rename = example_event(EventType.REGISTERED_MODEL_RENAMED)  # fraud-model-v1 -> fraud-model
+    config = load(
+        tmp_path,
+        f'{HOOK}models = ["fraud-model-v*"]\n'
+        '[[webhooks]]\nname = "new"\nurl = "http://receiver.example/hook"\n'
+        'models = ["fraud-model"]\n'
+        '[[webhooks]]\nname = "other"\nurl = "http://receiver.example/hook"\n'
+        'models = ["churn*"]\n'
+        '[[webhooks]]\nname = "staged"\nurl = "http://receiver.example/hook"\n'
+        'to_stages = ["Production"]\naliases = ["champion"]\n',
+    )
+    assert [hook.wants(rename) for hook in config.webhooks] == [True, True, False, True]
+
+
+def test_every_event_subscribes_to_renames(tmp_path: Path) -> None:
+    (hook,) = load(tmp_path, f'{HOOK}events = ["*"]\n').webhooks
+    assert EventType.REGISTERED_MODEL_RENAMED in hook.events
+    (deletions,) = load(tmp_path, f'{HOOK}events = ["REGISTERED_MODEL_DELETED"]\n').webhooks
+    assert EventType.REGISTERED_MODEL_RENAMED not in deletions.events

@@ -58,7 +58,7 @@ def test_the_replicas_example_shares_a_postgresql_state_from_its_secret(tmp_path
     [container] = _watcher_containers(ROOT / "deploy" / "kubernetes" / "replicas.yaml")
     mounted = tmp_path / "secrets"
     mounted.mkdir()
-    for key in ("state-password", "webhook-secret", "metrics-token"):
+    for key in ("state-password", "webhook-secret", "metrics-token", "console-token"):
         (mounted / key).write_text(f"{key}-value\n")
     env: dict[str, str] = {}
     for e in container["env"]:
@@ -87,3 +87,12 @@ def test_the_replicas_example_shares_a_postgresql_state_from_its_secret(tmp_path
     budget = docs["PodDisruptionBudget"]["spec"]
     assert budget["selector"]["matchLabels"].items() <= labels.items()
     assert budget["minAvailable"] == 1
+    # Every replica serves the console, behind one Service, signing in with a token file.
+    assert config.console.listen == ("0.0.0.0", 9470)  # noqa: S104
+    assert config.console.token is not None
+    assert config.console.token.reveal() == "console-token-value"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    service = docs["Service"]["spec"]
+    assert service["selector"].items() <= labels.items()
+    assert [p["targetPort"] for p in service["ports"]] == ["console"]
+    assert ports["console"] == 9470

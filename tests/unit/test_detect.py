@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from tests.helpers import (
@@ -20,6 +20,7 @@ from tests.helpers import (
     ALIAS_DELETED,
     M_CREATED,
     M_DELETED,
+    M_RENAMED,
     STAGE,
     TAG_DELETED,
     TAG_SET,
@@ -730,10 +731,26 @@ def test_one_alias_event_per_live_alias_that_differs_on_a_persisting_model(
 @given(previous=observations(), current=observations())
 def test_general_properties_of_every_detection(previous: Observation, current: Observation) -> None:
     events = detect(previous, current, POLICY)
-    # No event about a model in neither observation; a model gone says so once, and only that.
+    # No event about a model in neither observation; a model gone says so once, and only that:
+    # deleted, or renamed (said under its new name, which was not there before).
     assert {e.model_name for e in events} <= previous.models.keys() | current.models.keys()
+    renames = {str(e.previous_name): e.model_name for e in events if e.type is M_RENAMED}
+    assert len(renames) == len([e for e in events if e.type is M_RENAMED])
+    assert len(set(renames.values())) == len(renames)
     for name in previous.models.keys() - current.models.keys():
-        assert [e.type for e in events if e.model_name == name] == [M_DELETED]
+        deleted = [e.type for e in events if e.model_name == name] == [M_DELETED]
+        assert deleted != (name in renames)
+        assert name not in renames or not [e for e in events if e.model_name == name]
+
+    def same_model(name: str) -> bool:
+        before, after = previous.models.get(name), current.models.get(name)
+        return bool(before and after and before.creation_timestamp == after.creation_timestamp)
+
+    for old, new in renames.items():
+        assert not same_model(old)  # gone, or deleted and created again
+        assert not same_model(new)
+        assert previous.models[old].creation_timestamp == current.models[new].creation_timestamp
+        assert not [e for e in events if e.model_name == new and e.type in {M_CREATED, V_CREATED}]
     # Sorted, unique, deterministic.
     assert [e.timestamp for e in events] == sorted(e.timestamp for e in events)
     assert len({e.event_id for e in events}) == len(events)
@@ -791,3 +808,194 @@ def test_an_alias_on_an_adopted_version_is_adopted_with_it() -> None:
         ver("2", created=baseline + 1),
     )
     assert detect(before, after, policy) == []
+
+
+# --------------------------------------------------------------------------- renames
+
+
+def registry_of(name: str, *, updated: int = 2_000, **model_fields: Any) -> list[Any]:
+    """A model and its versions as MLflow keeps them through a rename: the same sources and run
+    ids, creation times and numbers, under any name."""
+    return [
+        model(name, created=100, updated=updated, **model_fields),
+        ver("1", "Production", name=name, updated=updated, source="s3://m/1", run_id="r1"),
+        ver(
+            "2",
+            name=name,
+            created=1_500,
+            updated=updated,
+            source="s3://m/2",
+            run_id="",
+            tags={"gate": "passed"},
+        ),
+    ]
+
+
+def test_a_rename_is_one_event_with_both_names() -> None:
+    previous = obs(*registry_of("fraud", aliases={"champion": "1"}), ver("1", name="churn"))
+    current = obs(
+        *registry_of("fraud-v2", updated=7_000, aliases={"champion": "1"}, user="erin"),
+        ver("1", name="churn"),
+    )
+    events = detect(previous, current, POLICY)
+    assert [shape(e) for e in events] == [
+        expect(M_RENAMED, "fraud-v2", timestamp=7_000, user_id="erin", previous_name="fraud")
+    ]
+
+
+def test_a_rename_is_one_event_whenever_the_model_was_created() -> None:
+    """Before the baseline (once adopted silently) or after (once created anew)."""
+    previous = obs(*registry_of("fraud"), read_at=NOW - 1)
+    current = obs(*registry_of("fraud-v2", updated=NOW - 10), read_at=NOW)
+    for policy in (POLICY, ADOPTING):
+        assert kinds(detect(previous, current, policy)) == [(M_RENAMED.value, None)]
+
+
+def test_what_else_changed_in_the_renamed_model_is_reported_under_its_new_name() -> None:
+    previous = obs(*registry_of("fraud", aliases={"champion": "1", "old": "2"}))
+    m, v1, v2 = registry_of("fraud-v2", updated=7_000, aliases={"champion": "2"})
+    current = obs(m, replace(v1, current_stage="Archived"), replace(v2, tags={"gate": "failed"}))
+    events = detect(previous, current, POLICY)
+    assert {e.model_name for e in events} == {"fraud-v2"}
+    assert sorted((e.type.value, e.model_version) for e in events) == sorted(
+        [
+            (M_RENAMED.value, None),
+            (STAGE.value, "1"),
+            (TO_ARCHIVED.value, "1"),
+            (TAG_SET.value, "2"),
+            (ALIAS_CREATED.value, "2"),
+            (ALIAS_DELETED.value, "2"),
+        ]
+    )
+    assert events[0].type is M_RENAMED  # before what happened to the model under its new name
+    (stage,) = (e for e in events if e.type is STAGE)
+    assert (stage.from_stage, stage.to_stage) == ("Production", "Archived")
+    (tag,) = (e for e in events if e.type is TAG_SET)
+    assert (tag.tag_key, tag.tag_value, tag.previous_value) == ("gate", "failed", "passed")
+    (moved,) = (e for e in events if e.type is ALIAS_CREATED)
+    (deleted,) = (e for e in events if e.type is ALIAS_DELETED)
+    assert (moved.alias, moved.previous_version) == ("champion", "1")
+    assert (deleted.alias, deleted.version_creation_timestamp) == ("old", 1_500)
+
+
+def test_a_different_creation_time_makes_it_no_rename() -> None:
+    previous = obs(*registry_of("fraud"))
+    m, v1, v2 = registry_of("fraud-v2", updated=7_000)
+    events = detect(previous, obs(replace(m, creation_timestamp=101), v1, v2), POLICY)
+    assert M_RENAMED not in {e.type for e in events}
+
+
+def test_a_model_without_versions_is_paired_by_its_creation_time() -> None:
+    previous = obs(model("draft", created=300), model("other", created=400))
+    current = obs(model("draft-2", created=300, updated=900), model("other", created=400))
+    events = detect(previous, current, POLICY)
+    assert [(e.type, e.model_name, e.previous_name) for e in events] == [
+        (M_RENAMED, "draft-2", "draft")
+    ]
+
+
+def test_ambiguous_pairs_fall_back_to_deletion_and_creation() -> None:
+    # Two models without versions created in the same millisecond: either may be the new name.
+    previous = obs(model("a", created=300), model("b", created=300))
+    current = obs(model("c", created=300, updated=900), read_at=20_000)
+    events = detect(previous, current, POLICY)
+    assert sorted((e.type.value, e.model_name) for e in events) == [
+        (M_CREATED.value, "c"),
+        (M_DELETED.value, "a"),
+        (M_DELETED.value, "b"),
+    ]
+    # One gone, two alike appeared.
+    events = detect(current, previous, POLICY)
+    assert sorted((e.type.value, e.model_name) for e in events) == [
+        (M_CREATED.value, "a"),
+        (M_CREATED.value, "b"),
+        (M_DELETED.value, "c"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "differs",
+    [
+        {"created": 1_501},
+        {"source": "s3://m/2-copy"},
+        {"run_id": "r2"},
+    ],
+)
+def test_a_version_that_differs_makes_it_no_rename(differs: dict[str, Any]) -> None:
+    previous = obs(*registry_of("fraud"))
+    m, v1, v2 = registry_of("fraud-v2", updated=7_000)
+    v2 = ver(
+        "2", name="fraud-v2", **{"created": 1_500, "source": "s3://m/2", "run_id": "", **differs}
+    )
+    events = detect(previous, obs(m, v1, v2), POLICY)
+    assert M_RENAMED not in {e.type for e in events}
+    assert (M_DELETED, "fraud") in {(e.type, e.model_name) for e in events}
+
+
+def test_a_version_deleted_in_the_same_read_makes_it_no_rename() -> None:
+    previous = obs(*registry_of("fraud"))
+    m, v1, _ = registry_of("fraud-v2", updated=7_000)
+    events = detect(previous, obs(m, v1), POLICY)
+    assert {(e.type, e.model_name) for e in events} >= {
+        (M_DELETED, "fraud"),
+        (M_CREATED, "fraud-v2"),
+    }
+    assert M_RENAMED not in {e.type for e in events}
+
+
+def test_renamed_and_its_old_name_created_again_in_the_same_read() -> None:
+    previous = obs(*registry_of("fraud"))
+    new_fraud = model("fraud", created=6_000, updated=6_000)
+    current = obs(*registry_of("fraud-v2", updated=5_000), new_fraud, read_at=20_000)
+    events = detect(previous, current, POLICY)
+    assert [(e.type, e.model_name, e.previous_name) for e in events] == [
+        (M_RENAMED, "fraud-v2", "fraud"),
+        (M_CREATED, "fraud", None),
+    ]
+
+
+def test_renamed_back_and_forth_gives_distinct_events() -> None:
+    first = obs(*registry_of("fraud"))
+    second = obs(*registry_of("fraud-v2", updated=5_000))
+    third = obs(*registry_of("fraud", updated=6_000))
+    there, back = detect(first, second, POLICY), detect(second, third, POLICY)
+    assert [(e.model_name, e.previous_name) for e in there + back] == [
+        ("fraud-v2", "fraud"),
+        ("fraud", "fraud-v2"),
+    ]
+    assert there[0].event_id != back[0].event_id
+    assert detect(first, second, POLICY) == there  # deterministic
+
+
+def test_a_rename_only_changes_keys_in_the_snapshot() -> None:
+    previous = obs(*registry_of("fraud"))
+    current = obs(*registry_of("fraud-v2", updated=5_000))
+    delta = snapshot_delta(previous, current)
+    assert delta.delete_models == ("fraud",)
+    assert sorted(delta.delete_versions) == [("fraud", "1"), ("fraud", "2")]
+    assert sorted(v.key for v in delta.upsert_versions) == [("fraud-v2", "1"), ("fraud-v2", "2")]
+
+
+def renamed(observation: Observation, old: str, new: str, at: int) -> Observation:
+    """``observation`` after MLflow renamed ``old`` to ``new`` at ``at``: the model and its
+    versions change name and update time, and nothing else."""
+    models = {n: m for n, m in observation.models.items() if n != old}
+    models[new] = replace(observation.models[old], name=new, last_updated_timestamp=at)
+    versions = {k: v for k, v in observation.versions.items() if k[0] != old}
+    for (name, number), version in observation.versions.items():
+        if name == old:
+            versions[(new, number)] = replace(version, name=new, last_updated_timestamp=at)
+    return Observation(models=models, versions=versions, read_at=observation.read_at + 1)
+
+
+@given(observation=observations(), data=st.data())
+def test_renaming_any_model_gives_exactly_one_event_each_way(
+    observation: Observation, data: st.DataObject
+) -> None:
+    assume(observation.models)
+    old = data.draw(st.sampled_from(sorted(observation.models)))
+    after = renamed(observation, old, "renamed", at=50)
+    there = detect(observation, after, POLICY)
+    assert [(e.type, e.model_name, e.previous_name) for e in there] == [(M_RENAMED, "renamed", old)]
+    back = detect(after, renamed(after, "renamed", old, at=60), POLICY)
+    assert [(e.type, e.model_name, e.previous_name) for e in back] == [(M_RENAMED, old, "renamed")]

@@ -128,7 +128,8 @@ def test_databricks_stage_transition_has_their_fields() -> None:
 @pytest.mark.parametrize("event_type", ALL_TYPES)
 def test_databricks_uses_only_their_names_plus_tags_and_alias(event_type: EventType) -> None:
     body = as_json("databricks", event_type)
-    assert set(body) <= DATABRICKS_FIELDS | {"tags", "alias", "previous_version"}
+    renamed = {"previous_name"} if event_type is EventType.REGISTERED_MODEL_RENAMED else set()
+    assert set(body) <= DATABRICKS_FIELDS | {"tags", "alias", "previous_version"} | renamed
     assert body["event"] == event_type.value
     assert isinstance(body["text"], str)
     assert body["text"]
@@ -230,6 +231,12 @@ def test_mlflow_timestamp_is_iso_8601_utc_of_the_event(event_type: EventType) ->
     + [
         (EventType.MODEL_VERSION_DELETED, "model_version", "deleted", {"name", "version"}),
         (EventType.REGISTERED_MODEL_DELETED, "registered_model", "deleted", {"name"}),
+        (
+            EventType.REGISTERED_MODEL_RENAMED,
+            "registered_model",
+            "renamed",
+            {"name", "previous_name"},
+        ),
     ],
 )
 def test_mlflow_envelope_for_events_mlflow_does_not_send(
@@ -395,6 +402,10 @@ def test_form_values_survive_special_characters() -> None:
         (EventType.REGISTERED_MODEL_CREATED, "fraud-model: registered model created"),
         (EventType.REGISTERED_MODEL_DELETED, "fraud-model: registered model deleted"),
         (
+            EventType.REGISTERED_MODEL_RENAMED,
+            "fraud-model-v1 → fraud-model: registered model renamed",
+        ),
+        (
             EventType.MODEL_VERSION_TAG_SET,
             "fraud-model v3: tag 'validation_status' changed from 'pending' to 'passed'",
         ),
@@ -445,3 +456,33 @@ def test_unknown_format_and_missing_template_raise() -> None:
 def test_default_options_are_the_watcher_format() -> None:
     event = example_event(EventType.MODEL_VERSION_CREATED)
     assert render(event, "d") == render(event, "d", FormatOptions())
+
+
+# --------------------------------------------------------------------------- renames
+
+
+def test_a_rename_carries_both_names_in_every_format() -> None:
+    """MLflow has no native rename event: each format gets the new name where it puts the
+    model's, and the old one as previous_name (PREVIOUS_NAME in CI variables)."""
+    event = example_event(EventType.REGISTERED_MODEL_RENAMED)
+    assert (event.model_name, event.previous_name) == ("fraud-model", "fraud-model-v1")
+    watcher = as_json("watcher", EventType.REGISTERED_MODEL_RENAMED)
+    assert (watcher["model_name"], watcher["previous_name"]) == ("fraud-model", "fraud-model-v1")
+    assert watcher["model_version"] is None
+    databricks = as_json("databricks", EventType.REGISTERED_MODEL_RENAMED)
+    assert (databricks["model_name"], databricks["previous_name"]) == (
+        "fraud-model",
+        "fraud-model-v1",
+    )
+    assert "version" not in databricks
+    mlflow = as_json("mlflow", EventType.REGISTERED_MODEL_RENAMED)
+    assert mlflow["data"] == {"name": "fraud-model", "previous_name": "fraud-model-v1"}
+    client = as_json("github", EventType.REGISTERED_MODEL_RENAMED)["client_payload"]
+    assert (client["model_name"], client["details"]["previous_name"]) == (
+        "fraud-model",
+        "fraud-model-v1",
+    )
+    form = as_form("gitlab", EventType.REGISTERED_MODEL_RENAMED)
+    assert form["variables[MODEL_NAME]"] == "fraud-model"
+    assert form["variables[PREVIOUS_NAME]"] == "fraud-model-v1"
+    assert "variables[MODEL_VERSION]" not in form

@@ -12,6 +12,7 @@ from watcher import __version__
 from watcher.cli.common import EXIT_STATUSES, fail
 from watcher.cli.console import console
 from watcher.cli.deliveries import deliveries, purge, redeliver
+from watcher.cli.hints import hints
 from watcher.cli.receive import receive
 from watcher.cli.run import run
 from watcher.cli.state import state
@@ -39,6 +40,7 @@ for command in (
     receive,
     state,
     console,
+    hints,
 ):
     cli.add_command(command)
 

@@ -52,6 +52,8 @@ def _status_lines(status: dict[str, Any]) -> list[str]:
             f"hot set:        {hot['models']} models active lately, each read every "
             f"{age(round(hot['round_s'] or 0))}"
         )
+    if status["hints"]["on"] or status["hints"]["last_accepted_at"] is not None:
+        lines.append(f"hints:          {_hints_text(status['hints'])}")
     oldest = status["oldest_pending"]
     lines.append(
         f"deliveries:     {status['pending']} pending, {status['dead']} dead"
@@ -65,6 +67,18 @@ def _status_lines(status: dict[str, Any]) -> list[str]:
         ]
         lines += table(rows, indent="  ")
     return lines
+
+
+def _hints_text(hints: dict[str, Any]) -> str:
+    """Whether MLflow's native webhooks arrive: the last accepted, and the counts since the
+    daemon started."""
+    where = f"on at {hints['path']}" if hints["on"] else "off"
+    if hints["last_accepted_at"] is None:
+        last = "none accepted yet"
+    else:
+        last = f"last accepted {hints['last_accepted_at']} ({age(hints['age_s'])} ago)"
+    counts = ", ".join(f"{n} {result}" for result, n in hints["counts"].items())
+    return f"{where}; {last}; {counts}"
 
 
 def _leader_text(lease: dict[str, Any]) -> str:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import click
 
 from watcher.cli.common import EXIT_STATUSES, F, config_option, fail, load
-from watcher.config import TOKEN_FORMATS, Config, WebhookConfig, effective_config, to_toml
+from watcher.config import Config, WebhookConfig, effective_config, to_toml
 from watcher.errors import ExitCode
 from watcher.model import Event
 from watcher.store import Store
@@ -112,24 +113,22 @@ def render(
     Header values from the config (they often carry tokens) and trigger tokens in the body are
     shown as <redacted> unless --reveal-secrets is given.
     """
-    from watcher.deliver import Sender
+    from watcher.deliver import Sender, redact_request
     from watcher.model import make_delivery_id
 
     config = load(config_path)
     webhook, event = _pick_event(config, name, event_name, from_log)
     prepared = Sender().prepare(webhook, event, make_delivery_id(event.event_id, webhook.name))
-    body = prepared.body.decode("utf-8", "replace")
-    secret_headers = {header for header, _ in webhook.headers}
-    if webhook.username:
-        secret_headers.add("Authorization")
-    click.echo(f"POST {webhook.url if reveal_secrets else webhook.display_url}")
-    for header, value in prepared.headers.items():
-        shown = value if reveal_secrets or header not in secret_headers else "<redacted>"
-        click.echo(f"{header}: {shown}")
-    if not reveal_secrets and webhook.secret and webhook.format in TOKEN_FORMATS:
-        from urllib.parse import quote_plus
-
-        token = webhook.secret.reveal()
-        body = body.replace(quote_plus(token), "<redacted>").replace(token, "<redacted>")
+    headers = list(prepared.headers.items())
+    if reveal_secrets:
+        url, body = webhook.url, prepared.body.decode("utf-8", "replace")
+    else:
+        # The same redaction as the delivery log and the console show.
+        shown = json.loads(redact_request(webhook, webhook.url, headers, prepared.body))
+        url, body = shown["url"], shown["body"]
+        headers = [(header, value) for header, value in shown["headers"]]
+    click.echo(f"POST {url}")
+    for header, value in headers:
+        click.echo(f"{header}: {value}")
     click.echo("")
     click.echo(body)

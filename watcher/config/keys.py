@@ -31,6 +31,7 @@ from watcher.config.parsers import (
     parse_globs,
     parse_header_name,
     parse_headers,
+    parse_hints_path,
     parse_listen,
     parse_namespace,
     parse_nonempty_str,
@@ -46,7 +47,14 @@ from watcher.config.parsers import (
     parse_webhook_url_or_reference,
     parse_window,
 )
-from watcher.config.types import MAX_LEASE, MIN_LEASE, Secret, redact_uri
+from watcher.config.types import (
+    MAX_HINT_TOLERANCE,
+    MAX_LEASE,
+    MIN_HINT_TOLERANCE,
+    MIN_LEASE,
+    Secret,
+    redact_uri,
+)
 from watcher.payloads.formats import FORMATS
 from watcher.signing import SCHEMES
 
@@ -192,6 +200,15 @@ SECTIONS: Mapping[str, Mapping[str, Key]] = {
         "session_key_env": source_key(),
         "session_key_file": source_key(),
         "session_key": Key(None, if_set(redacted)),
+    },
+    "hints": {
+        "secret_env": source_key(),
+        "secret_file": source_key(),
+        "secret": Key(None, if_set(redacted)),
+        "secret_source": Key(None, None),  # shown within "secret"
+        "enabled": Key(None, as_is),
+        "path": Key(parse_hints_path),
+        "tolerance": Key(duration_between(MIN_HINT_TOLERANCE, MAX_HINT_TOLERANCE), format_duration),
     },
 }
 

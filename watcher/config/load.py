@@ -24,6 +24,7 @@ from watcher.config.types import (
     Config,
     ConsoleConfig,
     DeliveryConfig,
+    HintsConfig,
     LogConfig,
     MlflowConfig,
     RetryPolicy,
@@ -167,6 +168,7 @@ def _build(
     server = _server(sections.get("server", {}), env, problems)
     console = _console(sections.get("console", {}), env, problems)
     state = _state(sections.get("state", {}), env, problems, from_env)
+    hints = _hints(sections.get("hints", {}), env, problems, server)
     if problems.items or state is None:
         return None
     return Config(
@@ -178,6 +180,7 @@ def _build(
         webhooks=webhooks,
         server=server,
         console=console,
+        hints=hints,
     )
 
 
@@ -204,6 +207,26 @@ def _delivery(values: dict[str, Any], problems: Problems) -> DeliveryConfig:
 def _server(values: dict[str, Any], env: Mapping[str, str], problems: Problems) -> ServerConfig:
     token = read_secret(values, env, "server", problems, "metrics_token")
     return ServerConfig(listen=values.get("listen"), metrics_token=token)
+
+
+def _hints(
+    values: dict[str, Any], env: Mapping[str, str], problems: Problems, server: ServerConfig
+) -> HintsConfig:
+    """On when a secret is set (from the environment or a file, never the config file); served
+    on the health server, so they want ``[server] listen``."""
+    secret = read_secret(values, env, "hints", problems, "secret")
+    source = next((k for k in ("secret_env", "secret_file") if values.get(k)), None)
+    fields = {k: v for k, v in values.items() if k not in ("secret_env", "secret_file")}
+    if source is not None and server.listen is None:
+        problems.note(
+            f"hints.{source}",
+            "hints are served on the health server: set server.listen too "
+            "(or remove hints.secret_env and hints.secret_file)",
+        )
+    secret_source = None if source is None else f"{source[7:]}:{values[source]}"
+    return HintsConfig(
+        enabled=source is not None, secret=secret, secret_source=secret_source, **fields
+    )
 
 
 def _console(values: dict[str, Any], env: Mapping[str, str], problems: Problems) -> ConsoleConfig:

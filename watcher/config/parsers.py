@@ -326,6 +326,21 @@ def parse_listen(value: object) -> tuple[str, int] | None:
     return host, port
 
 
+RESERVED_PATHS = ("/healthz", "/readyz", "/metrics")
+"""The health server's own paths: ``[hints] path`` may not take one."""
+_HINTS_PATH = re.compile(r"/[A-Za-z0-9._~/-]*")
+
+
+def parse_hints_path(value: object) -> str:
+    """An absolute URL path (no query) for MLflow's webhooks, apart from the probes'."""
+    expected = 'a URL path such as "/mlflow-hints" (letters, digits, "._~-/"; no query)'
+    if not isinstance(value, str) or not _HINTS_PATH.fullmatch(value) or value == "/":
+        raise Invalid(expected)
+    if value in RESERVED_PATHS:
+        raise Invalid(f"a path other than {', '.join(RESERVED_PATHS)}")
+    return value
+
+
 def parse_webhook_name(value: object) -> str:
     if not isinstance(value, str) or not _WEBHOOK_NAME.match(value):
         raise Invalid("a name of 1 to 64 letters, digits, '-' or '_'")

@@ -150,6 +150,38 @@ def format_listen(listen: tuple[str, int] | None) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+DEFAULT_HINTS_PATH = "/mlflow-hints"
+MIN_HINT_TOLERANCE = 1.0
+MAX_HINT_TOLERANCE = 3600.0
+"""The bounds of ``[hints] tolerance`` (seconds): the replay window, which is also how far
+MLflow's clock may be from this host's."""
+
+
+@dataclass(frozen=True)
+class HintsConfig:
+    """MLflow's native webhooks as wake-up calls ("hints"), served at ``path`` on the
+    ``[server] listen`` address; off unless ``secret_env`` or ``secret_file`` is set.
+
+    A hint only asks for an early read of the model it names: it never carries content."""
+
+    enabled: bool = False
+    """A secret is configured (``secret_env``/``secret_file``): hints are on."""
+    secret: Secret | None = None
+    """The secret MLflow signs its webhooks with; None where credentials were not loaded
+    (``status``), even when ``enabled``."""
+    secret_source: str | None = None
+    """Where the secret comes from: ``env:VAR`` or ``file:PATH`` (as configured), for the
+    command ``hints register --print`` prints."""
+    path: str = DEFAULT_HINTS_PATH
+    tolerance: float = 300.0
+    """Seconds a hint's signed timestamp may be from this host's clock (the replay window)."""
+
+    def __repr__(self) -> str:
+        return _shown(
+            self, enabled=self.enabled, secret=self.secret, path=self.path, tolerance=self.tolerance
+        )
+
+
 CONSOLE_NEEDS_CREDENTIAL = (
     "the console needs a credential: set console.token_env or console.token_file, "
     "console.username with console.password_env or console.password_file, or "
@@ -280,7 +312,9 @@ class WebhookConfig:
         """Whether this webhook subscribes to the event (type, model, stage and alias filters)."""
         if event.type not in self.events:
             return False
-        if not any(fnmatch.fnmatchcase(event.model_name, p) for p in self.models):
+        # A rename is for the webhooks of either name: it ends the old name's story too.
+        names = [event.model_name, *([event.previous_name] if event.previous_name else [])]
+        if not any(fnmatch.fnmatchcase(n, p) for n in names for p in self.models):
             return False
         if (
             self.to_stages is not None
@@ -317,6 +351,7 @@ class Config:
     webhooks: tuple[WebhookConfig, ...] = ()
     server: ServerConfig = field(default_factory=ServerConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    hints: HintsConfig = field(default_factory=HintsConfig)
     source: str = "embedded defaults"
 
     def webhook(self, name: str) -> WebhookConfig | None:

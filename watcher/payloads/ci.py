@@ -104,6 +104,7 @@ def build_variables(event: Event, webhook_id: str) -> list[tuple[str, str]]:
         ("EVENT_ID", "event_id"),
         ("TIMESTAMP", "timestamp"),
         ("MODEL_NAME", "model_name"),
+        ("PREVIOUS_NAME", "previous_name"),
         ("MODEL_VERSION", "model_version"),
         ("FROM_STAGE", "from_stage"),
         ("TO_STAGE", "to_stage"),

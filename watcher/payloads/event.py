@@ -69,6 +69,7 @@ def watcher_payload(event: Event, webhook_id: str) -> dict[str, Any]:
         "previous_value": event.previous_value,
         "description": event.description,
         "tags": None if event.tags is None else dict(event.tags),
+        "previous_name": event.previous_name,
     }
     payload.update((k, v) for k, v in optional.items() if v is not None)
     return payload
@@ -89,6 +90,8 @@ def describe(event: Event) -> str:
         return f"{name}: registered model created"
     if kind is EventType.REGISTERED_MODEL_DELETED:
         return f"{name}: registered model deleted"
+    if kind is EventType.REGISTERED_MODEL_RENAMED:
+        return f"{event.previous_name} → {name}: registered model renamed"
     if kind is EventType.MODEL_VERSION_CREATED:
         return f"{subject}: new version"
     if kind is EventType.MODEL_VERSION_DELETED:

@@ -87,6 +87,8 @@ def _example_fields(kind: EventType) -> _Change:
         )
     if kind is EventType.REGISTERED_MODEL_DELETED:
         return {"user_id": _EXAMPLE_USER}, None, None
+    if kind is EventType.REGISTERED_MODEL_RENAMED:
+        return {"user_id": _EXAMPLE_USER, "previous_name": "fraud-model-v1"}, None, None
     version = {
         "model_version": _EXAMPLE_VERSION,
         "version_creation_timestamp": _EXAMPLE_CREATED,

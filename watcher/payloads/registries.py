@@ -30,6 +30,8 @@ the three ..._TRANSITIONED_TO_* ones                        (watcher)           
 MODEL_VERSION_DELETED                  model_version        deleted (watcher)   watcher: name,
                                                                                 version
 REGISTERED_MODEL_DELETED               registered_model     deleted (watcher)   watcher: name
+REGISTERED_MODEL_RENAMED               registered_model     renamed (watcher)   watcher: name,
+                                                                                previous_name
 =====================================  ===================  ==================  ==================
 
 The envelope's ``timestamp`` is the event's registry timestamp in ISO 8601 UTC (MLflow uses the
@@ -66,7 +68,8 @@ def render_databricks(event: Event, webhook_id: str, options: FormatOptions) -> 
     Tag events carry ``tags: [{"key", "value"}]`` as Databricks does; a deleted tag has
     ``"value": null``. Databricks has no alias events; for them the watcher adds ``alias`` and,
     when an alias moved, ``previous_version`` (the version it pointed to before). ``version`` is
-    the version the alias points to now (created) or pointed to (deleted).
+    the version the alias points to now (created) or pointed to (deleted). Nor has it a rename
+    event: for one the watcher adds ``previous_name`` (``model_name`` is the new name).
     """
     body: dict[str, Any] = {
         "event": event.type.value,
@@ -83,6 +86,8 @@ def render_databricks(event: Event, webhook_id: str, options: FormatOptions) -> 
         body["tags"] = [{"key": event.tag_key, "value": event.tag_value}]
     elif event.type is EventType.MODEL_VERSION_TAG_DELETED:
         body["tags"] = [{"key": event.tag_key, "value": None}]
+    if event.previous_name is not None:
+        body["previous_name"] = event.previous_name
     if event.alias is not None:
         body["alias"] = event.alias
         if event.previous_version is not None:
@@ -101,6 +106,7 @@ def mlflow_entity_action(event_type: EventType) -> tuple[str, str]:
 _MLFLOW_NAMES: Mapping[EventType, tuple[str, str]] = {
     EventType.REGISTERED_MODEL_CREATED: ("registered_model", "created"),
     EventType.REGISTERED_MODEL_DELETED: ("registered_model", "deleted"),
+    EventType.REGISTERED_MODEL_RENAMED: ("registered_model", "renamed"),
     EventType.MODEL_VERSION_CREATED: ("model_version", "created"),
     EventType.MODEL_VERSION_DELETED: ("model_version", "deleted"),
     EventType.MODEL_VERSION_TAG_SET: ("model_version_tag", "set"),
@@ -128,7 +134,9 @@ def _mlflow_data(event: Event) -> dict[str, Any]:
             "source": event.source or "",
             "run_id": event.run_id or None,
             "tags": dict(event.tags or {}),
-            "description": event.description,
+            # MLflow sends null for a version without description (`or None` in its handler),
+            # but "" for a registered model without one (the request's unset field).
+            "description": event.description or None,
         }
     if kind is EventType.MODEL_VERSION_TAG_SET:
         return {"name": name, "version": version, "key": event.tag_key, "value": event.tag_value}
@@ -140,6 +148,8 @@ def _mlflow_data(event: Event) -> dict[str, Any]:
         return {"name": name, "alias": event.alias}
     if kind is EventType.MODEL_VERSION_DELETED:
         return {"name": name, "version": version}
+    if kind is EventType.REGISTERED_MODEL_RENAMED:  # MLflow sends no native rename event
+        return {"name": name, "previous_name": event.previous_name}
     return {"name": name}  # REGISTERED_MODEL_DELETED
 
 

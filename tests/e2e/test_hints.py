@@ -1,0 +1,159 @@
+"""Hints end to end: `hints register` puts MLflow's native webhook on a real MLflow server,
+a change in MLflow makes that server POST a signed hint to the daemon's health server, and
+the daemon accepts it, counts it, and `status` shows it; a forged hint is refused and counted,
+and a genuine hint naming a model that did not change produces no event.
+
+The MLflow server of this test is its own: by default MLflow refuses http:// webhook URLs
+and private addresses, so it runs with MLFLOW_WEBHOOK_ALLOWED_SCHEMES=http,https and
+MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS=true (what the documentation tells operators to set for a
+watcher on a private network without TLS).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.e2e.conftest import config_in
+from tests.e2e.harness import Daemon, MlflowServer, Receiver, run_watcher, wait_for, watcher_env
+from tests.helpers import free_port
+from watcher import signing
+
+HINT_SECRET = "e2e-hint-secret-9b2e"
+HOOK_NAME = "mlflow-watcher-hints"
+
+
+@pytest.fixture
+def hinting_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MlflowServer]:
+    """An MLflow server that may send webhooks to http://127.0.0.1 (and sees a new webhook
+    at once: its list of webhooks is cached for a second, not a minute)."""
+    monkeypatch.setenv("MLFLOW_WEBHOOK_ALLOWED_SCHEMES", "http,https")
+    monkeypatch.setenv("MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS", "true")
+    monkeypatch.setenv("MLFLOW_WEBHOOK_CACHE_TTL", "1")
+    server = MlflowServer(tmp_path / "mlflow")
+    server.start()
+    yield server
+    server.stop()
+
+
+def hints_total(base: str) -> dict[str, float]:
+    text = requests.get(f"{base}/metrics", timeout=5).text
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("mlflow_watcher_hints_total{"):
+            result = line.split('result="', 1)[1].split('"', 1)[0]
+            counts[result] = float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def status_of(config: Path, env: dict[str, str]) -> dict[str, Any]:
+    done = run_watcher("status", "--json", "-c", str(config), env=env)
+    assert done.returncode == 0, done.stderr
+    hints: dict[str, Any] = json.loads(done.stdout)["hints"]
+    return hints
+
+
+def test_mlflow_sends_hints_the_daemon_accepts_and_a_forged_one_is_refused(
+    tmp_path: Path, hinting_server: MlflowServer, receiver: Receiver, model_name: str
+) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    config = config_in(
+        tmp_path,
+        hinting_server,
+        receiver,
+        model_name,
+        interval="30s",  # polls come from hints here, not from the interval
+        extra=f'[server]\nlisten = "127.0.0.1:{port}"\n[hints]\nsecret_env = "E2E_HINTS"\n',
+    )
+    env = watcher_env({"E2E_HINTS": HINT_SECRET})
+    register = ("hints", "register", "-c", str(config), "--url", f"{base}/mlflow-hints")
+
+    printed = run_watcher(*register, "--print", env=env)
+    assert printed.returncode == 0, printed.stderr
+    assert 'secret=os.environ["E2E_HINTS"]' in printed.stdout
+    assert HINT_SECRET not in printed.stdout + printed.stderr
+
+    first = run_watcher(*register, env=env)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith(f"registered MLflow webhook {HOOK_NAME!r}")
+    again = run_watcher(*register, env=env)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith(f"updated MLflow webhook {HOOK_NAME!r}")
+    client = hinting_server.client()
+    hooks = [w for w in client.list_webhooks() if w.name == HOOK_NAME]
+    assert len(hooks) == 1
+    assert hooks[0].url == f"{base}/mlflow-hints"
+    assert "model_version_alias.created" in {str(e) for e in hooks[0].events}
+
+    with Daemon(config, env) as daemon:
+        daemon.wait_started()
+        daemon.wait_polls(1)
+        assert status_of(config, env)["on"]
+
+        client.create_registered_model(model_name)
+        client.create_model_version(model_name, f"s3://bucket/{model_name}/1")
+        client.set_registered_model_alias(model_name, "champion", "1")
+        wait_for(
+            lambda: (
+                {"registered_model.created", "model_version.created"}
+                | {"model_version_alias.created"}
+                <= {line["hint_event"] for line in daemon.logged("hint.accepted")}
+            ),
+            30,
+            "MLflow's hints accepted",
+        )
+        assert {line["model"] for line in daemon.logged("hint.accepted")} == {model_name}
+        # Each hint woke a poll long before the 30 s interval.
+        wait_for(lambda: daemon.polls() >= 2, 20, "a poll woken by a hint")
+
+        body = json.dumps(
+            {"entity": "model_version_alias", "action": "created", "data": {"name": "x"}}
+        ).encode()
+        forged = signing.sign("mlflow", "not-the-secret", "forged-1", body)
+        answer = requests.post(f"{base}/mlflow-hints", data=body, headers=forged, timeout=5)
+        assert answer.status_code == 401
+        daemon.wait_logged("hint.refused")
+        (refused,) = daemon.logged("hint.refused")
+        assert (refused["result"], refused["reason"]) == ("forged", "signature mismatch")
+
+        # A genuine hint naming a model that did not change: read, and no event.
+        before = len(daemon.logged("poll.finished"))
+        ghost = json.dumps(
+            {"entity": "model_version_alias", "action": "created", "data": {"name": model_name}}
+        ).encode()
+        genuine = signing.sign("mlflow", HINT_SECRET, "unchanged-1", ghost)
+        answer = requests.post(f"{base}/mlflow-hints", data=ghost, headers=genuine, timeout=5)
+        assert answer.status_code == 204
+        wait_for(lambda: len(daemon.logged("poll.finished")) > before, 20, "the hinted poll")
+        assert all(line["events"] == 0 for line in daemon.logged("poll.finished")[before:])
+        # ... and sent again, a replay: 200, so that MLflow would not retry it.
+        replayed = requests.post(f"{base}/mlflow-hints", data=ghost, headers=genuine, timeout=5)
+        assert replayed.status_code == 200
+
+        counts = hints_total(base)
+        assert counts["accepted"] >= 4
+        assert counts["forged"] == 1
+        assert counts["replayed"] == 1
+
+        # The counts reach the state with the next poll (the alias change woke one).
+        client.set_registered_model_alias(model_name, "challenger", "1")
+        wait_for(
+            lambda: status_of(config, env)["counts"]["forged"] == 1,
+            30,
+            "status showing the forged hint",
+        )
+        hints = status_of(config, env)
+        assert hints["counts"]["accepted"] >= 4
+        assert hints["counts"]["replayed"] == 1
+        assert hints["path"] == "/mlflow-hints"
+        assert hints["last_accepted_at"] is not None
+        assert hints["age_s"] < 60
+        text = run_watcher("status", "-c", str(config), env=env).stdout
+        assert "hints:          on at /mlflow-hints; last accepted" in text
+        assert daemon.terminate() == 0
