@@ -64,7 +64,12 @@ def config_for(url: str, state: Path, hook: str, *, fixed_cadences: bool) -> Con
     return Config(
         mlflow=MlflowConfig(tracking_uri=url, timeout=60.0),
         watch=WatchConfig(
-            interval=INTERVAL, models_scan_interval=cadence, versions_scan_interval=cadence
+            interval=INTERVAL,
+            models_scan_interval=cadence,
+            versions_scan_interval=cadence,
+            # (a) and (b) time the polls themselves, as before the hot set; (c) runs the
+            # daemon as configured by default, hot set included.
+            hot_window=0.0 if fixed_cadences else WatchConfig.hot_window,
         ),
         state=StateConfig(path=state),
         webhooks=(

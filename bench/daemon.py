@@ -4,6 +4,7 @@ peak RSS."""
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import random
 import time
@@ -67,6 +68,10 @@ def daemon_run(
         rss_after_baseline = proc_status(_pid(daemon))
         say(f"daemon baseline after {baseline_s:.1f}s, RSS {rss_after_baseline}")
         time.sleep(INTERVAL)
+        hot_models = [model_name(HOT_FROM + 100 * slot + i) for i in range(HOT_PER_KIND * 6)]
+        hot_changes = _hot_changes(hot_models)
+        warmed = _warm(client, hot_models)
+        patience_extra = HOT_AFTER + 3.0 * len(hot_changes)  # they come one per transition
 
         # Transitions go on, 0.5-3 s apart, until one change of every other kind has been
         # delivered: those wait for the full scans' cadences, so the transitions sample whole
@@ -74,12 +79,17 @@ def daemon_run(
         changes: list[Expected] = []
         transitions: list[Expected] = []
         kinds = list(EVERY_KIND)
-        free_models = iter(range(100, KINDS_FROM))  # one transition per model: no two within a poll
-        deadline = time.monotonic() + _patience(daemon)
+        free_models = iter(range(100, HOT_FROM))  # one transition per model: no two within a poll
+        deadline = time.monotonic() + _patience(daemon) + patience_extra
         last_note = 0.0
         while time.monotonic() < deadline:
             _match_arrivals(receiver, changes + transitions)
-            if len(transitions) >= TRANSITIONS and not kinds and all(c.arrived for c in changes):
+            if (
+                len(transitions) >= TRANSITIONS
+                and not kinds
+                and not hot_changes
+                and all(c.arrived for c in changes)
+            ):
                 break
             index = next(free_models, None)
             if index is None:
@@ -87,6 +97,8 @@ def daemon_run(
             transitions.append(_transition(client, model_name(index), len(transitions), changes))
             if kinds:
                 changes.append(kinds.pop(0)(server, client, KINDS_FROM + 10 * slot))
+            if hot_changes and time.monotonic() - warmed > HOT_AFTER:
+                changes.append(hot_changes.pop(0)(client))
             if time.monotonic() - last_note > 30:
                 missing = sorted({c.label for c in changes if c.arrived is None})
                 say(f"{len(transitions)} transitions so far; waiting for {missing}")
@@ -114,7 +126,19 @@ def daemon_run(
             value = None if c.arrived is None else round(c.arrived - c.t0, 2)
             worst = per_type.get(c.label, 0.0)
             per_type[c.label] = None if value is None or worst is None else max(worst, value)
+        hot = _hot_report(
+            changes,
+            transitions,
+            polls,
+            daemon.logged("scan.merged"),
+            [
+                {k: line.get(k) for k in ("models", "per_poll", "round_s", "window_s")}
+                for line in daemon.logged("poll.hot")
+            ],
+        )
+        say(f"hot set: {json.dumps(hot)}")
         return {
+            "hot_set": hot,
             "interval_s": INTERVAL,
             "baseline_s": round(baseline_s, 2),
             "transitions": len(transitions),
@@ -149,6 +173,147 @@ def daemon_run(
         if daemon.alive():
             daemon.terminate()
         receiver.stop()
+
+
+HOT_FROM = 600
+"""The models (c) makes hot: 100 from here for each backend's run, 10 per kind of change."""
+HOT_PER_KIND = 10
+HOT_AFTER = 15.0
+"""Seconds between the versions that make models hot and the first change timed on them:
+outside the polls' 10 s overlap, so only the hot set (or a scan) can see those changes."""
+HOT_ALIAS, HOT_TAG = "bench-hot", "bench_hot_tag"
+
+
+def _warm(client: Any, names: list[str]) -> float:
+    """Make models hot as a user's day does: an alias and a tag on version 1, then a new
+    version of each. Returns when (time.monotonic()) the last version was created."""
+    for name in names:
+        client.set_registered_model_alias(name, HOT_ALIAS, "1")
+        client.set_model_version_tag(name, "1", HOT_TAG, "pending")
+    for name in names:
+        client.create_model_version(
+            name, f"s3://bench-bucket/models/{name}/hot", await_creation_for=0
+        )
+    say(f"{len(names)} models made hot; their changes start in {HOT_AFTER:g}s")
+    return time.monotonic()
+
+
+HotChange = Callable[[Any], Expected]
+
+
+def _hot_changes(names: list[str]) -> list[HotChange]:
+    """One change per hot model, the kinds interleaved (so each kind is spread over the run's
+    scan cadences): alias set, moved and deleted, version 1's tag set and deleted (an old
+    version, not the newest), model deleted."""
+    kinds = [_hot_alias_set, _hot_alias_moved, _hot_alias_deleted, _hot_tag_set]
+    kinds += [_hot_tag_deleted, _hot_model_deleted]
+    by_kind = [names[i :: len(kinds)] for i in range(len(kinds))]
+    changes: list[HotChange] = []
+    for round_ in range(HOT_PER_KIND):
+        for kind, models in zip(kinds, by_kind, strict=True):
+            changes.append(functools.partial(kind, name=models[round_]))
+    return changes
+
+
+def _hot_alias_set(client: Any, name: str) -> Expected:
+    t0 = _now()
+    client.set_registered_model_alias(name, "bench-hot-new", "1")
+    match = {"model_name": name, "model_version": "1", "alias": "bench-hot-new"}
+    return Expected("hot: alias set", "MODEL_VERSION_ALIAS_CREATED", match, t0)
+
+
+def _hot_alias_moved(client: Any, name: str) -> Expected:
+    newest = max((v.version for v in client.search_model_versions(f"name = '{name}'")), key=int)
+    t0 = _now()
+    client.set_registered_model_alias(name, HOT_ALIAS, str(newest))
+    match = {"model_name": name, "alias": HOT_ALIAS, "previous_version": "1"}
+    return Expected("hot: alias moved", "MODEL_VERSION_ALIAS_CREATED", match, t0)
+
+
+def _hot_alias_deleted(client: Any, name: str) -> Expected:
+    t0 = _now()
+    client.delete_registered_model_alias(name, HOT_ALIAS)
+    match = {"model_name": name, "alias": HOT_ALIAS}
+    return Expected("hot: alias deleted", "MODEL_VERSION_ALIAS_DELETED", match, t0)
+
+
+def _hot_tag_set(client: Any, name: str) -> Expected:
+    t0 = _now()
+    client.set_model_version_tag(name, "1", HOT_TAG, "approved")
+    match = {"model_name": name, "model_version": "1", "tag_key": HOT_TAG, "tag_value": "approved"}
+    return Expected("hot: version tag set", "MODEL_VERSION_TAG_SET", match, t0)
+
+
+def _hot_tag_deleted(client: Any, name: str) -> Expected:
+    t0 = _now()
+    client.delete_model_version_tag(name, "1", HOT_TAG)
+    match = {"model_name": name, "model_version": "1", "tag_key": HOT_TAG}
+    return Expected("hot: version tag deleted", "MODEL_VERSION_TAG_DELETED", match, t0)
+
+
+def _hot_model_deleted(client: Any, name: str) -> Expected:
+    t0 = _now()
+    client.delete_registered_model(name)
+    return Expected("hot: model deleted", "REGISTERED_MODEL_DELETED", {"model_name": name}, t0)
+
+
+def _hot_report(
+    changes: list[Expected],
+    transitions: list[Expected],
+    polls: list[dict[str, Any]],
+    scans: list[dict[str, Any]],
+    rotations: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Per kind of change on a hot model (and the stage transitions): n, p50, p99, worst;
+    and the read duty: the time spent waiting for MLflow (the polls' own, background scans
+    included) over the wall time the polls after the baseline covered."""
+    by_kind: dict[str, list[float]] = {}
+    for c in changes:  # the transitions are among them by now
+        if c.label.startswith("hot: ") or c.label == "stage transition":
+            by_kind.setdefault(c.label, [])
+            if c.arrived is not None:
+                by_kind[c.label].append(c.arrived - c.t0)
+    kinds = {
+        label: {
+            "n": len(values),
+            "p50_s": round(percentile(values, 0.5), 2) if values else None,
+            "p99_s": round(percentile(values, 0.99), 2) if values else None,
+            "worst_s": round(max(values), 2) if values else None,
+        }
+        for label, values in sorted(by_kind.items())
+    }
+    after = polls[1:]
+    stamps = [
+        datetime.datetime.fromisoformat(p["timestamp"]).timestamp()
+        for p in after
+        if "timestamp" in p
+    ]
+    polls_s = sum(float(p.get("mlflow_ms", 0)) for p in after) / 1000
+    hot_s = sum(float(p.get("hot_ms", 0)) for p in after) / 1000
+    in_poll_scans_s = sum(
+        float(p.get("mlflow_ms", 0)) / 1000
+        for p in after
+        if {"full", "models", "versions"} & set(str(p.get("read")).split("+"))
+    )
+    scans_s = sum(float(s.get("duration_ms", 0)) for s in scans) / 1000 + in_poll_scans_s
+    wall_s = (max(stamps) - min(stamps) + INTERVAL) if stamps else 0.0
+    hot_reads = [p for p in after if "hot" in str(p.get("read"))]
+
+    def share(seconds: float) -> float | None:
+        return round(seconds / wall_s, 3) if wall_s else None
+
+    return {
+        "duty_budgeted": share(hot_s + scans_s),
+        "duty_hot": share(hot_s),
+        "duty_scans": share(scans_s),
+        "duty_polls_own": share(polls_s - hot_s - in_poll_scans_s),
+        "hot_logged": rotations[-5:],
+        "hot_logged_lines": len(rotations),
+        "kinds": kinds,
+        "read_duty": share(polls_s + scans_s - in_poll_scans_s),
+        "polls_reading_hot_set": len(hot_reads),
+        "polls": len(after),
+    }
 
 
 def _transition(client: Any, name: str, index: int, changes: list[Expected]) -> Expected:

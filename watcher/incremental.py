@@ -32,6 +32,7 @@ from typing import Any
 
 from watcher import state_meta as sm
 from watcher.errors import RegistryError
+from watcher.hotset import HotSet
 from watcher.merge import Draft, Plan, Sightings, TrackedVersions
 from watcher.model import ModelState, Observation, SnapshotDelta, VersionState
 from watcher.scan import Key, Reader, ReadStats, Watches, is_refused, now_ms
@@ -137,6 +138,7 @@ class IncrementalReader:
         runner: Runner | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_ms: Callable[[], int] = now_ms,
+        hot_window: float = 0.0,
     ) -> None:
         self.watches = watches
         self.poll_interval = poll_interval
@@ -144,6 +146,9 @@ class IncrementalReader:
         self.models_scan = Cadence(models_interval, MODELS_SCAN_SHARE)
         self.versions_scan = Cadence(versions_interval, VERSIONS_SCAN_SHARE)
         self.log = log
+        self.hot = HotSet(round(hot_window * 1000), max_duty, poll_interval)
+        self._hot_records_s = 0.0
+        """What this poll's search of recent models spent on the hot models' records."""
         self.supported = True
         """False once the server refused an incremental read: every read is full since."""
         self._clock = clock
@@ -177,6 +182,8 @@ class IncrementalReader:
         self._model_mark = max(
             (m.last_updated_timestamp for m in snapshot.models.values()), default=0
         )
+        if self.hot.enabled:
+            self.hot.rebuild(snapshot)
         self._indexed = snapshot
 
     def committed(
@@ -210,16 +217,18 @@ class IncrementalReader:
                 self._keys_by_model.pop(name, None)
         for model in delta.upsert_models:
             self._model_mark = max(self._model_mark, model.last_updated_timestamp)
+        if self.hot.enabled:
+            self.hot.update(delta)
         self._indexed = observation
 
     def cadences(self) -> dict[str, float]:
         """Seconds between scans of each kind, as chosen now (fixed, or auto from their cost)."""
         return {
             "models_scan_every_s": round(
-                self.models_scan.interval(self.poll_interval, self.max_duty), 3
+                self.models_scan.interval(self.poll_interval, self.hot.scan_duty()), 3
             ),
             "versions_scan_every_s": round(
-                self.versions_scan.interval(self.poll_interval, self.max_duty), 3
+                self.versions_scan.interval(self.poll_interval, self.hot.scan_duty()), 3
             ),
         }
 
@@ -228,10 +237,12 @@ class IncrementalReader:
         scans = {"models": self.models_scan, "versions": self.versions_scan}
         return sm.meta(
             *(
-                sm.SCAN_EVERY[kind].entry(scan.interval(self.poll_interval, self.max_duty))
+                sm.SCAN_EVERY[kind].entry(scan.interval(self.poll_interval, self.hot.scan_duty()))
                 for kind, scan in scans.items()
             ),
             *(sm.SCAN_TOOK[kind].entry(scan.last_seconds) for kind, scan in scans.items()),
+            sm.HOT_MODELS.entry(self.hot.size),
+            sm.HOT_ROUND_S.entry(self.hot.round_s()),
         )
 
     def scan_next(self, *kinds: str) -> None:
@@ -316,11 +327,11 @@ class IncrementalReader:
             seq=self._seq,
             sightings=self._sightings,
         )
+        hot = self.hot.members(previous, previous.read_at)
         if models_due:
             self._scan_models(draft)
         else:
-            since = self._model_mark - WATERMARK_OVERLAP_MS
-            draft.models_updated(reader.models_updated_since(since, self.watches))
+            self._models_since(draft, hot)
         if versions_due:
             self._scan_versions(draft)
         else:
@@ -328,16 +339,52 @@ class IncrementalReader:
             draft.versions_updated(reader.versions_updated_since(since, self.watches))
             self._merge_finished_job(draft)
             draft.reread_moved()
+            self._read_hot(draft, hot)
         if later:
             self._start(later, previous)
         return draft.observation(self._wall_ms())
+
+    def _models_since(self, draft: Draft, hot: list[str]) -> None:
+        """The models updated since the watermark or, with a hot set, since the window's
+        edge: the hot models' records (aliases, tags) come with them, and a hot model the
+        answer lacks is settled (deleted, or hidden by paging). A model hot only through its
+        versions' timestamps is older than the edge: it is asked for directly."""
+        since = self._model_mark - WATERMARK_OVERLAP_MS
+        if not hot:
+            draft.models_updated(draft.reader.models_updated_since(since, self.watches))
+            return
+        since = min(since, self.hot.edge(draft.previous.read_at))
+        models = draft.previous.models
+        expected = [n for n in hot if models[n].last_updated_timestamp >= since]
+        started = self._clock()
+        draft.models_recent(draft.reader.models_updated_since(since, self.watches), expected)
+        draft.refresh_models(n for n in hot if models[n].last_updated_timestamp < since)
+        self._hot_records_s = self._clock() - started
+        draft.plan.mark("hot")
+
+    def _read_hot(self, draft: Draft, hot: list[str]) -> None:
+        """The versions of the hot models this poll reads (all, or a slice in rotation),
+        timed: the cost decides the next slice and what the scans have left."""
+        if not hot:
+            return
+        draft.plan.mark("hot")
+        chosen = self.hot.choose(hot)
+        started = self._clock()
+        draft.reread_hot(chosen)
+        took = self._clock() - started
+        self.hot.spent(len(chosen), took, self._hot_records_s)
+        draft.plan.hot_ms = (took + self._hot_records_s) * 1000
+        self._hot_records_s = 0.0
+        news = self.hot.news()
+        if news is not None:
+            self.log.info("poll.hot", **news)
 
     def _due(self) -> tuple[bool, bool, tuple[str, ...]]:
         """Which scans run in this poll (models, versions), and which go to the background."""
         now = self._clock()
         # While a background scan is out, no other scan starts: its result is merged first.
         due = {
-            kind: self._job is None and cadence.due(now, self.poll_interval, self.max_duty)
+            kind: self._job is None and cadence.due(now, self.poll_interval, self.hot.scan_duty())
             for kind, cadence in (("models", self.models_scan), ("versions", self.versions_scan))
         }
         later = tuple(

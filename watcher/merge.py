@@ -33,8 +33,15 @@ class Plan:
     (a models scan, a versions scan run in the poll) or "models(background)",
     "versions(background)" (one run beside the polls, merged by this one)."""
     rescanned_models: int = 0
+    hot_ms: float = 0.0
+    """Milliseconds the hot set's reads took beyond the poll's own (its share of max_duty)."""
     changed_versions: set[Key] | None = None
     """The only version keys that may differ from the snapshot (None: any may)."""
+
+    def mark(self, kind: str) -> None:
+        """Name a kind of read once (the hot set's: "incremental+hot")."""
+        if kind not in self.kinds:
+            self.kinds.append(kind)
 
 
 class TrackedVersions(dict[Key, VersionState]):
@@ -193,6 +200,36 @@ class Draft:
             self._reread(name)
         self.plan.rescanned_models = len(self.moved)
 
+    def reread_hot(self, hot: Iterable[str]) -> None:
+        """Re-read the versions of the ``hot`` models (their tags move no timestamp), batched;
+        the models re-read by name already, or gone, are left out."""
+        rest = sorted(n for n in hot if n not in self.moved and n in self.models)
+        if rest:
+            for name, fresh in self.reader.versions_of_models(rest).items():
+                self._reread(name, fresh)
+
+    def models_recent(self, rows: Iterable[ModelState], expected: Iterable[str]) -> None:
+        """Models updated since a time the snapshot's ``expected`` models are all at or past:
+        since a model's timestamp never goes back, one the answer lacks was deleted, or hidden
+        by paging under concurrent writes; settle asks for each before believing it."""
+        rows = list(rows)
+        self.models_updated(rows)
+        answered = {m.name for m in rows}
+        self.settle(sorted(n for n in expected if n not in answered and n in self.models), ())
+
+    def refresh_models(self, names: Iterable[str]) -> None:
+        """Read these models directly (their aliases and tags move no timestamp); a model a get
+        no longer finds is gone, with its versions."""
+        for name in sorted(names):
+            if name in self.models and name not in self.confirmed:
+                model = self.reader.get_model(name)
+                self._saw_model(name)
+                if model is None:
+                    self._confirm_gone(name)
+                elif not is_prompt(model):
+                    self.confirmed.add(name)
+                    self.models[name] = model
+
     def observation(self, read_at: int) -> Observation:
         if isinstance(self.versions, TrackedVersions):  # not replaced by a scan
             self.plan.changed_versions = self.versions.touched
@@ -232,18 +269,26 @@ class Draft:
         is gone goes with every version this read knows of."""
         model = self.reader.get_model(name)
         if model is None:
-            self.gone.add(name)
-            self.models.pop(name, None)
-            keys = self.index.get(name, set()) | self.added.pop(name, set())
-            if not isinstance(self.versions, TrackedVersions):  # a scan's: not indexed
-                keys |= {k for k in self.versions if k[0] == name}
-            for key in keys:
-                self.versions.pop(key, None)
+            self._confirm_gone(name)
             return False
         self.confirmed.add(name)
         if restore:
             self.models[name] = model
         return restore
+
+    def _confirm_gone(self, name: str) -> None:
+        """A get found no such model: drop it with every version this read knows of. A
+        background scan read before is older than this answer: it must not bring it back."""
+        self.gone.add(name)
+        self.models.pop(name, None)
+        keys = self.index.get(name, set()) | self.added.pop(name, set())
+        if not isinstance(self.versions, TrackedVersions):  # a scan's: not indexed
+            keys |= {k for k in self.versions if k[0] == name}
+        for key in keys:
+            self.versions.pop(key, None)
+        self._saw_model(name)
+        if self.sightings is not None:
+            self.sightings.reread[name] = self.seq
 
     def latecomers(self, names: Iterable[str] | None = None) -> set[str]:
         """Models created after the models were read but whose versions were seen: fetch them,
@@ -261,15 +306,17 @@ class Draft:
                 added.add(latecomer.name)
         return added
 
-    def _reread(self, name: str) -> None:
-        """Replace one model's versions by a by-name read; the ones it lacks are settled."""
+    def _reread(self, name: str, fresh: dict[Key, VersionState] | None = None) -> None:
+        """Replace one model's versions by a by-name read (or ``fresh``, its part of a batched
+        one); the ones it lacks are settled."""
         if self.sightings is not None:
             self.sightings.reread[name] = self.seq
-        fresh = self.reader.versions_of(name)
+        if fresh is None:
+            fresh = self.reader.versions_of(name)
+            self.confirmed.add(name)  # the by-name read just answered for the model
         known = self.index.get(name, set()) | self.added.get(name, set())
         for version in fresh.values():
             keep_newer(self.versions, version)
-        self.confirmed.add(name)  # the by-name read just answered for the model
         self.settle((), sorted(known - fresh.keys()))
 
     def _saw_model(self, name: str) -> None:

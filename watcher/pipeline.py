@@ -48,6 +48,8 @@ class CycleReport:
     bytes_read: int = 0
     mlflow_ms: float = 0.0
     """Time spent waiting for MLflow (the rest of duration_ms is the watcher's own work)."""
+    hot_ms: float = 0.0
+    """Of that, the hot set's reads (watcher.hotset)."""
 
 
 @dataclass
@@ -138,6 +140,7 @@ class Pipeline:
             if runner is not None
             else None,
             runner=runner,
+            hot_window=watch.hot_window,
         )
 
     def resume(self) -> None:
@@ -224,6 +227,7 @@ class Pipeline:
             versions=len(current.versions),
             events=events,
             kind="+".join(plan.kinds),
+            hot_ms=plan.hot_ms,
         )
         self._add_costs(report, before)
         report.duration_ms = _ms(started)
@@ -318,6 +322,7 @@ class Pipeline:
             read=report.kind,
             requests=report.requests,
             mlflow_ms=round(report.mlflow_ms),
+            **({"hot_ms": round(report.hot_ms)} if report.hot_ms else {}),
             models=report.models,
             versions=report.versions,
             events=len(report.events),

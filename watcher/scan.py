@@ -51,6 +51,10 @@ VERSION_ORDER = ["name ASC", "version_number ASC"]
 RECENT_ORDER = ["last_updated_timestamp DESC"]
 BY_NAME_ORDER = ["version_number ASC"]
 
+NAMES_PER_REQUEST = 50
+"""Model names in one ``name IN (...)`` version search: the filter travels in the URL of a GET,
+which servers and proxies bound (8 KB is common)."""
+
 
 def is_prompt(model: ModelState) -> bool:
     return model.tags.get(PROMPT_TAG, "").lower() == "true"
@@ -116,6 +120,8 @@ class Reader(Protocol):
 
     def versions_of(self, name: str) -> dict[Key, VersionState]: ...
 
+    def versions_of_models(self, names: Iterable[str]) -> dict[str, dict[Key, VersionState]]: ...
+
     def get_model(self, name: str) -> ModelState | None: ...
 
     def get_version(self, name: str, version: str) -> VersionState | None: ...
@@ -129,6 +135,8 @@ class ScanReader:
         self.stats = ReadStats()
         self.progress: Progress | None = None
         self._prompts: set[str] = set()
+        self.lists_refused = False
+        """The server refused ``name IN (...)`` on versions (MLflow 2): by name since."""
 
     # Primitives --------------------------------------------------------------------------
 
@@ -246,6 +254,39 @@ class ScanReader:
                 if version.name == name and self._keep_version(version, lambda _n: True):
                     keep_newer(versions, version)
         return versions
+
+    def versions_of_models(self, names: Iterable[str]) -> dict[str, dict[Key, VersionState]]:
+        """Every version of each named model: ``name IN (...)`` searches of up to
+        NAMES_PER_REQUEST names where the server takes a list (MLflow 3), one by-name read per
+        model where it does not (MLflow 2 takes a list for run_id only) or where a name cannot
+        be written in a list (a quote or a backslash in it)."""
+        found: dict[str, dict[Key, VersionState]] = {name: {} for name in names}
+        alone = sorted(n for n in found if self.lists_refused or any(c in n for c in "'\"\\"))
+        listed = sorted(found.keys() - set(alone))
+        for start in range(0, len(listed), NAMES_PER_REQUEST):
+            chunk = listed[start : start + NAMES_PER_REQUEST]
+            try:
+                rows = self._versions_in(chunk)
+            except RegistryError as exc:
+                if not is_refused(exc):
+                    raise
+                self.lists_refused = True
+                alone.extend(listed[start:])
+                break
+            for version in rows:
+                if version.name in found and self._keep_version(version, lambda _n: True):
+                    keep_newer(found[version.name], version)
+        for name in alone:
+            found[name] = self.versions_of(name)
+        return found
+
+    def _versions_in(self, names: list[str]) -> list[VersionState]:
+        condition = "name IN (" + ", ".join(f"'{n}'" for n in names) + ")"
+        size = self.settings.page_size
+        rows: list[VersionState] = []
+        for page in pages(lambda t: self._search_versions(t, VERSION_ORDER, size, condition)):
+            rows.extend(page)
+        return rows
 
     def _recent(
         self,

@@ -125,6 +125,12 @@ SCAN_EVERY = {scan: _seconds(f"{scan}_scan_every_s") for scan in SCANS}
 SCAN_TOOK = {scan: _seconds(f"{scan}_scan_took_s") for scan in SCANS}
 """How long the last scan took."""
 
+# The hot set, written by IncrementalReader.scan_meta().
+HOT_MODELS = _count("hot_models")
+"""Models with recent activity, read with the polls (0: none, or the hot set is off)."""
+HOT_ROUND_S = _seconds("hot_round_s")
+"""Seconds until every hot model has been read once: one interval unless read in rotation."""
+
 READY_CHECKED_AT = _time("ready_checked_at")
 """When /readyz last proved the state writable (the write is the check)."""
 

@@ -46,6 +46,7 @@ def status_report(config: Config, store: Store, now: float) -> dict[str, Any]:
             scan: {"every_s": sm.SCAN_EVERY[scan].get(meta), "took_s": sm.SCAN_TOOK[scan].get(meta)}
             for scan in sm.SCANS
         },
+        "hot": {"models": sm.HOT_MODELS.get(meta), "round_s": sm.HOT_ROUND_S.get(meta)},
         "baseline_at": _time_text(sm.BASELINE_AT.get(meta)),
         "hints": hints_status(config, meta, now),
         "deliveries": by_webhook,

@@ -7,6 +7,7 @@ with the client version the project pins. Each step makes one change, runs
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -176,7 +177,9 @@ def test_daemon_reads_incrementally_and_misses_nothing(
     _model(registry, model_name, versions=2)
     doomed = f"{model_name}-doomed"
     _model(registry, doomed)
-    scans = 'models_scan_interval = "2s"\nversions_scan_interval = "2s"\n'
+    # The polls and scans alone (the models here are new, so a hot set would read them too:
+    # test_hot_models_are_read_with_the_polls below).
+    scans = 'models_scan_interval = "2s"\nversions_scan_interval = "2s"\nhot_window = "off"\n'
     config = watcher_config(
         tmp_path,
         tracking_uri=registry.tracking_uri,
@@ -217,6 +220,49 @@ def test_daemon_reads_incrementally_and_misses_nothing(
         daemon.wait_polls(1, reading="models", timeout=30)
         daemon.wait_polls(1, reading="versions", timeout=30)
         assert arrived() == wanted
+        assert not daemon.logged("poll.failed")
+        assert daemon.terminate() == 0
+    finally:
+        daemon.ensure_stopped()
+
+
+def test_hot_models_are_read_with_the_polls(
+    registry: Registry, receiver: Receiver, model_name: str, tmp_path: Path
+) -> None:
+    """A model with a version made 11 s before the newest change (outside the polls' overlap)
+    is hot: its alias, version tag and deletion come with the polls, no scan running (their
+    cadences are an hour). MLflow 2 refuses ``name IN (...)`` on versions: read by name."""
+    _model(registry, model_name, versions=2)
+    time.sleep(11.0)
+    _model(registry, f"{model_name}-later")
+    config = watcher_config(
+        tmp_path,
+        tracking_uri=registry.tracking_uri,
+        webhook_url=receiver.url,
+        models=f"{model_name}*",
+        watch_extra='models_scan_interval = "1h"\nversions_scan_interval = "1h"\n',
+    )
+    daemon = Daemon(config, watcher_env(registry.env))
+    daemon.start()
+    try:
+        daemon.wait_logged("poll.baseline", timeout=60)
+        registry.client.set_registered_model_alias(model_name, "champion", "1")
+        registry.client.set_model_version_tag(model_name, "1", "validated", "yes")
+        wanted: list[Row] = [
+            ("MODEL_VERSION_ALIAS_CREATED", model_name, "1"),
+            ("MODEL_VERSION_TAG_SET", model_name, "1"),
+        ]
+
+        def arrived() -> list[Row]:
+            return summary([d.json for d in receiver.deliveries()])
+
+        wait_for(lambda: arrived() == wanted, 60, "the alias and the tag, with the polls")
+        registry.client.delete_registered_model(model_name)
+        wanted.append(("REGISTERED_MODEL_DELETED", model_name, None))
+        wait_for(lambda: arrived() == sorted(wanted), 60, "the deletion, with the polls")
+        reads = [str(line["read"]) for line in daemon.logged("poll.finished")[1:]]
+        assert "incremental+hot" in reads, reads
+        assert all(r in ("incremental", "incremental+hot") for r in reads), "no scan ran"
         assert not daemon.logged("poll.failed")
         assert daemon.terminate() == 0
     finally:

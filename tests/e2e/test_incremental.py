@@ -18,8 +18,11 @@ def test_steady_polls_are_cheap_and_every_kind_of_change_still_arrives(
     create_versions(client, doomed, 1)
     config = config_in(tmp_path, mlflow_server, receiver, f"{model_name}*", interval="500ms")
     text = config.read_text()
+    # The steady poll's own cost, as without a hot set (the model here is new, so hot):
+    # tests below measure the hot set.
     text = text.replace(
-        "[watch]\n", '[watch]\nmodels_scan_interval = "4s"\nversions_scan_interval = "6s"\n'
+        "[watch]\n",
+        '[watch]\nmodels_scan_interval = "4s"\nversions_scan_interval = "6s"\nhot_window = "off"\n',
     ).replace('events = ["MODEL_VERSION_TRANSITIONED_STAGE"]\n', 'events = ["*"]\n')
     config.write_text(text)
     with Daemon(config) as daemon:
@@ -64,6 +67,103 @@ def test_steady_polls_are_cheap_and_every_kind_of_change_still_arrives(
         # Every delivery once: no overlap re-read emitted anything twice.
         ids = [d.json["event_id"] for d in receiver.deliveries()]
         assert len(ids) == len(set(ids))
+        assert daemon.terminate() == 0
+
+
+def _hot_config(
+    tmp_path: Path, server: MlflowServer, receiver: Receiver, models: str, watch: str
+) -> Path:
+    """Interval 1 s, every event, and scan cadences given by the test."""
+    config = config_in(tmp_path, server, receiver, models, interval="1s")
+    config.write_text(
+        config.read_text()
+        .replace("[watch]\n", "[watch]\n" + watch)
+        .replace('events = ["MODEL_VERSION_TRANSITIONED_STAGE"]\n', 'events = ["*"]\n')
+    )
+    return config
+
+
+def _arrivals(receiver: Receiver, name: str) -> list[tuple[str, str, str | None]]:
+    return [
+        (d.json["event"], d.json["model_name"], d.json.get("model_version"))
+        for d in receiver.deliveries()
+        if d.json["model_name"] == name
+    ]
+
+
+def _made_earlier(client: Any, name: str, versions: int) -> None:
+    """``name`` with its versions, then 11 s later a change to another model: the polls'
+    overlap (10 s behind the newest change) does not reach ``name`` any more."""
+    create_versions(client, name, versions)
+    time.sleep(11.0)
+    create_versions(client, f"{name}-later", 1)
+
+
+def _scans_so_far(daemon: Daemon) -> list[str]:
+    """The reads after the baseline that included a full scan of either kind."""
+    reads = [str(line["read"]) for line in daemon.logged("poll.finished")[1:]]
+    return [r for r in reads if r == "full" or "models" in r or "versions" in r]
+
+
+def test_a_hot_model_s_aliases_tags_and_deletion_arrive_with_the_polls(
+    client: Any, mlflow_server: MlflowServer, receiver: Receiver, model_name: str, tmp_path: Path
+) -> None:
+    """A model with a version made a little earlier (outside the polls' 10 s overlap, within
+    24 hours) is hot: its alias moves, version tags and deletion arrive with the polls, before
+    any scan ran (the scans' cadences are an hour)."""
+    _made_earlier(client, model_name, 2)
+    watch = 'models_scan_interval = "1h"\nversions_scan_interval = "1h"\n'
+    config = _hot_config(tmp_path, mlflow_server, receiver, f"{model_name}*", watch)
+    with Daemon(config) as daemon:
+        daemon.wait_logged("poll.baseline")
+        steps: list[tuple[Any, tuple[str, str, str | None]]] = [
+            (
+                lambda: client.set_registered_model_alias(model_name, "champion", "1"),
+                ("MODEL_VERSION_ALIAS_CREATED", model_name, "1"),
+            ),
+            (
+                lambda: client.set_model_version_tag(model_name, "1", "validation", "approved"),
+                ("MODEL_VERSION_TAG_SET", model_name, "1"),
+            ),
+            (
+                lambda: client.delete_model_version_tag(model_name, "1", "validation"),
+                ("MODEL_VERSION_TAG_DELETED", model_name, "1"),
+            ),
+            (
+                lambda: client.delete_registered_model_alias(model_name, "champion"),
+                ("MODEL_VERSION_ALIAS_DELETED", model_name, "1"),
+            ),
+            (
+                lambda: client.delete_registered_model(model_name),
+                ("REGISTERED_MODEL_DELETED", model_name, None),
+            ),
+        ]
+        for change, expected in steps:
+            change()
+            wait_for(lambda e=expected: e in _arrivals(receiver, model_name), 60, f"{expected}")  # type: ignore[misc]
+            assert _scans_so_far(daemon) == [], "arrived with the polls, not a scan"
+        reads = {str(line["read"]) for line in daemon.logged("poll.finished")[1:]}
+        assert "incremental+hot" in reads, reads
+        arrived = _arrivals(receiver, model_name)
+        assert len(arrived) == len(set(arrived)) == len(steps), arrived  # each once, no other
+        assert daemon.terminate() == 0
+
+
+def test_a_model_with_no_recent_activity_still_waits_for_its_scan(
+    client: Any, mlflow_server: MlflowServer, receiver: Receiver, model_name: str, tmp_path: Path
+) -> None:
+    """With a hot window of 2 s, a model made 11 s earlier is not hot: its alias comes with
+    the models scan (every 20 s here), not with the polls."""
+    _made_earlier(client, model_name, 1)
+    watch = 'models_scan_interval = "20s"\nversions_scan_interval = "1h"\nhot_window = "2s"\n'
+    config = _hot_config(tmp_path, mlflow_server, receiver, f"{model_name}*", watch)
+    with Daemon(config) as daemon:
+        daemon.wait_logged("poll.baseline")
+        client.set_registered_model_alias(model_name, "champion", "1")
+        expected = ("MODEL_VERSION_ALIAS_CREATED", model_name, "1")
+        wait_for(lambda: expected in _arrivals(receiver, model_name), 60, "the alias, at a scan")
+        # The poll that brought it is logged before its delivery starts.
+        assert any("models" in r for r in _scans_so_far(daemon)), "a models scan brought it"
         assert daemon.terminate() == 0
 
 

@@ -248,6 +248,8 @@ def test_health_readiness_and_metrics_follow_what_happened(
     config = config_for(
         model_name,
         tracking_uri=proxy.url,
+        # The scans' auto rule below is max_duty's alone: no hot set takes a share of it.
+        watch_extra='hot_window = "off"\n',
         extra=f'[server]\nlisten = "127.0.0.1:{port}"\nmetrics_token_env = "METRICS_TOKEN"\n',
     )
     env = watcher_env({"METRICS_TOKEN": "scrape-token"})

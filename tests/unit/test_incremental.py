@@ -12,6 +12,7 @@ and Store are driven through it.
 
 from __future__ import annotations
 
+import ast
 import os
 import tempfile
 import time
@@ -307,6 +308,23 @@ class FakeRegistry(ScanReader):
         self, page_token: str | None, order_by: list[str], page_size: int, filter_string: str
     ) -> tuple[list[VersionState], str | None]:
         rows = list(self.versions.values())
+        if filter_string.startswith("name IN "):  # the hot set's batched read (MLflow 3 only)
+            kind = "versions_in"
+            self._request(kind)
+            if not self.mlflow3:
+                raise RegistryError(
+                    "Only the 'run_id' attribute supports comparison with a list",
+                    code="INVALID_PARAMETER_VALUE",
+                    status=400,
+                )
+            listed = ast.literal_eval(filter_string[len("name IN ") :])
+            names = set(listed) if isinstance(listed, tuple) else {listed}
+            rows = sorted(
+                (v for v in rows if v.name in names), key=lambda v: (v.name, int(v.version))
+            )
+            page, token = offset_page([v.state() for v in rows], page_token, page_size)
+            self._answered(kind)
+            return page, token
         if filter_string:  # name = 'x' or name = "x": the reader's by-name read
             kind = "versions_of"
             name = filter_string.split(" = ", 1)[1][1:-1]
@@ -345,13 +363,17 @@ def watch_config(
     models_interval: float | None = NEVER,
     full_scan_interval: float | None = NEVER,
     max_duty: float = 0.1,
+    hot_window: float = 0.0,
 ) -> WatchConfig:
+    """The tests here read without a hot set (every model of the fake is recent): what the
+    polls and scans alone see. tests/unit/test_hotset.py turns it on."""
     return WatchConfig(
         interval=POLL,
         exclude_models=("skip*",),
         models_scan_interval=models_interval,
         versions_scan_interval=full_scan_interval,
         max_duty=max_duty,
+        hot_window=hot_window,
     )
 
 
@@ -418,6 +440,7 @@ class Harness:
             runner=self.runner if self.background else None,
             clock=lambda: self.mono,
             wall_ms=self.fake.tick,
+            hot_window=watch.hot_window,
         )
         return self
 
@@ -455,6 +478,11 @@ class Harness:
 
 @pytest.fixture
 def fake() -> FakeRegistry:
+    return sample_registry()
+
+
+def sample_registry() -> FakeRegistry:
+    """fraud with three versions, churn with one, an excluded model and a prompt."""
     # Writes further apart than the watermark overlap: a steady cycle re-reads only the newest
     # rows, so what only a scan can see (tags, aliases) is not picked up early by chance.
     registry = FakeRegistry(step=WATERMARK_OVERLAP_MS + 1000)
@@ -1072,6 +1100,18 @@ def check_events(
                 del chain[gone]
 
 
+def play(
+    h: Harness, writes: list[Op]
+) -> tuple[CycleReport, Observation, dict[str, ModelState], dict[Key, VersionState]]:
+    """One round of generated writes, then a poll: its report, the snapshot it committed and
+    what a perfect watcher would have observed."""
+    for op in writes:
+        apply(h.fake, op)
+    report = h.cycle()
+    models, versions = h.fake.truth(h.watches)
+    return report, h.observed, models, versions
+
+
 def starting_registry(initial: list[Op], step: int, mlflow3: bool) -> FakeRegistry:
     """A model with a version, a prompt with one (never watched), then the generated writes."""
     fake = FakeRegistry(step=step, mlflow3=mlflow3)
@@ -1109,12 +1149,8 @@ def test_incremental_observation_tracks_the_registry(
         chain = {_identity(v): v.current_stage for v in observed.versions.values()}
         seen_ids: set[str] = set()
         for number, writes in enumerate(rounds, start=1):
-            for op in writes:
-                apply(fake, op)
             previous = observed
-            report = h.cycle()
-            observed = h.observed
-            models, versions = fake.truth(h.watches)
+            report, observed, models, versions = play(h, writes)
             expected_kind = (
                 "full"
                 if number % models_every == 0 and number % full_every == 0

@@ -46,6 +46,12 @@ def _status_lines(status: dict[str, Any]) -> list[str]:
     ]
     if scans:
         lines.append("scans:          " + ", ".join(scans))
+    hot = status.get("hot") or {}
+    if hot.get("models"):
+        lines.append(
+            f"hot set:        {hot['models']} models active lately, each read every "
+            f"{age(round(hot['round_s'] or 0))}"
+        )
     if status["hints"]["on"] or status["hints"]["last_accepted_at"] is not None:
         lines.append(f"hints:          {_hints_text(status['hints'])}")
     oldest = status["oldest_pending"]

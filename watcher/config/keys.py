@@ -45,6 +45,7 @@ from watcher.config.parsers import (
     parse_tracking_uri,
     parse_webhook_name,
     parse_webhook_url_or_reference,
+    parse_window,
 )
 from watcher.config.types import (
     MAX_HINT_TOLERANCE,
@@ -74,6 +75,10 @@ def listed(value: Any) -> Any:
 
 def cadence(seconds: float | None) -> str:
     return "auto" if seconds is None else format_duration(seconds)
+
+
+def window(seconds: float) -> str:
+    return "off" if seconds <= 0 else format_duration(seconds)
 
 
 def redacted(secret: Secret | None) -> str:
@@ -152,6 +157,7 @@ SECTIONS: Mapping[str, Mapping[str, Key]] = {
         "models_scan_interval": Key(parse_cadence, cadence, old_name="models_interval"),
         "versions_scan_interval": Key(parse_cadence, cadence, old_name="full_scan_interval"),
         "max_duty": Key(parse_fraction),
+        "hot_window": Key(parse_window, window),
     },
     "state": {
         "path": Key(lambda value: Path(parse_nonempty_str(value)), str),

@@ -82,6 +82,16 @@ def parse_cadence(value: object) -> float | None:
         raise Invalid('"auto" or ' + _DURATION_EXPECTED) from None
 
 
+def parse_window(value: object) -> float:
+    """A duration, or "off" (0: no hot set)."""
+    if isinstance(value, str) and value.strip().lower() == "off":
+        return 0.0
+    try:
+        return parse_duration(value)
+    except Invalid:
+        raise Invalid('"off" or ' + _DURATION_EXPECTED) from None
+
+
 def parse_fraction(value: object) -> float:
     if isinstance(value, str):
         with contextlib.suppress(ValueError):
