@@ -109,6 +109,28 @@ def detect(
     events.sort(
         key=lambda e: (e.timestamp, e.model_name, _version_order(e.model_version), _RANK[e.type])
     )
+    return _renames_first(events)
+
+
+def _renames_first(events: list[Event]) -> list[Event]:
+    """Each rename moved before anything else said of the renamed model under its new name:
+    its time is the model's last update, which a change made after the rename moves past that
+    change's. What is said of a model deleted under that name before stays before it."""
+    for rename in [e for e in events if e.type is EventType.REGISTERED_MODEL_RENAMED]:
+        name = rename.model_name
+        start = 1 + max(
+            (
+                i
+                for i, e in enumerate(events)
+                if e.model_name == name and e.type is EventType.REGISTERED_MODEL_DELETED
+            ),
+            default=-1,
+        )
+        at = events.index(rename)
+        start = min(start, at)
+        first = next(i for i, e in enumerate(events) if i >= start and e.model_name == name)
+        if first < at:
+            events.insert(first, events.pop(at))
     return events
 
 

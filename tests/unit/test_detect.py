@@ -878,6 +878,27 @@ def test_what_else_changed_in_the_renamed_model_is_reported_under_its_new_name()
     assert (deleted.alias, deleted.version_creation_timestamp) == ("old", 1_500)
 
 
+def test_a_rename_comes_first_even_when_a_change_under_the_new_name_is_older() -> None:
+    """The rename's time is the model's last update, which a later change moves: a stage
+    change made after the rename (so under the new name) still follows the rename."""
+    previous = obs(*registry_of("fraud"))
+    m, v1, v2 = registry_of("fraud-v2", updated=7_000)
+    current = obs(m, replace(v1, current_stage="Archived", last_updated_timestamp=5_000), v2)
+    events = detect(previous, current, POLICY)
+    assert [e.type for e in events][:2] == [M_RENAMED, STAGE]
+    assert events[1].timestamp < events[0].timestamp
+
+
+def test_a_model_deleted_under_the_new_name_is_said_before_the_rename() -> None:
+    previous = obs(*registry_of("fraud"), model("fraud-v2", created=50))
+    current = obs(*registry_of("fraud-v2", updated=7_000))
+    events = detect(previous, current, POLICY)
+    assert [(e.type, e.model_name) for e in events] == [
+        (M_DELETED, "fraud-v2"),
+        (M_RENAMED, "fraud-v2"),
+    ]
+
+
 def test_a_different_creation_time_makes_it_no_rename() -> None:
     previous = obs(*registry_of("fraud"))
     m, v1, v2 = registry_of("fraud-v2", updated=7_000)
