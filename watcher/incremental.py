@@ -340,6 +340,7 @@ class IncrementalReader:
             self._merge_finished_job(draft)
             draft.reread_moved()
             self._read_hot(draft, hot)
+            self._read_hinted(draft, plan.hinted)
         if later:
             self._start(later, previous)
         return draft.observation(self._wall_ms())
@@ -378,6 +379,18 @@ class IncrementalReader:
         news = self.hot.news()
         if news is not None:
             self.log.info("poll.hot", **news)
+
+    def _read_hinted(self, draft: Draft, hinted: frozenset[str]) -> None:
+        """The models a verified hint named, read now whatever the hot set chose: their
+        records (aliases, tags, existence) and their versions. A hint only says where to
+        look; what the read finds decides. A name the snapshot lacks is a new model (the
+        poll finds it by its timestamp) or one not watched: nothing to read."""
+        names = sorted(n for n in hinted if n in draft.previous.models)
+        if not names:
+            return
+        draft.plan.mark("hinted")
+        draft.refresh_models(names)
+        draft.reread_hot(names)
 
     def _due(self) -> tuple[bool, bool, tuple[str, ...]]:
         """Which scans run in this poll (models, versions), and which go to the background."""

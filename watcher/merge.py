@@ -37,6 +37,8 @@ class Plan:
     """Milliseconds the hot set's reads took beyond the poll's own (its share of max_duty)."""
     changed_versions: set[Key] | None = None
     """The only version keys that may differ from the snapshot (None: any may)."""
+    hinted: frozenset[str] = frozenset()
+    """Models MLflow's native webhooks named since the last poll (watcher.hints): read now."""
 
     def mark(self, kind: str) -> None:
         """Name a kind of read once (the hot set's: "incremental+hot")."""

@@ -179,6 +179,8 @@ class Pipeline:
         """A complete, confirmed observation, or RegistryError: everything when ``full``,
         otherwise the cheapest read the cadences allow (the reader decides)."""
         plan = plan if plan is not None else Plan()
+        if self.hinted is not None:
+            plan.hinted = self.hinted.take()
         return self.incremental.observe(self.reader, self._previous(), plan, everything=full)
 
     def run_cycle(self, *, full: bool = False) -> CycleReport:

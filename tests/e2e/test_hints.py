@@ -157,3 +157,45 @@ def test_mlflow_sends_hints_the_daemon_accepts_and_a_forged_one_is_refused(
         text = run_watcher("status", "-c", str(config), env=env).stdout
         assert "hints:          on at /mlflow-hints; last accepted" in text
         assert daemon.terminate() == 0
+
+
+def test_a_hint_brings_an_alias_and_a_tag_of_a_quiet_model_without_a_scan(
+    tmp_path: Path, hinting_server: MlflowServer, receiver: Receiver, model_name: str
+) -> None:
+    """A model made before the daemon started, with no hot set and scans an hour apart: only
+    the hints MLflow sends can bring its alias and tag this soon, read with the next poll."""
+    client = hinting_server.client()
+    client.create_registered_model(model_name)
+    client.create_model_version(model_name, f"s3://bucket/{model_name}/1")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    config = config_in(
+        tmp_path,
+        hinting_server,
+        receiver,
+        model_name,
+        interval="30s",
+        events=["MODEL_VERSION_ALIAS_CREATED", "MODEL_VERSION_TAG_SET"],
+        watch_extra=(
+            'models_scan_interval = "1h"\nversions_scan_interval = "1h"\nhot_window = "off"\n'
+        ),
+        extra=f'[server]\nlisten = "127.0.0.1:{port}"\n[hints]\nsecret_env = "E2E_HINTS"\n',
+    )
+    env = watcher_env({"E2E_HINTS": HINT_SECRET})
+    registered = run_watcher(
+        "hints", "register", "-c", str(config), "--url", f"{base}/mlflow-hints", env=env
+    )
+    assert registered.returncode == 0, registered.stderr
+    with Daemon(config, env) as daemon:
+        daemon.wait_started()
+        daemon.wait_polls(1)
+        client.set_registered_model_alias(model_name, "champion", "1")
+        client.set_model_version_tag(model_name, "1", "validation_status", "approved")
+        receiver.wait_for_count(2, timeout=60)
+        assert sorted(d.json["event"] for d in receiver.deliveries()) == [
+            "MODEL_VERSION_ALIAS_CREATED",
+            "MODEL_VERSION_TAG_SET",
+        ]
+        reads = [str(line.get("read")) for line in daemon.logged("poll.finished")]
+        assert any("hinted" in read for read in reads)
+        assert not any("models" in read or "versions" in read for read in reads[1:]), reads

@@ -24,6 +24,7 @@ from tests.helpers import (
     model_state,
     version_state,
 )
+from tests.unit.test_hints import mlflow_body, signed
 from tests.unit.test_incremental import (
     NEVER,
     POLL,
@@ -40,6 +41,7 @@ from tests.unit.test_incremental import (
     types,
     watch_config,
 )
+from watcher.hints import HintBox
 from watcher.hotset import HOT_SHARE, HotSet
 from watcher.incremental import WATERMARK_OVERLAP_MS
 from watcher.model import EventType, Observation, SnapshotDelta
@@ -341,3 +343,33 @@ def test_a_records_search_over_budget_shrinks_the_window_then_it_grows_back() ->
         hot.spent(1, 0.0, records_s=0.0)
     assert hot.shrunk_ms is None, "back to the configured window once it is cheap again"
     assert hot.members(snapshot, now) == ["busy", "quiet"]
+
+
+# --------------------------------------------------------------------------- hints
+
+
+def test_a_hinted_model_is_read_at_once_even_when_it_is_not_hot(hot: Harness) -> None:
+    """A verified hint from MLflow's native webhooks names churn (quiet for days, so not hot):
+    the next poll reads its record and versions, so its alias and tag need no scan. A hint
+    naming a model that did not change reads it and says nothing."""
+    box = HintBox("hint-secret", 300)
+    hot.pipeline.hinted = box
+    now = hot.fake.now / 1000
+
+    def hint(delivery_id: str, **data: str) -> str:
+        body = mlflow_body(name="churn", **data)
+        return box.offer(signed(body, delivery_id, now, "hint-secret"), body, now).result
+
+    hot.fake.set_alias("churn", "champion", "1")
+    hot.fake.set_tag("churn", "1", "validation_status", "approved")
+    assert hot.cycle().events == [], "not hot: without a hint it waits for a scan"
+    assert hint("d-1") == "accepted"
+    report = hot.cycle()
+    assert "hinted" in report.kind
+    assert sorted(types(report.events)) == sorted(
+        [(ALIAS_CREATED, "churn", "1"), (TAG_SET, "churn", "1")]
+    )
+    assert hot.cycle().events == [], "each once; the hint was taken"
+    assert hint("d-2", alias="other") == "accepted"
+    assert hot.cycle().events == [], "a hint is no content: nothing changed, nothing said"
+    hot.assert_exact()
