@@ -240,7 +240,9 @@ def test_hot_models_are_read_with_the_polls(
         tracking_uri=registry.tracking_uri,
         webhook_url=receiver.url,
         models=f"{model_name}*",
-        watch_extra='models_scan_interval = "1h"\nversions_scan_interval = "1h"\n',
+        watch_extra=(
+            'models_scan_interval = "1h"\nversions_scan_interval = "1h"\nhot_window = "24h"\n'
+        ),
     )
     daemon = Daemon(config, watcher_env(registry.env))
     daemon.start()

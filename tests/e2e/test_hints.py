@@ -58,19 +58,28 @@ def status_of(config: Path, env: dict[str, str]) -> dict[str, Any]:
     return hints
 
 
+def hinted_config(
+    tmp_path: Path, server: MlflowServer, receiver: Receiver, model: str, **options: Any
+) -> tuple[str, Path]:
+    """A config with hints on (the secret in E2E_HINTS) on a free port, polling every 30 s
+    (the polls here come from hints, not from the interval): the base URL and the file."""
+    port = free_port()
+    config = config_in(
+        tmp_path,
+        server,
+        receiver,
+        model,
+        interval="30s",
+        extra=f'[server]\nlisten = "127.0.0.1:{port}"\n[hints]\nsecret_env = "E2E_HINTS"\n',
+        **options,
+    )
+    return f"http://127.0.0.1:{port}", config
+
+
 def test_mlflow_sends_hints_the_daemon_accepts_and_a_forged_one_is_refused(
     tmp_path: Path, hinting_server: MlflowServer, receiver: Receiver, model_name: str
 ) -> None:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    config = config_in(
-        tmp_path,
-        hinting_server,
-        receiver,
-        model_name,
-        interval="30s",  # polls come from hints here, not from the interval
-        extra=f'[server]\nlisten = "127.0.0.1:{port}"\n[hints]\nsecret_env = "E2E_HINTS"\n',
-    )
+    base, config = hinted_config(tmp_path, hinting_server, receiver, model_name)
     env = watcher_env({"E2E_HINTS": HINT_SECRET})
     register = ("hints", "register", "-c", str(config), "--url", f"{base}/mlflow-hints")
 
@@ -169,19 +178,15 @@ def test_a_hint_brings_an_alias_and_a_tag_of_a_quiet_model_without_a_scan(
     client = hinting_server.client()
     client.create_registered_model(model_name)
     client.create_model_version(model_name, f"s3://bucket/{model_name}/1")
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    config = config_in(
+    base, config = hinted_config(
         tmp_path,
         hinting_server,
         receiver,
         model_name,
-        interval="30s",
         events=["MODEL_VERSION_ALIAS_CREATED", "MODEL_VERSION_TAG_SET"],
         watch_extra=(
             'models_scan_interval = "1h"\nversions_scan_interval = "1h"\nhot_window = "off"\n'
         ),
-        extra=f'[server]\nlisten = "127.0.0.1:{port}"\n[hints]\nsecret_env = "E2E_HINTS"\n',
     )
     env = watcher_env({"E2E_HINTS": HINT_SECRET})
     registered = run_watcher(

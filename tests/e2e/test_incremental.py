@@ -112,7 +112,7 @@ def test_a_hot_model_s_aliases_tags_and_deletion_arrive_with_the_polls(
     24 hours) is hot: its alias moves, version tags and deletion arrive with the polls, before
     any scan ran (the scans' cadences are an hour)."""
     _made_earlier(client, model_name, 2)
-    watch = 'models_scan_interval = "1h"\nversions_scan_interval = "1h"\n'
+    watch = 'models_scan_interval = "1h"\nversions_scan_interval = "1h"\nhot_window = "24h"\n'
     config = _hot_config(tmp_path, mlflow_server, receiver, f"{model_name}*", watch)
     with Daemon(config) as daemon:
         daemon.wait_logged("poll.baseline")

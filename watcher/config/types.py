@@ -74,9 +74,11 @@ class WatchConfig:
     """Seconds between scans of all the versions (version tags, safety net); None: auto."""
     max_duty: float = 0.1
     """With auto cadences: the share of wall time the watcher may spend reading MLflow."""
-    hot_window: float = 86400.0
+    hot_window: float = 0.0
     """Seconds: models with activity this recent (the hot set) have their aliases, tags and
-    versions read with every poll, within max_duty; 0 turns the hot set off."""
+    versions read with every poll, within max_duty; 0 (the default) turns the hot set off.
+    Off by default: at 100k versions its records search took most of its budget (the window
+    shrank to seconds) and left the scans less of max_duty (README, "How it reads MLflow")."""
 
     def watches(self, model_name: str) -> bool:
         return any(fnmatch.fnmatchcase(model_name, p) for p in self.models) and not any(
