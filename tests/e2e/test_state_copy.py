@@ -72,6 +72,12 @@ def test_a_copied_state_goes_on_where_the_sqlite_watcher_stopped(
         replica.wait_polls(1, timeout=60)
         client.transition_model_version_stage(model_name, "1", "Production")
         wait_for_accepted(receiver, 2)
+        # The receiver's 200 comes before the replica records it: stop only once it has.
+        wait_for(
+            lambda: set(delivery_status(pg_db).values()) == {"delivered"},
+            30,
+            "both deliveries recorded as delivered",
+        )
     finally:
         replica.ensure_stopped()
 
