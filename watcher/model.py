@@ -238,6 +238,9 @@ class Event:
     to_stage: str | None = None
     source: str | None = None
     run_id: str | None = None
+    experiment_id: str | None = None
+    """The experiment of ``run_id`` (looked up once per run); None without a run, or when the
+    run could not be read (gone, or not readable with the watcher's credentials)."""
     alias: str | None = None
     previous_version: str | None = None
     """For an alias that moved: the version it pointed to before."""
@@ -269,6 +272,7 @@ class Event:
             "to_stage": self.to_stage,
             "source": self.source,
             "run_id": self.run_id,
+            "experiment_id": self.experiment_id,
             "alias": self.alias,
             "previous_version": self.previous_version,
             "tag_key": self.tag_key,
@@ -293,6 +297,7 @@ class Event:
             to_stage=data.get("to_stage"),
             source=data.get("source"),
             run_id=data.get("run_id"),
+            experiment_id=data.get("experiment_id"),
             alias=data.get("alias"),
             previous_version=data.get("previous_version"),
             tag_key=data.get("tag_key"),

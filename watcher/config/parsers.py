@@ -23,6 +23,11 @@ _WEBHOOK_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 class Invalid(Exception):
     """Raised by a parser: the message says what was expected."""
 
+    def __init__(self, expected: str, shown: str | None = None) -> None:
+        super().__init__(expected)
+        self.shown = shown
+        """What the problem shows instead of the value, when the value holds a secret."""
+
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -190,6 +195,52 @@ def parse_registry_uri(value: object) -> str:
     if value == "":
         return ""
     return parse_tracking_uri(value)
+
+
+_UI_URL_EXPECTED = (
+    "the MLflow UI's http:// or https:// address, e.g. https://mlflow.example.com or "
+    "https://example.com/mlflow (no user:password@, ?query or #fragment)"
+)
+
+
+def parse_ui_url(value: object) -> str:
+    """The base the UI links are built on: shown to whoever reads a payload (a Slack channel),
+    so no credentials; the route goes after it as ``/#/models/...``, so no query or fragment
+    (and none of Slack's link delimiters ``<``, ``>``, ``|``). Kept without a trailing ``/``."""
+    if not isinstance(value, str) or not value.strip():
+        raise Invalid(_UI_URL_EXPECTED)
+    text = value.strip()
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise Invalid(_UI_URL_EXPECTED) from None
+    if "@" in parts.netloc:
+        raise Invalid(_UI_URL_EXPECTED, shown="a URL with user:password@ (not shown)")
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.query
+        or parts.fragment
+        or "?" in text
+        or "#" in text
+        or re.search(r"[\s<>|]", text)
+    ):
+        raise Invalid(_UI_URL_EXPECTED)
+    return text.rstrip("/")
+
+
+_WORKSPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def parse_workspace(value: object) -> str:
+    """An MLflow workspace name, by MLflow's own rule (``WorkspaceNameValidator``)."""
+    if not isinstance(value, str) or len(value) < 2 or not _WORKSPACE.fullmatch(value):
+        raise Invalid(
+            "an MLflow workspace name: 2 to 63 lower-case letters, digits and hyphens, "
+            "starting and ending with a letter or digit, e.g. team-a"
+        )
+    return value
 
 
 def parse_webhook_url_or_reference(value: object) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from watcher.model import NO_STAGE, STAGE_EVENTS, Event, EventType
+from watcher.payloads.links import NO_CONTEXT, PayloadContext, event_links
 
 if TYPE_CHECKING:
     from watcher.payloads.template import CompiledTemplate
@@ -41,10 +42,15 @@ class FormatOptions:
     template: CompiledTemplate | None = None
     content_type: str | None = None
     """template: the Content-Type of the rendered body; default application/json."""
+    context: PayloadContext = NO_CONTEXT
+    """What the config adds to every format that has room for it: UI links, the workspace."""
 
 
-def watcher_payload(event: Event, webhook_id: str) -> dict[str, Any]:
-    """The default shape: the fields MLflow users already know, plus event-specific ones."""
+def watcher_payload(
+    event: Event, webhook_id: str, context: PayloadContext = NO_CONTEXT
+) -> dict[str, Any]:
+    """The default shape: the fields MLflow users already know, plus event-specific ones, then
+    the context (:func:`context_fields`)."""
     payload: dict[str, Any] = {
         "event": event.type.value,
         "event_id": event.event_id,
@@ -61,6 +67,8 @@ def watcher_payload(event: Event, webhook_id: str) -> dict[str, Any]:
         payload["source"] = event.source
     if event.run_id:
         payload["run_id"] = event.run_id
+    if event.experiment_id:  # known: the run was read (once per run, see watcher.context)
+        payload["experiment_id"] = event.experiment_id
     optional: dict[str, Any] = {
         "alias": event.alias,
         "previous_version": event.previous_version,
@@ -72,7 +80,15 @@ def watcher_payload(event: Event, webhook_id: str) -> dict[str, Any]:
         "previous_name": event.previous_name,
     }
     payload.update((k, v) for k, v in optional.items() if v is not None)
+    payload.update(context_fields(event, context))
     return payload
+
+
+def context_fields(event: Event, context: PayloadContext) -> dict[str, str]:
+    """``workspace`` when the watcher reads one, and the UI links when ``ui_url`` is set."""
+    fields = {"workspace": context.workspace} if context.workspace else {}
+    fields.update(event_links(event, context))
+    return fields
 
 
 def json_body(data: Any) -> bytes:

@@ -14,6 +14,7 @@ from watcher.model import NO_STAGE, STAGE_EVENTS, Event, EventType, make_event_i
 _EXAMPLE_TIMESTAMP = 1_717_171_200_000
 _EXAMPLE_CREATED = 1_717_000_000_000
 _EXAMPLE_RUN = "8f3c2a9b1d4e4f6a9c7b2e1d0a5f3c8b"
+_EXAMPLE_EXPERIMENT = "427194634811735290"
 _EXAMPLE_USER = "alice@example.com"
 _EXAMPLE_VERSION = "3"
 
@@ -95,6 +96,7 @@ def _example_fields(kind: EventType) -> _Change:
         "user_id": _EXAMPLE_USER,
         "source": f"models:/m-{_EXAMPLE_RUN[:16]}",
         "run_id": _EXAMPLE_RUN,
+        "experiment_id": _EXAMPLE_EXPERIMENT,
     }
     if kind in STAGE_EVENTS:
         from_stage, to_stage = _STAGE_MOVES.get(kind, ("Staging", "Production"))

@@ -36,6 +36,14 @@ REGISTERED_MODEL_RENAMED               registered_model     renamed (watcher)   
 
 The envelope's ``timestamp`` is the event's registry timestamp in ISO 8601 UTC (MLflow uses the
 send time; the event time keeps the body identical on every retry).
+
+Beside ``data``, never in it (``data`` stays exactly MLflow's), and only when the config asks:
+``workspace`` where MLflow puts it when workspaces are on (here: with ``[mlflow] workspace``),
+and ``model_url`` / ``model_version_url`` with ``[mlflow] ui_url``. MLflow's envelope is an open
+JSON object (it adds ``workspace`` itself only on some servers), so a receiver written for it
+reads ``data`` and ignores what it does not know. ``experiment_id`` is not added: MLflow sends
+none, and a receiver of this format gets exactly MLflow's keys unless the config adds some
+(the ``watcher``, CI and template formats carry it).
 """
 
 from __future__ import annotations
@@ -50,14 +58,16 @@ from watcher.payloads.event import (
     JSON,
     FormatOptions,
     Rendered,
+    context_fields,
     describe,
     json_body,
     watcher_payload,
 )
+from watcher.payloads.links import event_links
 
 
 def render_watcher(event: Event, webhook_id: str, options: FormatOptions) -> Rendered:
-    return Rendered(json_body(watcher_payload(event, webhook_id)), JSON)
+    return Rendered(json_body(watcher_payload(event, webhook_id, options.context)), JSON)
 
 
 def render_databricks(event: Event, webhook_id: str, options: FormatOptions) -> Rendered:
@@ -160,12 +170,14 @@ def iso_timestamp(epoch_ms: int) -> str:
 
 def render_mlflow(event: Event, webhook_id: str, options: FormatOptions) -> Rendered:
     entity, action = mlflow_entity_action(event.type)
-    envelope = {
+    envelope: dict[str, Any] = {
         "entity": entity,
         "action": action,
         "timestamp": iso_timestamp(event.timestamp),
         "data": _mlflow_data(event),
     }
+    # Beside data, and only what the config asks for: workspace, links.
+    envelope.update(context_fields(event, options.context))
     # json.dumps with its defaults, as mlflow/webhooks/delivery.py sends it.
     return Rendered(json.dumps(envelope).encode("utf-8"), JSON)
 
@@ -176,4 +188,11 @@ def _slack_escape(text: str) -> str:
 
 
 def render_slack(event: Event, webhook_id: str, options: FormatOptions) -> Rendered:
-    return Rendered(json_body({"text": _slack_escape(describe(event))}), JSON)
+    """One line of text; with ``[mlflow] ui_url``, a link to the version (or the model) in the
+    MLflow UI after it, in Slack's ``<url|label>`` form."""
+    text = _slack_escape(describe(event))
+    links = event_links(event, options.context)
+    url = links.get("model_version_url") or links.get("model_url")
+    if url is not None:
+        text = f"{text} <{url}|View in MLflow>"
+    return Rendered(json_body({"text": text}), JSON)
