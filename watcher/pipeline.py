@@ -16,6 +16,7 @@ from watcher import state_meta as sm
 from watcher.config import Config
 from watcher.detect import Policy, detect, snapshot_delta
 from watcher.errors import RegistryError, StoreError
+from watcher.experiments import Experiments
 from watcher.hints import HintBox
 from watcher.incremental import IncrementalReader, Plan, Runner
 from watcher.model import Event, Observation, make_delivery_id
@@ -89,6 +90,7 @@ def reader_settings(config: Config) -> ReaderSettings:
         registry_uri=config.mlflow.effective_registry_uri,
         timeout=config.mlflow.timeout,
         page_size=config.mlflow.page_size,
+        workspace=config.mlflow.workspace,
     )
 
 
@@ -125,6 +127,8 @@ class Pipeline:
         self.incremental = self._new_incremental()
         self._cadences: dict[str, float] = {}
         self._failures = FailureStreak(config.watch.interval)
+        self.experiments = Experiments(log)
+        """The experiment of each event's run (one request per run, then remembered)."""
 
     def _new_incremental(self) -> IncrementalReader:
         config, watch, runner = self.config, self.config.watch, self._scan_runner
@@ -221,6 +225,8 @@ class Pipeline:
             self._baseline_ms = sm.BASELINE_READ_AT.get(self.store.all_meta()) or 0
         policy = replace(self.policy, baseline_ms=self._baseline_ms)
         events = detect(previous, current, policy, plan.changed_versions)
+        if previous is not None:  # the baseline asks for no runs (watcher.experiments)
+            events = self.experiments.add_to(events, self.reader)
         report = CycleReport(
             ok=True,
             duration_ms=0.0,

@@ -72,6 +72,9 @@ class ReaderSettings:
     registry_uri: str
     timeout: float = 30.0
     page_size: int = 1000
+    workspace: str | None = None
+    """The MLflow workspace to read (``MLFLOW_WORKSPACE`` for MLflow's client); None: the
+    client's own choice (the variable if set, else the server's default workspace)."""
 
 
 @dataclass
@@ -126,6 +129,8 @@ class Reader(Protocol):
 
     def get_version(self, name: str, version: str) -> VersionState | None: ...
 
+    def run_experiment(self, run_id: str) -> str | None: ...
+
 
 class ScanReader:
     """The read algorithms; subclasses supply paged searches and single gets."""
@@ -155,6 +160,12 @@ class ScanReader:
 
     def get_version(self, name: str, version: str) -> VersionState | None:
         raise NotImplementedError
+
+    def run_experiment(self, run_id: str) -> str | None:
+        """The id of the experiment a run belongs to; None when the run does not exist (any
+        more); RegistryError when it cannot be read. Not a read of the registry: only a
+        payload's context (watcher.experiments), so a reader without it says so this way."""
+        raise RegistryError(f"{type(self).__name__} does not read runs")
 
     # Filters -----------------------------------------------------------------------------
 

@@ -60,6 +60,7 @@ _SEARCH_MODELS = "/api/2.0/mlflow/registered-models/search"
 _SEARCH_VERSIONS = "/api/2.0/mlflow/model-versions/search"
 _GET_MODEL = "/api/2.0/mlflow/registered-models/get"
 _GET_VERSION = "/api/2.0/mlflow/model-versions/get"
+_GET_RUN = "/api/2.0/mlflow/runs/get"
 
 
 def _bound_client_retries(timeout: float) -> None:
@@ -70,6 +71,14 @@ def _bound_client_retries(timeout: float) -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, round(timeout))))
+
+
+def _select_workspace(workspace: str | None) -> None:
+    """``[mlflow] workspace``: MLflow's client sends ``MLFLOW_WORKSPACE`` with every request
+    (the ``X-MLFLOW-WORKSPACE`` header), on every thread, the background scans' included. The
+    config refuses a key that contradicts the variable, so this only ever fills it in."""
+    if workspace:
+        os.environ["MLFLOW_WORKSPACE"] = workspace
 
 
 @functools.cache
@@ -177,18 +186,25 @@ class RestReader(ScanReader):
         from mlflow.utils.credentials import get_default_host_creds
         from mlflow.utils.rest_utils import http_request
 
+        _select_workspace(settings.workspace)
         _settle_imports()
         self._creds = get_default_host_creds(settings.registry_uri)
+        # Runs live in the tracking server, which is the registry's but for a registry_uri.
+        tracking = settings.tracking_uri
+        over_rest = tracking.startswith(("http://", "https://"))
+        self._run_creds = get_default_host_creds(tracking) if over_rest else None
         self._http_request = http_request
         self._where = registry_identity(settings.registry_uri)
 
-    def _get(self, endpoint: str, params: list[tuple[str, Any]]) -> dict[str, Any] | None:
+    def _get(
+        self, endpoint: str, params: list[tuple[str, Any]], creds: Any = None
+    ) -> dict[str, Any] | None:
         """GET one endpoint. None for 404 RESOURCE_DOES_NOT_EXIST; RegistryError otherwise."""
         started = time.monotonic()
         self.stats.requests += 1
         try:
             response = self._http_request(
-                self._creds,
+                creds or self._creds,
                 endpoint,
                 "GET",
                 params=params,
@@ -258,6 +274,14 @@ class RestReader(ScanReader):
         body = self._get(_GET_VERSION, [("name", name), ("version", version)])
         return _version_from_json(body["model_version"]) if body else None
 
+    def run_experiment(self, run_id: str) -> str | None:
+        if self._run_creds is None:
+            raise RegistryError(
+                f"runs are in {registry_identity(self.settings.tracking_uri)}, not read over REST"
+            )
+        body = self._get(_GET_RUN, [("run_id", run_id)], self._run_creds)
+        return str(body["run"]["info"]["experiment_id"]) if body else None
+
 
 # --------------------------------------------------------------------------- MlflowClient
 
@@ -268,7 +292,10 @@ class ClientReader(ScanReader):
     def __init__(self, settings: ReaderSettings) -> None:
         super().__init__(settings)
         _bound_client_retries(settings.timeout)
+        _select_workspace(settings.workspace)
         self._where = registry_identity(settings.registry_uri)
+        self._tracking_checked = settings.tracking_uri == settings.registry_uri
+        """The tracking store is the registry's, or was checked as it is (never created)."""
         scheme = urlsplit(settings.registry_uri).scheme.partition("+")[0]
         if scheme in ("file", ""):
             # MLflow 3 refuses the file store unless asked; pointing the watcher at one is asking.
@@ -345,6 +372,18 @@ class ClientReader(ScanReader):
             "get_model_version", lambda: self._client.get_model_version(name, version)
         )
         return None if found is None else _version_from_entity(found)
+
+    def run_experiment(self, run_id: str) -> str | None:
+        if not self._tracking_checked:
+            _check_sqlite_store(self.settings.tracking_uri)  # read, never created
+            self._tracking_checked = True
+        try:
+            run = self._call("get_run", lambda: self._client.get_run(run_id))
+        except RegistryError as exc:
+            if exc.code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+        return str(run.info.experiment_id)
 
     def _get_or_none(self, what: str, fn: Callable[[], Any]) -> Any:
         try:
