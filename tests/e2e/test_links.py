@@ -1,0 +1,141 @@
+"""Links and context in payloads against a real MLflow server: a version created from a run
+carries the run's experiment_id and its MLflow UI address, in the watcher's format and in Slack's,
+and the experiment costs one request for the run, none for quiet polls."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from tests.e2e.harness import (
+    Daemon,
+    MlflowServer,
+    Receiver,
+    hooks_config,
+    run_watcher,
+    wait_for,
+    watcher_env,
+)
+
+CREATED = "MODEL_VERSION_CREATED"
+STAGED = "MODEL_VERSION_TRANSITIONED_STAGE"
+
+
+def linked_config(
+    tmp_path: Path, server: MlflowServer, receiver: Receiver, models: str, ui_url: str
+) -> Path:
+    """A daemon polling every second, sending each event to /watcher (the default format)
+    and /slack, with ``[mlflow] ui_url``."""
+    events = [CREATED, STAGED]
+    path = hooks_config(
+        tmp_path / "watcher.toml",
+        tracking_uri=server.url,
+        state=tmp_path / "state.db",
+        models=models,
+        interval="1s",
+        webhooks=[
+            {"name": "watcher", "url": f"{receiver.base_url}/watcher", "events": events},
+            {
+                "name": "slack",
+                "url": f"{receiver.base_url}/slack",
+                "events": events,
+                "format": "slack",
+            },
+        ],
+    )
+    text = path.read_text()
+    path.write_text(text.replace("[watch]\n", f'ui_url = "{ui_url}/"\n[watch]\n', 1))
+    return path
+
+
+def run_gets(server: MlflowServer, run_id: str) -> int:
+    """How many times the server was asked for this run (its access log)."""
+    log = (server.workdir / "server.log").read_text(errors="replace")
+    return len(re.findall(rf"runs/get\?run_id={run_id}\b", log))
+
+
+def test_a_version_from_a_run_carries_its_experiment_and_its_ui_address(
+    client: Any,
+    mlflow_server: MlflowServer,
+    receiver: Receiver,
+    model_name: str,
+    tmp_path: Path,
+) -> None:
+    experiment_id = client.create_experiment(f"{model_name}-training")
+    run = client.create_run(experiment_id)
+    run_id = run.info.run_id
+    name = f"{model_name} team#1?a&b"  # quoted in the link, whole in the payload
+    client.create_registered_model(name)
+    config = linked_config(tmp_path, mlflow_server, receiver, f"{model_name}*", mlflow_server.url)
+
+    daemon = Daemon(config, watcher_env())
+    daemon.start()
+    try:
+        daemon.wait_started()
+        daemon.wait_polls(3)
+        version = client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id)
+        receiver.wait_for_count(2)  # its event, to each webhook
+        daemon.wait_polls(3)
+        client.transition_model_version_stage(name, version.version, "Staging")
+        receiver.wait_for_count(4)
+        daemon.wait_polls(3)
+    finally:
+        daemon.terminate()
+
+    ui = f"{mlflow_server.url}/#/models/{quote(name, safe='')}"
+    version_url = f"{ui}/versions/{version.version}"
+    watcher = {d.json["event"]: d.json for d in receiver.deliveries() if d.path == "/watcher"}
+    assert sorted(watcher) == [CREATED, STAGED]
+    for payload in watcher.values():
+        assert payload["model_name"] == name
+        assert payload["run_id"] == run_id
+        assert payload["experiment_id"] == experiment_id
+        assert payload["model_url"] == ui
+        assert payload["model_version_url"] == version_url
+    slack = [d.json["text"] for d in receiver.deliveries() if d.path == "/slack"]
+    shown = name.replace("&", "&amp;")  # Slack's escape in text; the link is quoted instead
+    assert sorted(slack) == sorted(
+        [
+            f"{shown} v{version.version}: new version <{version_url}|View in MLflow>",
+            f"{shown} v{version.version}: None → Staging <{version_url}|View in MLflow>",
+        ]
+    )
+
+    # The link is the UI's own route: the page it names is served (the SPA) and MLflow's API
+    # finds the version under the name the link decodes to.
+    assert requests.get(version_url.split("#")[0], timeout=10).status_code == 200
+    got = client.get_model_version(name, version.version)
+    assert got.run_id == run_id
+
+    # One request for the run, whatever the polls and events after it; none for quiet polls.
+    assert run_gets(mlflow_server, run_id) == 1
+    assert daemon.logged("event.experiment_unknown") == []
+
+
+def test_a_version_whose_run_is_gone_is_delivered_without_experiment(
+    client: Any,
+    mlflow_server: MlflowServer,
+    receiver: Receiver,
+    model_name: str,
+    tmp_path: Path,
+) -> None:
+    client.create_registered_model(model_name)
+    config = linked_config(tmp_path, mlflow_server, receiver, model_name, mlflow_server.url)
+    env = watcher_env()
+    assert run_watcher("run", "--once", "-c", str(config), env=env).returncode == 0
+    missing = "0123456789abcdef0123456789abcdef"
+    client.create_model_version(model_name, "s3://bucket/model", run_id=missing)
+
+    result = run_watcher("run", "--once", "--verbose", "-c", str(config), env=env)
+    assert result.returncode == 0, result.stderr
+    wait_for(lambda: len(receiver.deliveries()) >= 2, 20, "both deliveries")
+    payload = next(d.json for d in receiver.deliveries() if d.path == "/watcher")
+    assert payload["run_id"] == missing
+    assert "experiment_id" not in payload
+    assert payload["model_version_url"] == f"{mlflow_server.url}/#/models/{model_name}/versions/1"
+    assert "event.experiment_unknown" in result.stderr
+    assert missing in result.stderr
