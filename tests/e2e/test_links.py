@@ -139,3 +139,29 @@ def test_a_version_whose_run_is_gone_is_delivered_without_experiment(
     assert payload["model_version_url"] == f"{mlflow_server.url}/#/models/{model_name}/versions/1"
     assert "event.experiment_unknown" in result.stderr
     assert missing in result.stderr
+
+
+def test_reading_the_database_directly_gives_the_experiment_too(
+    client: Any,
+    mlflow_server: MlflowServer,
+    receiver: Receiver,
+    model_name: str,
+    tmp_path: Path,
+) -> None:
+    """The client reader (a database URI, no server between) asks its tracking store."""
+    experiment_id = client.create_experiment(f"{model_name}-training")
+    run_id = client.create_run(experiment_id).info.run_id
+    client.create_registered_model(model_name)
+    config = linked_config(tmp_path, mlflow_server, receiver, model_name, mlflow_server.url)
+    config.write_text(
+        config.read_text().replace(mlflow_server.url + '"', mlflow_server.db_uri + '"', 1)
+    )
+    env = watcher_env()
+    assert run_watcher("run", "--once", "-c", str(config), env=env).returncode == 0
+    client.create_model_version(model_name, f"runs:/{run_id}/model", run_id=run_id)
+
+    result = run_watcher("run", "--once", "-c", str(config), env=env)
+    assert result.returncode == 0, result.stderr
+    payload = next(d.json for d in receiver.deliveries() if d.path == "/watcher")
+    assert payload["experiment_id"] == experiment_id
+    assert payload["model_version_url"] == f"{mlflow_server.url}/#/models/{model_name}/versions/1"
