@@ -1,4 +1,4 @@
-"""MLflow workspaces (MLflow 3.10+, MLFLOW_ENABLE_WORKSPACES on the server) against a real
+"""MLflow workspaces (MLFLOW_ENABLE_WORKSPACES on the server, MLflow 3.17 here) against a real
 server: with ``[mlflow] workspace`` the watcher reads that workspace only, and its payloads name
 it where MLflow's own webhook does (beside ``data``), and in the UI links."""
 
