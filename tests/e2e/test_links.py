@@ -5,6 +5,7 @@ and the experiment costs one request for the run, none for quiet polls."""
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -56,6 +57,19 @@ def run_gets(server: MlflowServer, run_id: str) -> int:
     """How many times the server was asked for this run (its access log)."""
     log = (server.workdir / "server.log").read_text(errors="replace")
     return len(re.findall(rf"runs/get\?run_id={run_id}\b", log))
+
+
+def once_after_a_version(
+    client: Any, config: Path, model_name: str, run_id: str
+) -> subprocess.CompletedProcess[str]:
+    """A baseline (`run --once`), a version of ``model_name`` from ``run_id``, and the
+    `run --once` that delivers it (its log is in stderr)."""
+    env = watcher_env()
+    assert run_watcher("run", "--once", "-c", str(config), env=env).returncode == 0
+    client.create_model_version(model_name, f"runs:/{run_id}/model", run_id=run_id)
+    result = run_watcher("run", "--once", "--verbose", "-c", str(config), env=env)
+    assert result.returncode == 0, result.stderr
+    return result
 
 
 def test_a_version_from_a_run_carries_its_experiment_and_its_ui_address(
@@ -125,13 +139,8 @@ def test_a_version_whose_run_is_gone_is_delivered_without_experiment(
 ) -> None:
     client.create_registered_model(model_name)
     config = linked_config(tmp_path, mlflow_server, receiver, model_name, mlflow_server.url)
-    env = watcher_env()
-    assert run_watcher("run", "--once", "-c", str(config), env=env).returncode == 0
-    missing = "0123456789abcdef0123456789abcdef"
-    client.create_model_version(model_name, "s3://bucket/model", run_id=missing)
-
-    result = run_watcher("run", "--once", "--verbose", "-c", str(config), env=env)
-    assert result.returncode == 0, result.stderr
+    missing = "0123456789abcdef0123456789abcdef"  # a run MLflow does not have
+    result = once_after_a_version(client, config, model_name, missing)
     wait_for(lambda: len(receiver.deliveries()) >= 2, 20, "both deliveries")
     payload = next(d.json for d in receiver.deliveries() if d.path == "/watcher")
     assert payload["run_id"] == missing
@@ -156,12 +165,7 @@ def test_reading_the_database_directly_gives_the_experiment_too(
     config.write_text(
         config.read_text().replace(mlflow_server.url + '"', mlflow_server.db_uri + '"', 1)
     )
-    env = watcher_env()
-    assert run_watcher("run", "--once", "-c", str(config), env=env).returncode == 0
-    client.create_model_version(model_name, f"runs:/{run_id}/model", run_id=run_id)
-
-    result = run_watcher("run", "--once", "-c", str(config), env=env)
-    assert result.returncode == 0, result.stderr
+    once_after_a_version(client, config, model_name, run_id)
     payload = next(d.json for d in receiver.deliveries() if d.path == "/watcher")
     assert payload["experiment_id"] == experiment_id
     assert payload["model_version_url"] == f"{mlflow_server.url}/#/models/{model_name}/versions/1"

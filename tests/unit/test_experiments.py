@@ -49,6 +49,13 @@ def runs(harness: Harness) -> RunsRegistry:
     return harness.fake
 
 
+def new_version(harness: Harness, **tags: str) -> tuple[str, str]:
+    """A new version of "fraud" (with these tags): its number and its run's id."""
+    fake = runs(harness)
+    version = fake.create_version("fraud", tags=tags)
+    return version, fake.versions[("fraud", version)].state().run_id
+
+
 def test_the_baseline_and_steady_polls_read_no_run(harness: Harness) -> None:
     assert runs(harness).run_reads == []
     for _ in range(5):
@@ -59,8 +66,7 @@ def test_the_baseline_and_steady_polls_read_no_run(harness: Harness) -> None:
 
 def test_a_new_versions_events_carry_its_runs_experiment_read_once(harness: Harness) -> None:
     fake = runs(harness)
-    version = fake.create_version("fraud", tags={"team": "risk", "gate": "pending"})
-    run_id = fake.versions[("fraud", version)].state().run_id
+    version, run_id = new_version(harness, team="risk", gate="pending")
     report = harness.cycle()
     kinds = sorted(e.type for e in report.events)
     assert kinds == sorted(
@@ -85,10 +91,8 @@ def test_a_new_versions_events_carry_its_runs_experiment_read_once(harness: Harn
 def test_a_run_that_is_gone_leaves_the_event_without_experiment_and_says_so(
     harness: Harness,
 ) -> None:
-    fake = runs(harness)
-    version = fake.create_version("fraud")
-    run_id = fake.versions[("fraud", version)].state().run_id
-    fake.gone.add(run_id)
+    _, run_id = new_version(harness)
+    runs(harness).gone.add(run_id)
     (event,) = harness.cycle().events
     assert event.type is EventType.MODEL_VERSION_CREATED
     assert event.experiment_id is None
@@ -101,8 +105,7 @@ def test_a_run_that_cannot_be_read_fails_nothing_and_is_asked_again_later(
     harness: Harness,
 ) -> None:
     fake = runs(harness)
-    version = fake.create_version("fraud")
-    run_id = fake.versions[("fraud", version)].state().run_id
+    version, run_id = new_version(harness)
     fake.refused.add(run_id)
     report = harness.cycle()
     assert report.ok

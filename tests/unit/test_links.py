@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, unquote
 import pytest
 
 from tests.helpers import load_text as load
+from tests.unit.test_config import only_problem
 from watcher.config import load_config
 from watcher.errors import ConfigError
 from watcher.model import EventType
@@ -106,18 +107,16 @@ def test_ui_url_is_kept_without_its_trailing_slash(tmp_path: Path) -> None:
     ],
 )
 def test_a_bad_ui_url_names_key_value_and_what_was_expected(tmp_path: Path, value: str) -> None:
-    with pytest.raises(ConfigError) as info:
-        load(tmp_path, f"[mlflow]\nui_url = {json.dumps(value)}\n")
-    (problem,) = info.value.problems
+    problem = only_problem(tmp_path, f"[mlflow]\nui_url = {json.dumps(value)}\n")
     assert problem.startswith(f"mlflow.ui_url: got {value!r}, expected "), problem
     assert "http:// or https://" in problem
     assert "no user:password@, ?query or #fragment" in problem
 
 
 def test_a_ui_url_with_credentials_is_refused_without_showing_them(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError) as info:
-        load(tmp_path, '[mlflow]\nui_url = "https://alice:hunter2@mlflow.example.com"\n')
-    (problem,) = info.value.problems
+    problem = only_problem(
+        tmp_path, '[mlflow]\nui_url = "https://alice:hunter2@mlflow.example.com"\n'
+    )
     assert problem.startswith("mlflow.ui_url: got "), problem
     assert "user:password@" in problem
     assert "hunter2" not in problem
@@ -133,9 +132,7 @@ def test_workspace_from_the_key_or_from_mlflows_variable(tmp_path: Path) -> None
 
 @pytest.mark.parametrize("value", ["Team-A", "a", "-team", "team-", "team_a", "x" * 64, ""])
 def test_a_bad_workspace_names_key_value_and_mlflows_rule(tmp_path: Path, value: str) -> None:
-    with pytest.raises(ConfigError) as info:
-        load(tmp_path, f"[mlflow]\nworkspace = {json.dumps(value)}\n")
-    (problem,) = info.value.problems
+    problem = only_problem(tmp_path, f"[mlflow]\nworkspace = {json.dumps(value)}\n")
     assert problem.startswith(f"mlflow.workspace: got {value!r}, expected "), problem
     assert "MLflow workspace name" in problem
     assert "2 to 63 lower-case letters, digits and hyphens" in problem
@@ -149,9 +146,8 @@ def test_a_bad_mlflow_workspace_variable_is_named_as_such() -> None:
 
 
 def test_a_workspace_key_that_contradicts_mlflow_workspace_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError) as info:
-        load(tmp_path, '[mlflow]\nworkspace = "team-a"\n', {"MLFLOW_WORKSPACE": "team-b"})
-    (problem,) = info.value.problems
+    text = '[mlflow]\nworkspace = "team-a"\n'
+    problem = only_problem(tmp_path, text, {"MLFLOW_WORKSPACE": "team-b"})
     assert problem == (
         "mlflow.workspace: got 'team-a', expected the workspace MLFLOW_WORKSPACE names "
         "('team-b'), or MLFLOW_WORKSPACE unset"
