@@ -231,9 +231,10 @@ class RestReader(ScanReader):
         if response.status_code == 404 and error_code == "RESOURCE_DOES_NOT_EXIST":
             return None
         message = body.get("message") if isinstance(body, dict) else response.text
+        readable = "this run's experiment" if endpoint == _GET_RUN else "the model registry"
         hint = {
             401: " (401 Unauthorized: check MLFLOW_TRACKING_USERNAME/PASSWORD or TOKEN)",
-            403: " (403 Forbidden: the credentials may not read the model registry)",
+            403: f" (403 Forbidden: the credentials may not read {readable})",
         }.get(response.status_code, "")
         raise RegistryError(
             f"MLflow at {self._where} answered {response.status_code} to GET {endpoint}{hint}: "
