@@ -3,8 +3,10 @@ none for a poll without events, and a run that cannot be read never holds an eve
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +16,7 @@ from watcher.errors import RegistryError
 from watcher.experiments import Experiments
 from watcher.model import Event, EventType
 from watcher.payloads import example_event
+from watcher.registry import ReaderSettings, RestReader
 
 
 class RunsRegistry(FakeRegistry):
@@ -163,3 +166,65 @@ def test_one_poll_asks_once_for_a_run_that_fails() -> None:
     assert [e.experiment_id for e in filled] == [None, None, None]
     assert reader.run_reads == ["r1"]
     assert len(log.events("event.experiment_unknown")) == 1
+
+
+class Answer:
+    """What MLflow's http_request returns, as much of it as the REST reader reads."""
+
+    def __init__(self, status_code: int, body: dict[str, Any]) -> None:
+        self.status_code = status_code
+        self._body = body
+        self.content = json.dumps(body).encode()
+        self.text = self.content.decode()
+
+    def json(self) -> dict[str, Any]:
+        return self._body
+
+
+Asked = list[tuple[str, str, list[tuple[str, Any]]]]
+
+
+def rest_reader(
+    answer: Answer, tracking_uri: str = "http://tracking.test:5000"
+) -> tuple[RestReader, Asked]:
+    """A REST reader of a registry at registry.test whose runs are at ``tracking_uri``; every
+    request is answered with ``answer`` and recorded (host, endpoint, parameters)."""
+    reader = RestReader(ReaderSettings(tracking_uri, "http://registry.test:5000"))
+    asked: Asked = []
+
+    def http_request(creds: Any, endpoint: str, method: str, **kwargs: Any) -> Answer:
+        asked.append((creds.host, endpoint, kwargs["params"]))
+        return answer
+
+    reader._http_request = http_request
+    return reader, asked
+
+
+def test_the_rest_reader_asks_the_tracking_server_for_the_run() -> None:
+    answer = Answer(200, {"run": {"info": {"run_id": "r1", "experiment_id": "7"}}})
+    reader, asked = rest_reader(answer)
+    assert reader.run_experiment("r1") == "7"
+    assert asked == [("http://tracking.test:5000", "/api/2.0/mlflow/runs/get", [("run_id", "r1")])]
+    assert reader.stats.requests == 1
+
+
+def test_the_rest_reader_says_none_for_a_run_that_is_gone() -> None:
+    gone = Answer(404, {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "Run 'r1' not found"})
+    reader, _ = rest_reader(gone)
+    assert reader.run_experiment("r1") is None
+
+
+def test_the_rest_reader_says_what_a_refusal_means_for_a_run() -> None:
+    refused = Answer(403, {"error_code": "PERMISSION_DENIED", "message": "Permission denied"})
+    reader, _ = rest_reader(refused)
+    with pytest.raises(RegistryError) as info:
+        reader.run_experiment("r1")
+    assert "403" in str(info.value)
+    assert "may not read this run's experiment" in str(info.value)
+
+
+def test_runs_not_behind_a_server_are_not_read_over_rest() -> None:
+    reader, asked = rest_reader(Answer(200, {}), tracking_uri="sqlite:///elsewhere.db")
+    with pytest.raises(RegistryError, match="not read over REST"):
+        reader.run_experiment("r1")
+    assert asked == []
