@@ -150,15 +150,14 @@ class Draft:
         self.latecomers()
 
     def models_updated(self, rows: Iterable[ModelState]) -> None:
-        appeared: list[str] = []
+        names: list[str] = []
         for model in rows:
             self._saw_model(model.name)
             if _moved(self.previous.models.get(model.name), model):
                 self.moved.add(model.name)
-            if model.name not in self.previous.models:
-                appeared.append(model.name)
             self.models[model.name] = model
-        self.renamed_away(appeared)
+            names.append(model.name)
+        self.renamed_away(names)
 
     def versions_updated(self, rows: Iterable[VersionState]) -> None:
         for version in rows:
@@ -317,16 +316,20 @@ class Draft:
         self.renamed_away(added)
         return added
 
-    def renamed_away(self, appeared: Iterable[str]) -> None:
-        """Models that appeared under a name the snapshot lacks may be renamed ones: MLflow
+    def renamed_away(self, names: Iterable[str]) -> None:
+        """Of the models this read holds under ``names``, those the snapshot lacks (a new
+        name, or a name whose model has another creation time) may be renamed ones: MLflow
         moves a renamed model's timestamp, so a poll reads the new name at once, but nothing
         says the old name went until a models scan. A model of the snapshot this read still
         holds, created at the same millisecond, is asked for by its name: gone, it is dropped
         now, so that detection sees both sides of the rename in one read and pairs them. Only
         such a twin costs a get (a model created now has none). A read earlier in this one
         may predate the rename, so whatever it saw is asked for all the same."""
-        for name in sorted(set(appeared) - self.previous.models.keys()):
-            created = self.models[name].creation_timestamp
+        for name in sorted(set(names)):
+            model, before = self.models.get(name), self.previous.models.get(name)
+            if model is None or (before and before.creation_timestamp == model.creation_timestamp):
+                continue  # dropped by now, or the same model as before
+            created = model.creation_timestamp
             for twin in self._created_at(created):
                 held = self.models.get(twin)
                 if twin != name and held is not None and held.creation_timestamp == created:
