@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
+from playwright.sync_api import Browser
 
 from tests.e2e.harness import (
     Daemon,
@@ -21,6 +22,7 @@ from tests.e2e.harness import (
     wait_for,
     watcher_env,
 )
+from watcher.payloads import model_url, model_version_url
 
 CREATED = "MODEL_VERSION_CREATED"
 STAGED = "MODEL_VERSION_TRANSITIONED_STAGE"
@@ -169,3 +171,23 @@ def test_reading_the_database_directly_gives_the_experiment_too(
     payload = next(d.json for d in receiver.deliveries() if d.path == "/watcher")
     assert payload["experiment_id"] == experiment_id
     assert payload["model_version_url"] == f"{mlflow_server.url}/#/models/{model_name}/versions/1"
+
+
+def test_the_link_opens_the_versions_page_in_mlflows_ui(
+    client: Any, mlflow_server: MlflowServer, model_name: str, browser: Browser
+) -> None:
+    """The route and the quoting are the UI's own: a name with a space, ``#``, ``?`` and ``&``
+    opens its version's page, not another model's or the list."""
+    name = f"{model_name} v#2?a&b"
+    client.create_registered_model(name)
+    client.create_model_version(name, "s3://bucket/model", description=f"{model_name} marker")
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(model_version_url(mlflow_server.url, name, "1"))
+        page.get_by_text(f"{model_name} marker").first.wait_for(timeout=60_000)
+        assert page.get_by_text(name).count() >= 1
+        page.goto(model_url(mlflow_server.url, name))
+        page.get_by_text("Version 1").first.wait_for(timeout=60_000)
+    finally:
+        context.close()
