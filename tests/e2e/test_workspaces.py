@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import Browser
 
 from tests.e2e.harness import MlflowServer, Receiver, hooks_config, run_watcher, watcher_env
 from tests.e2e.native import native_webhook
@@ -37,6 +38,7 @@ def test_the_workspace_read_is_named_as_mlflow_names_it(
     model_name: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    browser: Browser,
 ) -> None:
     server = workspaces_server
     client: Any = server.client()
@@ -68,7 +70,9 @@ def test_the_workspace_read_is_named_as_mlflow_names_it(
     assert run_watcher("run", "--once", "-c", str(config), env=env).returncode == 0
 
     with native_webhook(server, receiver, events=["model_version.created"]) as native:
-        version = client.create_model_version(model_name, f"runs:/{run_id}/m", run_id=run_id)
+        version = client.create_model_version(
+            model_name, f"runs:/{run_id}/m", run_id=run_id, description=f"{model_name} in team-a"
+        )
         (native_data,) = native.wait("model_version", "created", model_name)
         # A model the glob matches, in the default workspace: not the watcher's to see.
         monkeypatch.setenv("MLFLOW_WORKSPACE", "default")
@@ -86,6 +90,14 @@ def test_the_workspace_read_is_named_as_mlflow_names_it(
     assert ours["experiment_id"] == experiment_id
     route = f"{server.url}/#/models/{model_name}/versions/{version.version}"
     assert ours["model_version_url"] == f"{route}?workspace={WORKSPACE}"
+    # The UI opens the link in that workspace (without ?workspace= it shows the default one).
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(ours["model_version_url"])
+        page.get_by_text(f"{model_name} in team-a").first.wait_for(timeout=60_000)
+    finally:
+        context.close()
 
     (envelope,) = [d.json for d in receiver.deliveries() if d.path == "/mlflow"]
     assert envelope["data"] == native_data
