@@ -41,6 +41,8 @@ from watcher.model import (
     VersionState,
     make_event_id,
 )
+from watcher.prompts import RANK as PROMPT_RANK
+from watcher.prompts import detect_prompts, prompt_names
 from watcher.renames import pair_renames, renames_first
 
 _STAGE_EVENTS = {
@@ -65,6 +67,7 @@ _RANK = {
     EventType.MODEL_VERSION_ALIAS_CREATED: 6,
     EventType.MODEL_VERSION_DELETED: 7,
     EventType.REGISTERED_MODEL_DELETED: 8,
+    **PROMPT_RANK,
 }
 
 EMPTY = Observation(models={}, versions={}, read_at=0)
@@ -82,6 +85,9 @@ class Policy:
     """With no previous snapshot, emit events for what exists instead of recording a baseline."""
     baseline_ms: int = 0
     """When the baseline was read (epoch ms): what was created well before it is adopted."""
+    prompts: bool = False
+    """Detect prompt events (watcher.prompts): a webhook subscribes to them and the snapshot
+    already held the prompts. Whatever it says, prompts never give model events."""
 
 
 def detect(
@@ -105,12 +111,30 @@ def detect(
         changed_versions = None
     else:
         cutoff = policy.baseline_ms - CREATION_SKEW_MS
-    detector = _Detector(previous, current, policy.registry, cutoff, changed_versions)
+    then, now = prompt_names(previous), prompt_names(current)
+    detector = _Detector(
+        _without(previous, then),
+        _without(current, now),
+        policy.registry,
+        cutoff,
+        changed_versions,
+        skip=(then, now),
+    )
     events = list(detector.run())
+    if policy.prompts:
+        events += detect_prompts(previous, current, policy.registry, cutoff, changed_versions)
     events.sort(
         key=lambda e: (e.timestamp, e.model_name, _version_order(e.model_version), _RANK[e.type])
     )
     return renames_first(events)
+
+
+def _without(observation: Observation, prompts: frozenset[str]) -> Observation:
+    """The observation without the prompts' records (their versions are skipped by name)."""
+    if not prompts:
+        return observation
+    models = {n: m for n, m in observation.models.items() if n not in prompts}
+    return Observation(models=models, versions=observation.versions, read_at=observation.read_at)
 
 
 def _version_order(version: str | None) -> tuple[int, str]:
@@ -127,6 +151,8 @@ class _Detector:
     cutoff: int | None
     """Objects created before this (epoch ms) are adopted when first seen; None: nothing is."""
     changed_versions: Collection[tuple[str, str]] | None = None
+    skip: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
+    """The prompts of the previous read and of this one: their versions are not models'."""
     _gone_models: set[str] = field(default_factory=set)
     """Models deleted, or renamed away: their versions give no events of their own."""
     _renamed: dict[str, str] = field(default_factory=dict)
@@ -252,7 +278,7 @@ class _Detector:
             before = previous_versions.get(key)
             if before is version:
                 continue  # untouched since the snapshot: the common case, kept cheap
-            if version.name in self._adopted_models:
+            if version.name in self._adopted_models or version.name in self.skip[1]:
                 continue
             if version.name in self._renamed:  # the same version, under its old name before
                 before = previous_versions.get((self._renamed[version.name], version.version))
@@ -269,8 +295,8 @@ class _Detector:
                 after is not None and after.creation_timestamp == before.creation_timestamp
             ):
                 continue
-            if before.name in self._gone_models:
-                continue  # REGISTERED_MODEL_DELETED says it all
+            if before.name in self._gone_models or before.name in self.skip[0]:
+                continue  # REGISTERED_MODEL_DELETED says it all (or it is a prompt's)
             yield self._event(
                 EventType.MODEL_VERSION_DELETED,
                 before.name,

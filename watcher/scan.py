@@ -14,7 +14,8 @@ Facts that shape the algorithms (measured on MLflow 2.9 to 3.x):
   a live row, so whatever seems to have gone is confirmed with a direct get by the caller.
 - A server can return the same page token twice; the read is then abandoned, not looped.
 - MLflow 3 stores prompts as registered models tagged ``mlflow.prompt.is_prompt``: they, and
-  their versions, are never models to watch.
+  their versions, are read only when a webhook subscribes to prompt events
+  (``ReaderSettings.prompts``); :mod:`watcher.prompts` detects their changes.
 - A server that refuses an order or a filter answers 400 ``INVALID_PARAMETER_VALUE`` (or 501):
   :func:`is_refused` is the one test of it.
 """
@@ -29,12 +30,12 @@ from typing import Any, Protocol, TypeVar
 
 from watcher.errors import RegistryError
 from watcher.model import ModelState, VersionState
+from watcher.prompts import PROMPT_TAG, is_prompt
 
 Key = tuple[str, str]
 Watches = Callable[[str], bool]
 
-PROMPT_TAG = "mlflow.prompt.is_prompt"
-"""MLflow 3 stores prompts as registered models with this tag; they are not models to watch."""
+__all__ = ["PROMPT_TAG", "is_prompt"]  # re-exported: the readers' callers know them from here
 
 MODELS_PAGE_MAX = 100
 """Registered models per search request, whatever page_size says. Each one comes with its latest
@@ -56,10 +57,6 @@ NAMES_PER_REQUEST = 50
 which servers and proxies bound (8 KB is common)."""
 
 
-def is_prompt(model: ModelState) -> bool:
-    return model.tags.get(PROMPT_TAG, "").lower() == "true"
-
-
 def is_refused(exc: RegistryError) -> bool:
     """The server refuses this kind of read (an order_by or a filter it does not support), as
     opposed to failing it: the caller reads another way instead of failing the cycle."""
@@ -72,6 +69,8 @@ class ReaderSettings:
     registry_uri: str
     timeout: float = 30.0
     page_size: int = 1000
+    prompts: bool = False
+    """Read MLflow 3's prompts too (a webhook subscribes to prompt events); else skip them."""
 
 
 @dataclass
@@ -126,6 +125,8 @@ class Reader(Protocol):
 
     def get_version(self, name: str, version: str) -> VersionState | None: ...
 
+    def keeps(self, model: ModelState) -> bool: ...
+
 
 class ScanReader:
     """The read algorithms; subclasses supply paged searches and single gets."""
@@ -158,14 +159,20 @@ class ScanReader:
 
     # Filters -----------------------------------------------------------------------------
 
+    def keeps(self, model: ModelState) -> bool:
+        """Whether a model read is one to watch by kind: a prompt only when prompts are read
+        (the ``models`` globs are the caller's to apply)."""
+        return self.settings.prompts or not is_prompt(model)
+
     def _keep_model(self, model: ModelState, watches: Watches) -> bool:
         if is_prompt(model):
             self._prompts.add(model.name)
-            return False
-        return watches(model.name)
+        return self.keeps(model) and watches(model.name)
 
     def _keep_version(self, version: VersionState, watches: Watches) -> bool:
-        if version.name in self._prompts or version.tags.get(PROMPT_TAG, "").lower() == "true":
+        if not self.settings.prompts and (
+            version.name in self._prompts or version.tags.get(PROMPT_TAG, "").lower() == "true"
+        ):
             return False
         return watches(version.name)
 

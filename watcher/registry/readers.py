@@ -154,13 +154,15 @@ def _version_from_entity(mv: Any) -> VersionState:
 
 
 def _model_from_entity(rm: Any) -> ModelState:
+    # MLflow 3's entity hides mlflow.prompt.is_prompt from `tags`; `_tags` has every tag.
+    raw_tags = getattr(rm, "_tags", None)
     return ModelState(
         name=str(rm.name),
         creation_timestamp=int(rm.creation_timestamp or 0),
         last_updated_timestamp=int(rm.last_updated_timestamp or 0),
         description=str(rm.description or ""),
         user_id=str(getattr(rm, "user_id", "") or ""),
-        tags=_tags(rm.tags),
+        tags=_tags(raw_tags if isinstance(raw_tags, Mapping) else rm.tags),
         aliases={str(k): str(v) for k, v in (rm.aliases or {}).items()},
     )
 
@@ -292,6 +294,9 @@ class ClientReader(ScanReader):
             self._client = MlflowClient(
                 tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri
             )
+            # MlflowClient leaves prompts out of model searches and refuses to get one; its
+            # registry client (what it calls underneath) does neither: with prompts, read there.
+            self._lookup = self._client._get_registry_client() if settings.prompts else self._client
         except Exception as exc:
             raise RegistryError(f"cannot open MLflow registry {self._where}: {exc}") from None
 
@@ -312,11 +317,14 @@ class ClientReader(ScanReader):
     def _search_models(
         self, page_token: str | None, order_by: list[str], page_size: int
     ) -> tuple[list[ModelState], str | None]:
+        search = (
+            self._lookup.store.search_registered_models
+            if self.settings.prompts
+            else self._client.search_registered_models
+        )
         page = self._call(
             "search_registered_models",
-            lambda: self._client.search_registered_models(
-                max_results=page_size, order_by=order_by, page_token=page_token
-            ),
+            lambda: search(max_results=page_size, order_by=order_by, page_token=page_token),
         )
         return [_model_from_entity(m) for m in page], page.token
 
@@ -336,13 +344,13 @@ class ClientReader(ScanReader):
 
     def get_model(self, name: str) -> ModelState | None:
         found = self._get_or_none(
-            "get_registered_model", lambda: self._client.get_registered_model(name)
+            "get_registered_model", lambda: self._lookup.get_registered_model(name)
         )
         return None if found is None else _model_from_entity(found)
 
     def get_version(self, name: str, version: str) -> VersionState | None:
         found = self._get_or_none(
-            "get_model_version", lambda: self._client.get_model_version(name, version)
+            "get_model_version", lambda: self._lookup.get_model_version(name, version)
         )
         return None if found is None else _version_from_entity(found)
 
