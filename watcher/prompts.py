@@ -149,11 +149,12 @@ class _PromptDetector:
             if name in self.then and same is None:
                 self._gone.add(name)
                 before = self.previous.models[name]
+                again = self.current.models.get(name)  # a prompt or a model of the same name
                 yield self._event(
                     EventType.PROMPT_DELETED,
                     name,
                     # Deleted before it was created again: keep that order for receivers.
-                    self.current.read_at if after is None else after.creation_timestamp - 1,
+                    self.current.read_at if again is None else again.creation_timestamp - 1,
                     before.creation_timestamp,
                     None,
                     user_id=before.user_id,
