@@ -52,6 +52,10 @@ VERSION_ORDER = ["name ASC", "version_number ASC"]
 RECENT_ORDER = ["last_updated_timestamp DESC"]
 BY_NAME_ORDER = ["version_number ASC"]
 
+PROMPTS_FILTER = f"tags.`{PROMPT_TAG}` = 'true'"
+"""The filter of a search for prompts: MLflow 3's stores leave prompts (and their versions) out of
+every search that does not ask for them this way (MLflow's own client relied on that)."""
+
 NAMES_PER_REQUEST = 50
 """Model names in one ``name IN (...)`` version search: the filter travels in the URL of a GET,
 which servers and proxies bound (8 KB is common)."""
@@ -138,11 +142,13 @@ class ScanReader:
         self._prompts: set[str] = set()
         self.lists_refused = False
         """The server refused ``name IN (...)`` on versions (MLflow 2): by name since."""
+        self.prompts_refused = False
+        """The server refused the prompts' filter (it has no prompts): not asked again."""
 
     # Primitives --------------------------------------------------------------------------
 
     def _search_models(
-        self, page_token: str | None, order_by: list[str], page_size: int
+        self, page_token: str | None, order_by: list[str], page_size: int, filter_string: str = ""
     ) -> tuple[list[ModelState], str | None]:
         raise NotImplementedError
 
@@ -176,6 +182,24 @@ class ScanReader:
             return False
         return watches(version.name)
 
+    def _searches(self) -> tuple[str, ...]:
+        """The filter of each search a read makes: one without (the models, and on servers
+        that return them unasked the prompts too), then, when prompts are read, one for them."""
+        if self.settings.prompts and not self.prompts_refused:
+            return ("", PROMPTS_FILTER)
+        return ("",)
+
+    def _each(self, search: Callable[[str], Iterable[list[_Row]]]) -> Iterator[list[_Row]]:
+        """The pages of ``search`` with each filter of :meth:`_searches`. A server that refuses
+        the prompts' filter has none: its search yields nothing, now and later."""
+        for filter_string in self._searches():
+            try:
+                yield from search(filter_string)
+            except RegistryError as exc:
+                if not filter_string or not is_refused(exc):
+                    raise
+                self.prompts_refused = True
+
     # Full scans --------------------------------------------------------------------------
 
     def scan_models(
@@ -188,7 +212,9 @@ class ScanReader:
         """
         models: dict[str, ModelState] = {}
         page_size = min(self.settings.page_size, MODELS_PAGE_MAX)
-        for page in pages(lambda t: self._search_models(t, NAME_ORDER, page_size)):
+        for page in self._each(
+            lambda f: pages(lambda t: self._search_models(t, NAME_ORDER, page_size, f))
+        ):
             for model in page:
                 if self._keep_model(model, watches):
                     models[model.name] = _same(reuse, model.name, model)
@@ -212,7 +238,9 @@ class ScanReader:
         size = self.settings.page_size
         watches = functools.cache(watches)  # a few model names over 100k rows: match each once
         try:
-            for page in pages(lambda t: self._search_versions(t, VERSION_ORDER, size, "")):
+            for page in self._each(
+                lambda f: pages(lambda t: self._search_versions(t, VERSION_ORDER, size, f))
+            ):
                 for version in page:
                     if self._keep_version(version, watches):
                         keep_newer(versions, _same(reuse, version.key, version))
@@ -234,32 +262,62 @@ class ScanReader:
 
     def models_updated_since(self, since_ms: int, watches: Watches) -> list[ModelState]:
         """Models whose last_updated_timestamp is at or after since_ms, newest first."""
-        found = self._recent(
-            lambda t, size: self._search_models(t, RECENT_ORDER, min(size, MODELS_PAGE_MAX)),
-            since_ms,
+        found = self._each(
+            lambda f: [
+                self._recent(
+                    lambda t, size: self._search_models(
+                        t, RECENT_ORDER, min(size, MODELS_PAGE_MAX), f
+                    ),
+                    since_ms,
+                )
+            ]
         )
-        return [m for m in found if self._keep_model(m, watches)]
+        return [m for rows in found for m in rows if self._keep_model(m, watches)]
 
     def versions_updated_since(self, since_ms: int, watches: Watches) -> list[VersionState]:
         """Versions whose last_updated_timestamp is at or after since_ms, newest first."""
-        found = self._recent(
-            lambda t, size: self._search_versions(t, RECENT_ORDER, size, ""), since_ms
+        found = self._each(
+            lambda f: [
+                self._recent(lambda t, s: self._search_versions(t, RECENT_ORDER, s, f), since_ms)
+            ]
         )
-        return [v for v in found if self._keep_version(v, watches)]
+        return [v for rows in found for v in rows if self._keep_version(v, watches)]
 
     def versions_of(self, name: str) -> dict[Key, VersionState]:
-        """Every version of one model (a by-name read: about one request)."""
+        """Every version of one model (a by-name read: about one request).
+
+        A prompt's versions need the prompts' filter: a name known as a prompt is read with it,
+        and, while prompts are read, a name whose read found nothing is asked again with it
+        (a prompt this reader has not seen in a search yet, after a restart)."""
+        prompt = self.settings.prompts and name in self._prompts
+        versions = self._by_name(name, prompt=prompt)
+        if not versions and self.settings.prompts and not prompt:
+            versions = self._by_name(name, prompt=True)
+        return versions
+
+    def _by_name(self, name: str, *, prompt: bool) -> dict[Key, VersionState]:
         # MLflow's filter takes either quote and no escapes (a backslash is literal): quote with
         # the one the name does not contain. A name with both cannot be filtered on; its missing
         # versions are then confirmed one by one.
         quote = '"' if "'" in name else "'"
         condition = f"name = {quote}{name}{quote}"
+        if prompt:
+            if self.prompts_refused:
+                return {}
+            condition = f"{condition} AND {PROMPTS_FILTER}"
         size = self.settings.page_size
         versions: dict[Key, VersionState] = {}
-        for page in pages(lambda t: self._search_versions(t, BY_NAME_ORDER, size, condition)):
-            for version in page:
-                if version.name == name and self._keep_version(version, lambda _n: True):
-                    keep_newer(versions, version)
+        try:
+            for page in pages(lambda t: self._search_versions(t, BY_NAME_ORDER, size, condition)):
+                for version in page:
+                    if version.name == name and self._keep_version(version, lambda _n: True):
+                        keep_newer(versions, version)
+        except RegistryError as exc:
+            if not prompt or not is_refused(exc):
+                raise
+            self.prompts_refused = True  # a server without prompts
+        if prompt and versions:
+            self._prompts.add(name)
         return versions
 
     def versions_of_models(self, names: Iterable[str]) -> dict[str, dict[Key, VersionState]]:
@@ -268,7 +326,10 @@ class ScanReader:
         model where it does not (MLflow 2 takes a list for run_id only) or where a name cannot
         be written in a list (a quote or a backslash in it)."""
         found: dict[str, dict[Key, VersionState]] = {name: {} for name in names}
-        alone = sorted(n for n in found if self.lists_refused or any(c in n for c in "'\"\\"))
+        prompts = self._prompts if self.settings.prompts else set()  # read by name, filtered
+        alone = sorted(
+            n for n in found if self.lists_refused or n in prompts or any(c in n for c in "'\"\\")
+        )
         listed = sorted(found.keys() - set(alone))
         for start in range(0, len(listed), NAMES_PER_REQUEST):
             chunk = listed[start : start + NAMES_PER_REQUEST]
@@ -285,6 +346,9 @@ class ScanReader:
                     keep_newer(found[version.name], version)
         for name in alone:
             found[name] = self.versions_of(name)
+        if self.settings.prompts:  # a listed name without versions may be a prompt unseen yet
+            for name in [n for n in listed if not found[n]]:
+                found[name] = self._by_name(name, prompt=True)
         return found
 
     def _versions_in(self, names: list[str]) -> list[VersionState]:

@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from tests.unit.test_incremental import FakeRegistry, Harness, sample_registry
 from watcher import state_meta as sm
 from watcher.config import Config
@@ -19,6 +21,15 @@ PROMPT_HOOK = WebhookConfig(
     name="prompts", url="https://ci.example/hook", events=ALL_EVENTS | PROMPT_EVENTS
 )
 MODELS_HOOK = WebhookConfig(name="models", url="https://ci.example/hook")
+
+
+@pytest.fixture(params=[True, False], ids=["mlflow-3-search", "prompts-unasked"])
+def fake(request: pytest.FixtureRequest) -> FakeRegistry:
+    """The sample registry, its searches leaving prompts out unless asked (MLflow 3's stores)
+    or returning them with the models (servers that did)."""
+    registry = sample_registry()
+    registry.excludes_prompts = request.param
+    return registry
 
 
 def harness(root: Path, fake: FakeRegistry, *, prompts: bool) -> Harness:
@@ -51,8 +62,9 @@ def test_reader_settings_follow_the_subscriptions() -> None:
     assert isinstance(reader_settings(with_prompts), ReaderSettings)
 
 
-def test_prompts_unsubscribed_are_neither_read_nor_reported(tmp_path: Path) -> None:
-    fake = sample_registry()
+def test_prompts_unsubscribed_are_neither_read_nor_reported(
+    tmp_path: Path, fake: FakeRegistry
+) -> None:
     with harness(tmp_path, fake, prompts=False) as h:
         h.cycle()
         prompt_version(fake, "greeting", "Hi {{name}}")
@@ -64,9 +76,8 @@ def test_prompts_unsubscribed_are_neither_read_nor_reported(tmp_path: Path) -> N
 
 
 def test_a_subscription_on_an_existing_state_adopts_then_reports_each_change_once(
-    tmp_path: Path,
+    tmp_path: Path, fake: FakeRegistry
 ) -> None:
-    fake = sample_registry()
     with harness(tmp_path, fake, prompts=False) as h:
         h.cycle()
     prompt_version(fake, "greeting", "Hi {{name}}")  # made while nobody watched prompts
@@ -96,8 +107,9 @@ def test_a_subscription_on_an_existing_state_adopts_then_reports_each_change_onc
         assert len(h.store.recent_events(limit=20)) == len(h.events)
 
 
-def test_a_subscription_ended_drops_the_prompts_silently(tmp_path: Path) -> None:
-    fake = sample_registry()
+def test_a_subscription_ended_drops_the_prompts_silently(
+    tmp_path: Path, fake: FakeRegistry
+) -> None:
     with harness(tmp_path, fake, prompts=True) as h:
         h.cycle()
         assert held_prompts(h) == {"greeting"}

@@ -229,10 +229,12 @@ class RestReader(ScanReader):
         )
 
     def _search_models(
-        self, page_token: str | None, order_by: list[str], page_size: int
+        self, page_token: str | None, order_by: list[str], page_size: int, filter_string: str = ""
     ) -> tuple[list[ModelState], str | None]:
         params: list[tuple[str, Any]] = [("max_results", page_size)]
         params.extend(("order_by", o) for o in order_by)
+        if filter_string:
+            params.append(("filter", filter_string))
         if page_token:
             params.append(("page_token", page_token))
         body = self._get(_SEARCH_MODELS, params) or {}
@@ -294,8 +296,8 @@ class ClientReader(ScanReader):
             self._client = MlflowClient(
                 tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri
             )
-            # MlflowClient leaves prompts out of model searches and refuses to get one; its
-            # registry client (what it calls underneath) does neither: with prompts, read there.
+            # MlflowClient refuses to get a prompt or a prompt version by name; its registry
+            # client (what it calls underneath) does not: with prompts, get through that.
             self._lookup = self._client._get_registry_client() if settings.prompts else self._client
         except Exception as exc:
             raise RegistryError(f"cannot open MLflow registry {self._where}: {exc}") from None
@@ -315,16 +317,17 @@ class ClientReader(ScanReader):
             self.stats.seconds += time.monotonic() - started
 
     def _search_models(
-        self, page_token: str | None, order_by: list[str], page_size: int
+        self, page_token: str | None, order_by: list[str], page_size: int, filter_string: str = ""
     ) -> tuple[list[ModelState], str | None]:
-        search = (
-            self._lookup.store.search_registered_models
-            if self.settings.prompts
-            else self._client.search_registered_models
-        )
+        # Without a filter, MlflowClient leaves prompts out; with the prompts' it keeps them.
         page = self._call(
             "search_registered_models",
-            lambda: search(max_results=page_size, order_by=order_by, page_token=page_token),
+            lambda: self._client.search_registered_models(
+                filter_string=filter_string or None,
+                max_results=page_size,
+                order_by=order_by,
+                page_token=page_token,
+            ),
         )
         return [_model_from_entity(m) for m in page], page.token
 
