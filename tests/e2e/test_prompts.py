@@ -10,8 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.conftest import ConfigFor
-from tests.e2e.harness import Receiver, Steps, summary, wait_for
+import pytest
+
+from tests.e2e.conftest import ConfigFor, config_in
+from tests.e2e.harness import MlflowServer, Receiver, Steps, summary, wait_for
 
 EXPERIMENT_IDS_TAG = "_mlflow_experiment_ids"
 
@@ -110,3 +112,44 @@ def test_a_star_subscription_gets_no_prompt_event(
     client.set_prompt_alias(name, "production", 1)
     client.create_registered_model(model_name)
     assert summary(steps.run()) == [("REGISTERED_MODEL_CREATED", model_name, None)]
+
+
+@pytest.mark.parametrize("store", ["file", "sqlite"])
+def test_prompts_read_straight_from_a_store(
+    store: str,
+    mlflow_server: MlflowServer,
+    receiver: Receiver,
+    model_name: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Through MlflowClient (the file store, a database), which leaves prompts out of its
+    searches and refuses to get one by name unless asked the right way."""
+    from mlflow import MlflowClient
+
+    if store == "file":
+        monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+        uri = (tmp_path / "mlruns").as_uri()
+    else:
+        uri = mlflow_server.db_uri
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    name = f"{model_name}-greeting"
+    client.create_prompt(name, tags={"team": "cx"})
+    client.create_prompt_version(name, "Hi {{name}}!")
+    config = config_in(
+        tmp_path, mlflow_server, receiver, f"{model_name}*", events=["PROMPT_*"], tracking_uri=uri
+    )
+    steps = Steps(config, receiver)
+    assert steps.run() == []
+    client.create_prompt_version(name, "Hello {{name}}!", tags={"author": "alice"})
+    client.set_prompt_alias(name, "production", 2)
+    client.set_prompt_tag(name, "lang", "en")
+    assert summary(steps.run(), "alias", "tag_key") == [
+        ("PROMPT_ALIAS_CREATED", name, "2", "production", None),
+        ("PROMPT_TAG_SET", name, None, None, "lang"),
+        ("PROMPT_VERSION_CREATED", name, "2", None, None),
+        ("PROMPT_VERSION_TAG_SET", name, "2", None, "author"),
+    ]
+    client.delete_prompt_version(name, "1")
+    assert summary(steps.run()) == [("PROMPT_VERSION_DELETED", name, "1")]
+    assert steps.run() == []
