@@ -31,6 +31,15 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from watcher.diffs import (
+    Emit,
+    alias_events,
+    live_aliases,
+    make_event,
+    one_of,
+    row_of,
+    tag_events,
+)
 from watcher.model import (
     NO_STAGE,
     Event,
@@ -39,7 +48,6 @@ from watcher.model import (
     Observation,
     SnapshotDelta,
     VersionState,
-    make_event_id,
 )
 from watcher.prompts import RANK as PROMPT_RANK
 from watcher.prompts import detect_prompts, prompt_names
@@ -190,25 +198,15 @@ class _Detector:
         model_version: str | None = None,
         **fields: Any,
     ) -> Event:
-        version_number = version.version if version is not None else model_version
-        created = version.creation_timestamp if version is not None else None
-        return Event(
-            event_id=make_event_id(
-                self.registry,
-                event_type,
-                model_name,
-                version_number,
-                created,
-                before,
-                after,
-                timestamp,
-            ),
-            type=event_type,
-            model_name=model_name,
-            timestamp=timestamp,
-            model_version=version_number,
-            version_creation_timestamp=created,
-            user_id=fields.pop("user_id", version.user_id if version is not None else ""),
+        return make_event(
+            self.registry,
+            model_name,
+            event_type,
+            timestamp,
+            before,
+            after,
+            version,
+            model_version=model_version,
             source=(version.source or None) if version is not None else None,
             run_id=(version.run_id or None) if version is not None else None,
             **fields,
@@ -325,34 +323,13 @@ class _Detector:
         yield from self._tag_events({}, version)
 
     def _tag_events(self, before: Mapping[str, str], version: VersionState) -> Iterator[Event]:
-        at = self.current.read_at
-        for key, value in version.tags.items():
-            old = before.get(key)
-            if old == value:
-                continue
-            yield self._event(
-                EventType.MODEL_VERSION_TAG_SET,
-                version.name,
-                at,
-                [key, old],
-                [key, value],
-                version,
-                tag_key=key,
-                tag_value=value,
-                previous_value=old,
-            )
-        for key, old in before.items():
-            if key not in version.tags:
-                yield self._event(
-                    EventType.MODEL_VERSION_TAG_DELETED,
-                    version.name,
-                    at,
-                    [key, old],
-                    [key, None],
-                    version,
-                    tag_key=key,
-                    previous_value=old,
-                )
+        kinds = (EventType.MODEL_VERSION_TAG_SET, EventType.MODEL_VERSION_TAG_DELETED)
+        emit = self._emitter(version.name)
+        yield from tag_events(emit, kinds, before, version.tags, self.current.read_at, version)
+
+    def _emitter(self, name: str) -> Emit:
+        """Events about model ``name``, as :meth:`_event` makes them."""
+        return lambda kind, *args, **fields: self._event(kind, name, *args, **fields)
 
     def _deletion_time(self, model_name: str) -> int:
         """Deleting a version bumps its model's last_updated_timestamp; use it when it moved."""
@@ -372,46 +349,18 @@ class _Detector:
             same = self._same_model(name)
             if name in self._renamed:
                 same = self.previous.models[self._renamed[name]]
-            before = _live_aliases(self.previous, same) if same is not None else {}
+            before = live_aliases(self.previous, same) if same is not None else {}
             old_name = name if same is None else same.name
-            after = _live_aliases(self.current, model)
-            for alias, version in after.items():
-                old = before.get(alias)
-                if old == version or (old is None and (name, version) in self._adopted_versions):
-                    continue
-                yield self._event(
-                    EventType.MODEL_VERSION_ALIAS_CREATED,
-                    name,
-                    at,
-                    [alias, old],
-                    [alias, version],
-                    self.current.versions.get((name, version)),
-                    model_version=version,
-                    alias=alias,
-                    previous_version=old,
-                )
-            for alias, old in before.items():
-                if alias in after:
-                    continue
-                yield self._event(
-                    EventType.MODEL_VERSION_ALIAS_DELETED,
-                    name,
-                    at,
-                    [alias, old],
-                    [alias, None],
-                    self.previous.versions.get((old_name, old)),
-                    model_version=old,
-                    alias=alias,
-                )
-
-
-def _live_aliases(observation: Observation, model: ModelState) -> dict[str, str]:
-    """The aliases of a model whose version exists in the same observation."""
-    return {
-        alias: version
-        for alias, version in model.aliases.items()
-        if (model.name, version) in observation.versions
-    }
+            after = live_aliases(self.current, model)
+            yield from alias_events(
+                self._emitter(name),
+                (EventType.MODEL_VERSION_ALIAS_CREATED, EventType.MODEL_VERSION_ALIAS_DELETED),
+                before,
+                after,
+                at,
+                (row_of(self.previous.versions, old_name), row_of(self.current.versions, name)),
+                one_of(self._adopted_versions, name),
+            )
 
 
 def _stage_events(detector: _Detector, from_stage: str, after: VersionState) -> Iterator[Event]:

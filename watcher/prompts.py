@@ -25,11 +25,12 @@ module says what changed, following the model detector's rules:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
-from watcher.model import Event, EventType, ModelState, Observation, VersionState, make_event_id
+from watcher.diffs import Emit, alias_events, live_aliases, make_event, one_of, row_of, tag_events
+from watcher.model import Event, EventType, ModelState, Observation, VersionState
 
 PROMPT_TAG = "mlflow.prompt.is_prompt"
 """MLflow 3 stores prompts as registered models (and their versions) with this tag."""
@@ -115,30 +116,9 @@ class _PromptDetector:
         before, after = self.previous.models[name], self.current.models[name]
         return before if before.creation_timestamp == after.creation_timestamp else None
 
-    def _event(
-        self,
-        kind: EventType,
-        name: str,
-        timestamp: int,
-        before: Any,
-        after: Any,
-        version: VersionState | None = None,
-        **fields: Any,
-    ) -> Event:
-        number = fields.pop("model_version", version.version if version is not None else None)
-        created = version.creation_timestamp if version is not None else None
-        return Event(
-            event_id=make_event_id(
-                self.registry, kind, name, number, created, before, after, timestamp
-            ),
-            type=kind,
-            model_name=name,
-            timestamp=timestamp,
-            model_version=number,
-            version_creation_timestamp=created,
-            user_id=fields.pop("user_id", version.user_id if version is not None else ""),
-            **fields,
-        )
+    def _emitter(self, name: str) -> Emit:
+        """Events about prompt ``name`` (the version's number and user come with a version)."""
+        return functools.partial(make_event, self.registry, name)
 
     # ----------------------------------------------------------------- prompts
 
@@ -150,9 +130,8 @@ class _PromptDetector:
                 self._gone.add(name)
                 before = self.previous.models[name]
                 again = self.current.models.get(name)  # a prompt or a model of the same name
-                yield self._event(
+                yield self._emitter(name)(
                     EventType.PROMPT_DELETED,
-                    name,
                     # Deleted before it was created again: keep that order for receivers.
                     self.current.read_at if again is None else again.creation_timestamp - 1,
                     before.creation_timestamp,
@@ -170,9 +149,8 @@ class _PromptDetector:
 
     def _created(self, prompt: ModelState) -> Iterator[Event]:
         tags = user_tags(prompt.tags)
-        yield self._event(
+        yield self._emitter(prompt.name)(
             EventType.PROMPT_CREATED,
-            prompt.name,
             prompt.creation_timestamp,
             None,
             [prompt.creation_timestamp, prompt.last_updated_timestamp],
@@ -212,9 +190,8 @@ class _PromptDetector:
                 after is not None and after.creation_timestamp == before.creation_timestamp
             ):
                 continue
-            yield self._event(
+            yield self._emitter(key[0])(
                 EventType.PROMPT_VERSION_DELETED,
-                key[0],
                 self._deletion_time(key[0]),
                 None,
                 None,
@@ -227,9 +204,8 @@ class _PromptDetector:
             self._adopted_versions.add(version.key)
             return
         tags = user_tags(version.tags)
-        yield self._event(
+        yield self._emitter(version.name)(
             EventType.PROMPT_VERSION_CREATED,
-            version.name,
             version.creation_timestamp,
             None,
             [version.creation_timestamp, version.last_updated_timestamp],
@@ -256,38 +232,13 @@ class _PromptDetector:
         name: str,
         version: VersionState | None = None,
     ) -> Iterator[Event]:
-        at = self.current.read_at
         kinds = (
             (EventType.PROMPT_TAG_SET, EventType.PROMPT_TAG_DELETED)
             if version is None
             else (EventType.PROMPT_VERSION_TAG_SET, EventType.PROMPT_VERSION_TAG_DELETED)
         )
-        for key, value in after.items():
-            old = before.get(key)
-            if old != value:
-                yield self._event(
-                    kinds[0],
-                    name,
-                    at,
-                    [key, old],
-                    [key, value],
-                    version,
-                    tag_key=key,
-                    tag_value=value,
-                    previous_value=old,
-                )
-        for key, old in before.items():
-            if key not in after:
-                yield self._event(
-                    kinds[1],
-                    name,
-                    at,
-                    [key, old],
-                    [key, None],
-                    version,
-                    tag_key=key,
-                    previous_value=old,
-                )
+        emit = self._emitter(name)
+        yield from tag_events(emit, kinds, before, after, self.current.read_at, version)
 
     # ----------------------------------------------------------------- aliases
 
@@ -296,41 +247,14 @@ class _PromptDetector:
         for name in sorted(self.now - self._adopted):
             prompt = self.current.models[name]
             same = self._same(name)
-            before = _live_aliases(self.previous, same) if same is not None else {}
-            after = _live_aliases(self.current, prompt)
-            for alias, version in sorted(after.items()):
-                old = before.get(alias)
-                if old == version or (old is None and (name, version) in self._adopted_versions):
-                    continue
-                yield self._event(
-                    EventType.PROMPT_ALIAS_CREATED,
-                    name,
-                    at,
-                    [alias, old],
-                    [alias, version],
-                    self.current.versions.get((name, version)),
-                    model_version=version,
-                    alias=alias,
-                    previous_version=old,
-                )
-            for alias, old in sorted(before.items()):
-                if alias not in after:
-                    yield self._event(
-                        EventType.PROMPT_ALIAS_DELETED,
-                        name,
-                        at,
-                        [alias, old],
-                        [alias, None],
-                        self.previous.versions.get((name, old)),
-                        model_version=old,
-                        alias=alias,
-                    )
-
-
-def _live_aliases(observation: Observation, prompt: ModelState) -> dict[str, str]:
-    """The aliases of a prompt whose version exists in the same observation."""
-    return {
-        alias: version
-        for alias, version in prompt.aliases.items()
-        if (prompt.name, version) in observation.versions
-    }
+            before = live_aliases(self.previous, same) if same is not None else {}
+            after = live_aliases(self.current, prompt)
+            yield from alias_events(
+                self._emitter(name),
+                (EventType.PROMPT_ALIAS_CREATED, EventType.PROMPT_ALIAS_DELETED),
+                before,
+                after,
+                at,
+                (row_of(self.previous.versions, name), row_of(self.current.versions, name)),
+                one_of(self._adopted_versions, name),
+            )

@@ -71,6 +71,12 @@ class Compare:
         self.native_seen += len(native)
         return sorted(native), sorted(watcher)
 
+    def same(self, make: Callable[[], object], *extra: Sent) -> None:
+        """The change gives MLflow's deliveries, equal to the watcher's but for ``extra``."""
+        native, watcher = self.change(make)
+        assert native, "MLflow sent nothing"
+        assert watcher == sorted(native + list(extra))
+
 
 def test_mlflow_format_data_equals_what_mlflow_sends(
     client: Any,
@@ -160,17 +166,7 @@ def test_mlflow_format_prompt_data_equals_what_mlflow_sends(
     assert steps.run() == []  # the baseline
     with native_webhook(mlflow_server, events=PROMPT_NATIVE_EVENTS) as hook:
         compare = Compare(steps, hook, model_name)
-
-        def same(make: Callable[[], object]) -> None:
-            native, watcher = compare.change(make)
-            assert native, "MLflow sent nothing"
-            assert watcher == native
-
-        def more(make: Callable[[], object], *extra: Sent) -> None:
-            """MLflow's deliveries, and the watcher's extra ones besides."""
-            native, watcher = compare.change(make)
-            assert native, "MLflow sent nothing"
-            assert watcher == sorted(native + list(extra))
+        same = more = compare.same
 
         # A prompt without description or tags, and one with both (and its tag's own event).
         same(lambda: client.create_prompt(plain))
