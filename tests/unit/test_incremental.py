@@ -269,10 +269,11 @@ class FakeRegistry(ScanReader):
         return model is not None and model.tags.get(PROMPT_TAG, "").lower() == "true"
 
     def _model_visible(self, model: _Model, watches: Watches) -> bool:
-        return not self._is_prompt(model.name) and watches(model.name)
+        return (self.settings.prompts or not self._is_prompt(model.name)) and watches(model.name)
 
     def _version_visible(self, version: _Version, watches: Watches) -> bool:
-        return not self._is_prompt(version.name) and watches(version.name)
+        prompts = self.settings.prompts  # prompts are watched only when the reader reads them
+        return (prompts or not self._is_prompt(version.name)) and watches(version.name)
 
     def truth(self, watches: Watches) -> tuple[dict[str, ModelState], dict[Key, VersionState]]:
         """What a perfect watcher would have observed now."""

@@ -13,9 +13,10 @@ from tests.unit.test_incremental import FakeRegistry, Harness, sample_registry
 from watcher import state_meta as sm
 from watcher.config import Config
 from watcher.config.types import WebhookConfig
-from watcher.model import ALL_EVENTS, PROMPT_EVENTS, EventType
+from watcher.errors import RegistryError
+from watcher.model import ALL_EVENTS, PROMPT_EVENTS, EventType, ModelState, VersionState
 from watcher.prompts import PROMPT_TAG, TEXT_TAG, is_prompt
-from watcher.scan import ReaderSettings
+from watcher.scan import PROMPTS_FILTER, ReaderSettings
 
 PROMPT_HOOK = WebhookConfig(
     name="prompts", url="https://ci.example/hook", events=ALL_EVENTS | PROMPT_EVENTS
@@ -122,3 +123,65 @@ def test_a_subscription_ended_drops_the_prompts_silently(
         assert all(name != "greeting" for name, _ in h.observed.versions)
         assert sm.PROMPTS_SINCE.get(h.store.all_meta()) == 0
         h.assert_exact()
+
+
+def test_incremental_polls_find_prompt_changes_without_scans(
+    tmp_path: Path, fake: FakeRegistry
+) -> None:
+    with harness(tmp_path, fake, prompts=True) as h:
+        h.cycle()
+        fake.create_prompt("support")
+        prompt_version(fake, "support", "How can I help?")
+        h.cycle()  # the watermark searches: the prompts' one finds both
+        prompt_version(fake, "support", "How may I help?")
+        fake.set_alias("support", "prod", "2")  # on a prompt whose timestamp moved: read now
+        h.cycle()
+        fake.delete_version("support", "1")  # the by-name read of a prompt reveals it
+        h.cycle()
+        assert [(e.type, e.model_version) for e in h.events] == [
+            (EventType.PROMPT_CREATED, None),
+            (EventType.PROMPT_VERSION_CREATED, "1"),
+            (EventType.PROMPT_VERSION_CREATED, "2"),
+            (EventType.PROMPT_ALIAS_CREATED, "2"),
+            (EventType.PROMPT_VERSION_DELETED, "1"),
+        ]
+        assert "scan_models" not in fake.calls
+        h.assert_exact()
+
+
+class PromptlessServer(FakeRegistry):
+    """A server without prompts (MLflow 2): it refuses a search on the prompts' filter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refused = 0
+
+    def _refuse(self, filter_string: str) -> None:
+        if PROMPTS_FILTER in filter_string:
+            self.refused += 1
+            raise RegistryError("bad filter", code="INVALID_PARAMETER_VALUE", status=400)
+
+    def _search_models(
+        self, page_token: str | None, order_by: list[str], page_size: int, filter_string: str = ""
+    ) -> tuple[list[ModelState], str | None]:
+        self._refuse(filter_string)
+        return super()._search_models(page_token, order_by, page_size, filter_string)
+
+    def _search_versions(
+        self, page_token: str | None, order_by: list[str], page_size: int, filter_string: str
+    ) -> tuple[list[VersionState], str | None]:
+        self._refuse(filter_string)
+        return super()._search_versions(page_token, order_by, page_size, filter_string)
+
+
+def test_a_server_that_refuses_the_prompts_filter_has_no_prompts() -> None:
+    server = PromptlessServer()
+    server.settings = replace(server.settings, prompts=True)
+    server.create_model("fraud")
+    server.create_version("fraud")
+    assert set(server.scan_models(lambda _n: True)) == {"fraud"}
+    assert server.prompts_refused
+    assert set(server.scan_versions(lambda _n: True)) == {("fraud", "1")}
+    assert set(server.versions_of("fraud")) == {("fraud", "1")}
+    assert server.versions_of("no-such-model") == {}
+    assert server.refused == 1  # asked once, never again
