@@ -176,9 +176,12 @@ def test_mlflow_format_prompt_data_equals_what_mlflow_sends(
             ),
             watcher_only("prompt_tag", "set", name=full, key="team", value="support"),
         )
-        # A text version without description or tags; a chat version with both.
+        # A text version without description or tags; a chat version with both, a response
+        # format and a model configuration (tags MLflow keeps in its payload's tags).
         same(lambda: client.create_prompt_version(plain, "Hello {{name}}!"))
-        more(
+        response_format = {"type": "object", "properties": {"answer": {"type": "string"}}}
+        model_config = {"model_name": "gpt-4o-mini", "temperature": 0.2}
+        native, watcher = compare.change(
             lambda: client.create_prompt_version(
                 plain,
                 [
@@ -187,11 +190,22 @@ def test_mlflow_format_prompt_data_equals_what_mlflow_sends(
                 ],
                 description='Chat "v2".\nShorter.',
                 tags={"author": "alice"},
-            ),
-            watcher_only(
-                "prompt_version_tag", "set", name=plain, version="2", key="author", value="alice"
-            ),
+                response_format=response_format,
+                model_config=model_config,
+            )
         )
+        ((_, _, _, created),) = native
+        tags = json.loads(created)["tags"]
+        assert set(tags) == {
+            "author",
+            "_mlflow_prompt_response_format",
+            "_mlflow_prompt_model_config",
+        }
+        version_tags = [
+            watcher_only("prompt_version_tag", "set", name=plain, version="2", key=k, value=v)
+            for k, v in tags.items()
+        ]
+        assert watcher == sorted(native + version_tags)
         # Prompt tags and prompt version tags: set, changed, deleted.
         same(lambda: client.set_prompt_tag(plain, "lang", "en"))
         same(lambda: client.set_prompt_tag(plain, "lang", "fr"))
