@@ -261,8 +261,10 @@ class Pipeline:
         report, previous, current = cycle.report, cycle.previous, cycle.current
         if report.skipped:
             return report
+        hints = self.hinted.unrecorded() if self.hinted is not None else {}
         if current is None:
-            self.store.set_meta(self._failure_meta(report))
+            self.store.set_meta(self._failure_meta(report) | hints)
+            self._recorded(hints)
             return report
         deliveries = [
             NewDelivery(make_delivery_id(e.event_id, w.name), e.event_id, w.name, e.model_name)
@@ -273,8 +275,9 @@ class Pipeline:
         delta = snapshot_delta(previous, current, cycle.plan.changed_versions)
         report.duration_ms = _ms(cycle.started)
         report.queued = self.store.commit_cycle(
-            delta, report.events, deliveries, self._success_meta(cycle, current)
+            delta, report.events, deliveries, self._success_meta(cycle, current) | hints
         )
+        self._recorded(hints)
         self.incremental.committed(previous, current, delta)
         self._snapshot = current
         if previous is None:
@@ -295,6 +298,12 @@ class Pipeline:
                 **({"repeated": count} if count > 1 else {}),
                 **({"next_poll_in_s": round(self._failures.delay, 1)} if count > 1 else {}),
             )
+
+    def _recorded(self, hints: dict[str, str]) -> None:
+        """The hint counts (``status`` shows them) rode in this commit: the service need not
+        write them in a transaction of their own."""
+        if self.hinted is not None:
+            self.hinted.recorded(hints)
 
     def _failure_meta(self, report: CycleReport) -> dict[str, str]:
         return sm.meta(
