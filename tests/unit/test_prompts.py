@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.helpers import model_state, version_state
 from watcher.detect import CREATION_SKEW_MS, Policy, detect
@@ -237,3 +239,60 @@ def test_only_the_changed_versions_are_compared(changed: set[tuple[str, str]] | 
     after = obs(prompt(), pversion("1", tags={"b": "2"}))
     found = detect(BASE, after, PROMPTS, changed)
     assert kinds(found) == ([] if changed == set() else [(P.PROMPT_VERSION_TAG_SET, "1")])
+
+
+# --------------------------------------------------------------------------- property
+
+_TAGS = st.dictionaries(st.sampled_from("abc"), st.sampled_from(["1", "2"]), max_size=3)
+_STATE = st.tuples(
+    _TAGS,
+    st.dictionaries(st.sampled_from(["1", "2", "3"]), _TAGS, max_size=3),
+    st.dictionaries(st.sampled_from(["prod", "dev"]), st.sampled_from(["1", "2", "3"])),
+)
+State = tuple[dict[str, str], dict[str, dict[str, str]], dict[str, str]]
+
+
+def _observed(state: State, read_at: int) -> Observation:
+    tags, versions, aliases = state
+    return obs(
+        prompt(tags=tags, aliases=aliases),
+        *(pversion(n, created=int(n) * 1_000, tags=t) for n, t in versions.items()),
+        read_at=read_at,
+    )
+
+
+def _replayed(before: State, events: list[Event]) -> State:
+    """The state the events say the prompt went to, from ``before``."""
+    tags, versions = dict(before[0]), {n: dict(t) for n, t in before[1].items()}
+    aliases = {a: v for a, v in before[2].items() if v in versions}
+    for e in events:
+        version = e.model_version or ""
+        if e.type is P.PROMPT_TAG_SET:
+            tags[e.tag_key or ""] = e.tag_value or ""
+        elif e.type is P.PROMPT_TAG_DELETED:
+            del tags[e.tag_key or ""]
+        elif e.type is P.PROMPT_VERSION_CREATED:
+            versions[version] = {}
+        elif e.type is P.PROMPT_VERSION_DELETED:
+            del versions[version]
+        elif e.type is P.PROMPT_VERSION_TAG_SET:
+            versions[version][e.tag_key or ""] = e.tag_value or ""
+        elif e.type is P.PROMPT_VERSION_TAG_DELETED:
+            del versions[version][e.tag_key or ""]
+        elif e.type is P.PROMPT_ALIAS_CREATED:
+            aliases[e.alias or ""] = version
+        elif e.type is P.PROMPT_ALIAS_DELETED:
+            del aliases[e.alias or ""]
+    return tags, versions, aliases
+
+
+@given(_STATE, _STATE)
+def test_the_events_take_the_prompt_from_one_read_to_the_next(before: State, after: State) -> None:
+    events = detect(_observed(before, 8_000), _observed(after, READ_AT), PROMPTS)
+    tags, versions, aliases = after
+    live = {a: v for a, v in aliases.items() if v in versions}
+    assert _replayed(before, events) == (tags, versions, live)
+    assert len({e.event_id for e in events}) == len(events)
+    # What the tag events say of a prompt version's tags, the created event's tags say too.
+    for created in (e for e in events if e.type is P.PROMPT_VERSION_CREATED):
+        assert created.tags == versions[created.model_version or ""]
