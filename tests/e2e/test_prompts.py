@@ -153,3 +153,20 @@ def test_prompts_read_straight_from_a_store(
     client.delete_prompt_version(name, "1")
     assert summary(steps.run()) == [("PROMPT_VERSION_DELETED", name, "1")]
     assert steps.run() == []
+
+
+def test_subscribing_on_an_existing_state_adopts_the_prompts(
+    client: Any, config_for: ConfigFor, receiver: Receiver, model_name: str
+) -> None:
+    name = f"{model_name}-greeting"
+    models_only = Steps(config_for(f"{model_name}*", events=["*"]), receiver)
+    assert models_only.run() == []  # the baseline, without prompts
+    client.create_prompt(name)  # after the baseline, while nobody watched prompts
+    client.create_prompt_version(name, "Hi {{name}}!")
+    assert models_only.run() == []
+    # The same state, now with a prompt subscription: the prompt is adopted, not created.
+    steps = Steps(config_for(f"{model_name}*", events=["*", "PROMPT_*"]), receiver)
+    steps.seen = models_only.seen
+    assert steps.run() == []
+    client.set_prompt_alias(name, "production", 1)
+    assert summary(steps.run(), "alias") == [("PROMPT_ALIAS_CREATED", name, "1", "production")]
