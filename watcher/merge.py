@@ -23,7 +23,7 @@ from typing import Any
 
 from watcher.errors import RegistryError
 from watcher.model import ModelState, Observation, VersionState
-from watcher.scan import Key, Reader, Watches, is_prompt, keep_newer
+from watcher.scan import Key, Reader, Watches, keep_newer
 
 
 @dataclass
@@ -235,7 +235,7 @@ class Draft:
                 self._saw_model(name)
                 if model is None:
                     self._confirm_gone(name)
-                elif not is_prompt(model):
+                elif self.reader.keeps(model):
                     self.confirmed.add(name)
                     self.models[name] = model
 
@@ -277,7 +277,7 @@ class Draft:
         """Ask for one model: True if it was missing from the read and is back. A model that
         is gone goes with every version this read knows of."""
         model = self.reader.get_model(name)
-        if model is None:
+        if model is None or not self.reader.keeps(model):  # gone, or a prompt not read now
             self._confirm_gone(name)
             return False
         self.confirmed.add(name)
@@ -307,7 +307,7 @@ class Draft:
         for name in sorted(candidates - self.models.keys()):
             latecomer = self.reader.get_model(name)
             self._saw_model(name)
-            if latecomer is None or is_prompt(latecomer):  # gone again already, or a prompt
+            if latecomer is None or not self.reader.keeps(latecomer):  # gone, or a prompt
                 for key in [k for k in self.versions if k[0] == name]:
                     del self.versions[key]
             elif self.watches(latecomer.name):

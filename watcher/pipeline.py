@@ -91,6 +91,7 @@ def reader_settings(config: Config) -> ReaderSettings:
         timeout=config.mlflow.timeout,
         page_size=config.mlflow.page_size,
         workspace=config.mlflow.workspace,
+        prompts=config.watches_prompts,
     )
 
 
@@ -119,6 +120,8 @@ class Pipeline:
         self._snapshot_loaded = False
         self._baseline_ms: int | None = None
         """When the baseline was read (state meta baseline_read_at), read once."""
+        self._prompts_held: bool | None = None
+        """Whether the committed snapshot holds the prompts (state meta prompts_since)."""
         self._scan_runner = options.scan_runner
         self.hinted = options.hints
         """With ``[hints]`` (the daemon only): ``hinted.take()`` gives the names of the models
@@ -154,6 +157,7 @@ class Pipeline:
         self._snapshot = None
         self._snapshot_loaded = False
         self._baseline_ms = None
+        self._prompts_held = None
         self.incremental = self._new_incremental()
 
     def check_registry_matches(self) -> None:
@@ -210,8 +214,9 @@ class Pipeline:
             return Cycle(skipped, started, full)
         plan = Plan()
         before = self._reader.stats.copy() if self._reader is not None else ReadStats()
+        switching = self._prompts_switch()
         try:
-            current = self.read(full=full, plan=plan)
+            current = self.read(full=full or switching, plan=plan)
         except RegistryError as exc:
             report = CycleReport(ok=False, duration_ms=_ms(started), error=str(exc))
             self._add_costs(report, before)
@@ -223,7 +228,11 @@ class Pipeline:
         previous = self._previous()
         if self._baseline_ms is None:
             self._baseline_ms = sm.BASELINE_READ_AT.get(self.store.all_meta()) or 0
-        policy = replace(self.policy, baseline_ms=self._baseline_ms)
+        policy = replace(
+            self.policy,
+            baseline_ms=self._baseline_ms,
+            prompts=self.config.watches_prompts and not switching,
+        )
         events = detect(previous, current, policy, plan.changed_versions)
         if previous is not None:  # the baseline asks for no runs (watcher.experiments)
             events = self.experiments.add_to(events, self.reader)
@@ -240,6 +249,17 @@ class Pipeline:
         self._add_costs(report, before)
         report.duration_ms = _ms(started)
         return Cycle(report, started, full, previous, current, plan)
+
+    def _prompts_switch(self) -> bool:
+        """Whether this poll starts or stops watching prompts (a webhook subscribed to prompt
+        events, or none does any more, since the snapshot was committed). Such a poll reads
+        everything, so the snapshot gains (or loses) every prompt at once, and reports none of
+        them: subscribing on an existing state must not announce every prompt as created."""
+        if self._previous() is None:
+            return False
+        if self._prompts_held is None:
+            self._prompts_held = bool(sm.PROMPTS_SINCE.get(self.store.all_meta()))
+        return self._prompts_held != self.config.watches_prompts
 
     def commit(self, cycle: Cycle) -> CycleReport:
         """Write an observed cycle: the snapshot change, the events, their deliveries and the
@@ -268,6 +288,7 @@ class Pipeline:
         self._snapshot = current
         if previous is None:
             self._baseline_ms = current.read_at
+        self._prompts_held = self.config.watches_prompts
         self._log_committed(report)
         return report
 
@@ -319,6 +340,9 @@ class Pipeline:
             meta.update(
                 sm.meta(sm.BASELINE_AT.entry(now), sm.BASELINE_READ_AT.entry(current.read_at))
             )
+        if cycle.previous is None or self._prompts_held != self.config.watches_prompts:
+            since = current.read_at if self.config.watches_prompts else 0
+            meta.update(sm.meta(sm.PROMPTS_SINCE.entry(since)))
         return meta
 
     def _log_committed(self, report: CycleReport) -> None:

@@ -56,7 +56,7 @@ from watcher.incremental import (
 from watcher.merge import Draft, Plan
 from watcher.model import NO_STAGE, Event, EventType, ModelState, Observation, VersionState
 from watcher.pipeline import CycleReport, Pipeline, PipelineOptions
-from watcher.scan import PROMPT_TAG, RECENT_ORDER, ReaderSettings, ScanReader
+from watcher.scan import PROMPT_TAG, PROMPTS_FILTER, RECENT_ORDER, ReaderSettings, ScanReader
 from watcher.store import Store
 
 Key = tuple[str, str]
@@ -129,8 +129,17 @@ class FakeRegistry(ScanReader):
     every write (and on every ``tick``); only the rows the facts name get the new timestamp.
     """
 
-    def __init__(self, *, step: int = 1000, page_size: int = 1000, mlflow3: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        step: int = 1000,
+        page_size: int = 1000,
+        mlflow3: bool = True,
+        excludes_prompts: bool = False,
+    ) -> None:
         super().__init__(ReaderSettings(TRACKING_URI, TRACKING_URI, page_size=page_size))
+        self.excludes_prompts = excludes_prompts
+        """As MLflow 3's stores do: prompts only in a search that asks for them."""
         self.now = int(time.time() * 1000)
         self.step = step
         self.mlflow3 = mlflow3
@@ -260,10 +269,11 @@ class FakeRegistry(ScanReader):
         return model is not None and model.tags.get(PROMPT_TAG, "").lower() == "true"
 
     def _model_visible(self, model: _Model, watches: Watches) -> bool:
-        return not self._is_prompt(model.name) and watches(model.name)
+        return (self.settings.prompts or not self._is_prompt(model.name)) and watches(model.name)
 
     def _version_visible(self, version: _Version, watches: Watches) -> bool:
-        return not self._is_prompt(version.name) and watches(version.name)
+        prompts = self.settings.prompts  # prompts are watched only when the reader reads them
+        return (prompts or not self._is_prompt(version.name)) and watches(version.name)
 
     def truth(self, watches: Watches) -> tuple[dict[str, ModelState], dict[Key, VersionState]]:
         """What a perfect watcher would have observed now."""
@@ -288,16 +298,17 @@ class FakeRegistry(ScanReader):
             self.after_request(kind)
 
     def _search_models(
-        self, page_token: str | None, order_by: list[str], page_size: int
+        self, page_token: str | None, order_by: list[str], page_size: int, filter_string: str = ""
     ) -> tuple[list[ModelState], str | None]:
         scan = order_by != RECENT_ORDER
         kind = "scan_models" if scan else "models_updated_since"
         self._request(kind)
+        found = [m for m in self.models.values() if self._searched(m.name, filter_string)]
         if scan:
-            rows = sorted(self.models.values(), key=lambda m: m.name)
+            rows = sorted(found, key=lambda m: m.name)
             rows = [m for m in rows if m.name not in self.hide_models_once]
         else:
-            rows = sorted(self.models.values(), key=lambda m: -m.updated)
+            rows = sorted(found, key=lambda m: -m.updated)
         page, token = offset_page([m.state() for m in rows], page_token, page_size)
         if scan and token is None:
             self.hide_models_once.clear()
@@ -307,7 +318,8 @@ class FakeRegistry(ScanReader):
     def _search_versions(
         self, page_token: str | None, order_by: list[str], page_size: int, filter_string: str
     ) -> tuple[list[VersionState], str | None]:
-        rows = list(self.versions.values())
+        rows = [v for v in self.versions.values() if self._searched(v.name, filter_string)]
+        filter_string = filter_string.replace(PROMPTS_FILTER, "").removesuffix(" AND ")
         if filter_string.startswith("name IN "):  # the hot set's batched read (MLflow 3 only)
             kind = "versions_in"
             self._request(kind)
@@ -342,6 +354,12 @@ class FakeRegistry(ScanReader):
             self.hide_versions_once.clear()
         self._answered(kind)
         return page, token
+
+    def _searched(self, name: str, filter_string: str) -> bool:
+        """Whether a search with this filter returns the rows of this model or prompt."""
+        if PROMPTS_FILTER in filter_string:
+            return self._is_prompt(name)
+        return not (self.excludes_prompts and self._is_prompt(name))
 
     def get_model(self, name: str) -> ModelState | None:
         self._request("get_model")

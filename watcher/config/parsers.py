@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from watcher.model import ALL_EVENTS, NATIVE_EVENT_NAMES, EventType
+from watcher.model import ALL_EVENTS, NATIVE_EVENT_NAMES, PROMPT_EVENTS, EventType
 
 STAGES = ("None", "Staging", "Production", "Archived")
 HEADER_BREAK = re.compile(r"[\r\n\x00]")
@@ -263,6 +263,10 @@ def parse_webhook_url(value: object) -> str:
     return value.strip()
 
 
+PROMPTS_WILDCARD = "PROMPT_*"
+"""Every prompt event (any case). "*" is the model registry's events only: prompts are opt-in."""
+
+
 def parse_events(value: object) -> frozenset[EventType]:
     if isinstance(value, str):
         value = [value]
@@ -274,9 +278,14 @@ def parse_events(value: object) -> frozenset[EventType]:
         if item == "*":
             events |= ALL_EVENTS
             continue
+        if isinstance(item, str) and item.upper() == PROMPTS_WILDCARD:
+            events |= PROMPT_EVENTS
+            continue
         event = event_by_name(item)
         if event is None:
-            raise Invalid(f'event names from: "*", {", ".join(known)} (got {item!r})')
+            raise Invalid(
+                f'event names from: "*", "{PROMPTS_WILDCARD}", {", ".join(known)} (got {item!r})'
+            )
         events.add(event)
     return frozenset(events)
 

@@ -11,7 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from watcher.model import ALIAS_EVENTS, ALL_EVENTS, STAGE_EVENTS, Event, EventType
+from watcher.model import (
+    ALIAS_EVENTS,
+    ALL_EVENTS,
+    PROMPT_EVENTS,
+    STAGE_EVENTS,
+    Event,
+    EventType,
+)
 from watcher.payloads.links import PayloadContext
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -371,6 +378,12 @@ class Config:
 
     def webhook(self, name: str) -> WebhookConfig | None:
         return next((w for w in self.webhooks if w.name == name), None)
+
+    @property
+    def watches_prompts(self) -> bool:
+        """Whether any webhook subscribes to a prompt event: only then are prompts read (and
+        kept in the snapshot); otherwise the watcher skips them, as it always did."""
+        return any(w.events & PROMPT_EVENTS for w in self.webhooks)
 
 
 def _shown(config: object, **fields: object) -> str:

@@ -12,7 +12,16 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from watcher.model import NO_STAGE, STAGE_EVENTS, Event, EventType
+from watcher.model import (
+    ALIAS_EVENTS,
+    NO_STAGE,
+    PROMPT_EVENTS,
+    STAGE_EVENTS,
+    TAG_DELETED_EVENTS,
+    TAG_SET_EVENTS,
+    Event,
+    EventType,
+)
 from watcher.payloads.links import NO_CONTEXT, PayloadContext, event_links
 
 if TYPE_CHECKING:
@@ -78,6 +87,7 @@ def watcher_payload(
         "description": event.description,
         "tags": None if event.tags is None else dict(event.tags),
         "previous_name": event.previous_name,
+        "template": event.template,
     }
     payload.update((k, v) for k, v in optional.items() if v is not None)
     payload.update(context_fields(event, context))
@@ -112,21 +122,48 @@ def describe(event: Event) -> str:
         return f"{subject}: new version"
     if kind is EventType.MODEL_VERSION_DELETED:
         return f"{subject}: version deleted"
-    if kind is EventType.MODEL_VERSION_TAG_SET:
-        if event.previous_value is not None:
-            return (
-                f"{subject}: tag {event.tag_key!r} changed from {event.previous_value!r} "
-                f"to {event.tag_value!r}"
-            )
-        return f"{subject}: tag {event.tag_key!r} set to {event.tag_value!r}"
-    if kind is EventType.MODEL_VERSION_TAG_DELETED:
+    if kind in TAG_SET_EVENTS or kind in TAG_DELETED_EVENTS:
+        return _describe_tag(_prompt_subject(event) if kind in PROMPT_EVENTS else subject, event)
+    if kind in ALIAS_EVENTS:
+        return _describe_alias(f"prompt {name}" if kind in PROMPT_EVENTS else name, event)
+    if kind in PROMPT_EVENTS:
+        return _describe_prompt(event)
+    return f"{subject}: {kind.value}"  # pragma: no cover - every type is handled above
+
+
+def _prompt_subject(event: Event) -> str:
+    name, version = event.model_name, event.model_version
+    return f"prompt {name} v{version}" if version is not None else f"prompt {name}"
+
+
+def _describe_prompt(event: Event) -> str:
+    """E.g. "prompt greeting: created", "prompt greeting v2: new version"."""
+    subject = _prompt_subject(event)
+    return {
+        EventType.PROMPT_CREATED: f"{subject}: created",
+        EventType.PROMPT_DELETED: f"{subject}: deleted",
+        EventType.PROMPT_VERSION_CREATED: f"{subject}: new version",
+        EventType.PROMPT_VERSION_DELETED: f"{subject}: version deleted",
+    }.get(event.type, f"{subject}: {event.type.value}")
+
+
+def _describe_tag(subject: str, event: Event) -> str:
+    if event.type in TAG_DELETED_EVENTS:
         was = f" (was {event.previous_value!r})" if event.previous_value is not None else ""
         return f"{subject}: tag {event.tag_key!r} deleted{was}"
-    if kind is EventType.MODEL_VERSION_ALIAS_CREATED:
-        if event.previous_version is not None:
-            return f"{name}@{event.alias} moved from v{event.previous_version} to v{version}"
-        return f"{name}@{event.alias} set to v{version}"
-    if kind is EventType.MODEL_VERSION_ALIAS_DELETED:
+    if event.previous_value is not None:
+        return (
+            f"{subject}: tag {event.tag_key!r} changed from {event.previous_value!r} "
+            f"to {event.tag_value!r}"
+        )
+    return f"{subject}: tag {event.tag_key!r} set to {event.tag_value!r}"
+
+
+def _describe_alias(name: str, event: Event) -> str:
+    version = event.model_version
+    if event.type in (EventType.MODEL_VERSION_ALIAS_DELETED, EventType.PROMPT_ALIAS_DELETED):
         was = f" (was v{version})" if version is not None else ""
         return f"{name}@{event.alias} removed{was}"
-    return f"{subject}: {kind.value}"  # pragma: no cover - every type is handled above
+    if event.previous_version is not None:
+        return f"{name}@{event.alias} moved from v{event.previous_version} to v{version}"
+    return f"{name}@{event.alias} set to v{version}"

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from watcher.model import Event, EventType
+from watcher.model import TAG_SET_EVENTS, Event, EventType
 from watcher.payloads.event import JSON, FormatOptions, Rendered, context_fields, watcher_payload
 from watcher.payloads.examples import example_event
 from watcher.payloads.links import EXAMPLE_CONTEXT, NO_CONTEXT, PayloadContext
@@ -148,7 +148,7 @@ def _sparse(event: Event) -> tuple[Event, list[str]]:
     dropped = [name for name in _OPTIONAL_FIELDS if getattr(event, name) is not None]
     changes: dict[str, Any] = dict.fromkeys(dropped)
     # A new tag has no previous value; a deleted tag always had one.
-    if event.type is EventType.MODEL_VERSION_TAG_SET and event.previous_value is not None:
+    if event.type in TAG_SET_EVENTS and event.previous_value is not None:
         dropped.append("previous_value")
         changes["previous_value"] = None
     return replace(event, **changes), dropped

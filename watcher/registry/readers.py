@@ -163,13 +163,15 @@ def _version_from_entity(mv: Any) -> VersionState:
 
 
 def _model_from_entity(rm: Any) -> ModelState:
+    # MLflow 3's entity hides mlflow.prompt.is_prompt from `tags`; `_tags` has every tag.
+    raw_tags = getattr(rm, "_tags", None)
     return ModelState(
         name=str(rm.name),
         creation_timestamp=int(rm.creation_timestamp or 0),
         last_updated_timestamp=int(rm.last_updated_timestamp or 0),
         description=str(rm.description or ""),
         user_id=str(getattr(rm, "user_id", "") or ""),
-        tags=_tags(rm.tags),
+        tags=_tags(raw_tags if isinstance(raw_tags, Mapping) else rm.tags),
         aliases={str(k): str(v) for k, v in (rm.aliases or {}).items()},
     )
 
@@ -244,10 +246,12 @@ class RestReader(ScanReader):
         )
 
     def _search_models(
-        self, page_token: str | None, order_by: list[str], page_size: int
+        self, page_token: str | None, order_by: list[str], page_size: int, filter_string: str = ""
     ) -> tuple[list[ModelState], str | None]:
         params: list[tuple[str, Any]] = [("max_results", page_size)]
         params.extend(("order_by", o) for o in order_by)
+        if filter_string:
+            params.append(("filter", filter_string))
         if page_token:
             params.append(("page_token", page_token))
         body = self._get(_SEARCH_MODELS, params) or {}
@@ -320,6 +324,9 @@ class ClientReader(ScanReader):
             self._client = MlflowClient(
                 tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri
             )
+            # MlflowClient refuses to get a prompt or a prompt version by name; its registry
+            # client (what it calls underneath) does not: with prompts, get through that.
+            self._lookup = self._client._get_registry_client() if settings.prompts else self._client
         except Exception as exc:
             raise RegistryError(f"cannot open MLflow registry {self._where}: {exc}") from None
 
@@ -338,12 +345,16 @@ class ClientReader(ScanReader):
             self.stats.seconds += time.monotonic() - started
 
     def _search_models(
-        self, page_token: str | None, order_by: list[str], page_size: int
+        self, page_token: str | None, order_by: list[str], page_size: int, filter_string: str = ""
     ) -> tuple[list[ModelState], str | None]:
+        # Without a filter, MlflowClient leaves prompts out; with the prompts' it keeps them.
         page = self._call(
             "search_registered_models",
             lambda: self._client.search_registered_models(
-                max_results=page_size, order_by=order_by, page_token=page_token
+                filter_string=filter_string or None,
+                max_results=page_size,
+                order_by=order_by,
+                page_token=page_token,
             ),
         )
         return [_model_from_entity(m) for m in page], page.token
@@ -364,13 +375,13 @@ class ClientReader(ScanReader):
 
     def get_model(self, name: str) -> ModelState | None:
         found = self._get_or_none(
-            "get_registered_model", lambda: self._client.get_registered_model(name)
+            "get_registered_model", lambda: self._lookup.get_registered_model(name)
         )
         return None if found is None else _model_from_entity(found)
 
     def get_version(self, name: str, version: str) -> VersionState | None:
         found = self._get_or_none(
-            "get_model_version", lambda: self._client.get_model_version(name, version)
+            "get_model_version", lambda: self._lookup.get_model_version(name, version)
         )
         return None if found is None else _version_from_entity(found)
 
