@@ -233,6 +233,21 @@ def test_the_printed_command_reads_the_secret_where_the_watcher_does(tmp_path: P
     assert 'open(os.path.expandvars("${CREDS}/hints"), encoding="utf-8")' in command
 
 
+def test_the_printed_command_registers_in_the_workspace_the_watcher_reads() -> None:
+    """MLflow's client takes the workspace from the environment: run in a shell without it,
+    the printed command would create the webhook in the default workspace, whose hints never
+    name this watcher's models."""
+    from watcher.cli.hints import register_command
+    from watcher.config import MlflowConfig
+
+    config = Config(
+        mlflow=MlflowConfig(tracking_uri="http://mlflow:5000", workspace="team-a"),
+        hints=HintsConfig(enabled=True, secret_source="env:HINTS"),
+    )
+    command = register_command(config, "https://w.example.com/mlflow-hints", "hints")
+    assert command.startswith("MLFLOW_WORKSPACE=team-a python -c 'import os; ")
+
+
 def test_register_needs_hints_on(tmp_path: Path) -> None:
     from click.testing import CliRunner
 

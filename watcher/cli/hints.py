@@ -107,7 +107,10 @@ def register_command(config: Config, url: str, name: str) -> str:
         f"MlflowClient(tracking_uri={registry}, registry_uri={registry}).create_webhook("
         f"name={_py(name)}, url={_py(url)}, events={_py(list(HINT_EVENTS))}, secret={secret})"
     )
-    return f"python -c {shlex.quote(code)}"
+    # MLflow's client picks the workspace from the environment: the one the watcher reads.
+    workspace = config.mlflow.workspace
+    prefix = f"MLFLOW_WORKSPACE={shlex.quote(workspace)} " if workspace else ""
+    return f"{prefix}python -c {shlex.quote(code)}"
 
 
 def _py(value: object) -> str:

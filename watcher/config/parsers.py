@@ -284,7 +284,8 @@ def parse_events(value: object) -> frozenset[EventType]:
         event = event_by_name(item)
         if event is None:
             raise Invalid(
-                f'event names from: "*", "{PROMPTS_WILDCARD}", {", ".join(known)} (got {item!r})'
+                f'event names from: "*", "{PROMPTS_WILDCARD}", {", ".join(known)}, or MLflow\'s '
+                f'native names such as "model_version_alias.created" (got {item!r})'
             )
         events.add(event)
     return frozenset(events)

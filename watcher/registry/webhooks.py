@@ -107,7 +107,8 @@ def _webhook_problem(where: str, exc: Exception) -> str:
     if code == "INTERNAL_ERROR" or "500" in text:
         return (
             f"{where} failed to list or create webhooks ({text}): a server on a file store, "
-            "or older than MLflow 3.3, has none; its log says which"
+            "or older than MLflow 3.3, has none, and webhooks stored under another "
+            "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY cannot be read; its log says which"
         )
     if "scheme" in text:
         return (
