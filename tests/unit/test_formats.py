@@ -11,7 +11,7 @@ from urllib.parse import parse_qs
 import pytest
 from mlflow.webhooks import types as mlflow_types
 
-from watcher.model import NATIVE_EVENT_NAMES, STAGE_EVENTS, EventType
+from watcher.model import NATIVE_EVENT_NAMES, PROMPT_EVENTS, STAGE_EVENTS, EventType
 from watcher.payloads import (
     FORMATS,
     FormatOptions,
@@ -271,7 +271,8 @@ def test_github_dispatch_limits(event_type: EventType) -> None:
     assert len(body["client_payload"]) <= 10
     assert len(rendered.body) < 64 * 1024
     client = body["client_payload"]
-    assert client["model_name"] == "fraud-model"
+    prompt = event_type in PROMPT_EVENTS
+    assert client["model_name"] == ("summarization-prompt" if prompt else "fraud-model")
     assert client["event"] == event_type.value
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from watcher.model import NO_STAGE, STAGE_EVENTS, Event, EventType, make_event_id
+from watcher.model import NO_STAGE, PROMPT_EVENTS, STAGE_EVENTS, Event, EventType, make_event_id
 
 _EXAMPLE_TIMESTAMP = 1_717_171_200_000
 _EXAMPLE_CREATED = 1_717_000_000_000
@@ -105,8 +105,11 @@ _PROMPT_CHANGES: Mapping[EventType, _Change] = {
 }
 
 
-def example_event(event_type: EventType, model_name: str = "fraud-model") -> Event:
-    """A realistic example of the event type, with the id a real one would have."""
+def example_event(event_type: EventType, model_name: str | None = None) -> Event:
+    """A realistic example of the event type, with the id a real one would have: about a model
+    (``fraud-model``), or a prompt (``summarization-prompt``) for the prompt events."""
+    if model_name is None:
+        model_name = "summarization-prompt" if event_type in PROMPT_EVENTS else "fraud-model"
     fields, before, after = _example_fields(event_type)
     event_id = make_event_id(
         "example",
