@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import functools
 import json
+import os
 import random
 import time
 import uuid
@@ -54,7 +55,8 @@ def daemon_run(
         server.url,
         states.path("daemon"),
         receiver.url,
-        watch=f'interval = "{INTERVAL:g}s"',
+        watch=f'interval = "{INTERVAL:g}s"'
+        + (f'\nhot_window = "{HOT_WINDOW}"' if HOT_WINDOW else ""),
         # Every event by name: "*" leaves out the stage-specific transition events.
         webhook=f"events = {json.dumps([e.value for e in EventType])}",
     )
@@ -132,7 +134,10 @@ def daemon_run(
             polls,
             daemon.logged("scan.merged"),
             [
-                {k: line.get(k) for k in ("models", "per_poll", "round_s", "window_s")}
+                {
+                    k: line.get(k)
+                    for k in ("models", "per_poll", "round_s", "records_every_s", "window_s")
+                }
                 for line in daemon.logged("poll.hot")
             ],
         )
@@ -175,6 +180,8 @@ def daemon_run(
         receiver.stop()
 
 
+HOT_WINDOW = os.environ.get("BENCH_HOT_WINDOW", "")
+"""`watch.hot_window` for (c) (e.g. "24h", or "off"); empty: the config's default."""
 HOT_FROM = 600
 """The models (c) makes hot: 100 from here for each backend's run, 10 per kind of change."""
 HOT_PER_KIND = 10

@@ -190,8 +190,9 @@ def test_a_deleted_hot_model_is_one_event_with_the_next_poll(hot: Harness) -> No
 def test_a_hot_model_missing_from_a_page_but_alive_is_not_deleted(hot: Harness) -> None:
     answer = hot.fake.models_updated_since
 
-    def lossy(since_ms: int, watches: object) -> list[object]:
-        return [m for m in answer(since_ms, watches) if m.name != "fraud"]  # type: ignore[arg-type]
+    def lossy(since_ms: int, watches: object, **kwargs: int) -> list[object]:
+        found = answer(since_ms, watches, **kwargs)  # type: ignore[arg-type]
+        return [m for m in found if m.name != "fraud"]
 
     hot.fake.models_updated_since = lossy  # type: ignore[assignment,method-assign]
     report = hot.cycle()
@@ -324,25 +325,41 @@ def test_status_shows_the_hot_set_and_its_round(tmp_path: Path) -> None:
     assert "hot set:        140 models active lately, each read every 8s" in _status_lines(status)
 
 
-def test_a_records_search_over_budget_shrinks_the_window_then_it_grows_back() -> None:
+def test_records_over_budget_are_read_every_few_polls_and_the_set_keeps_its_window() -> None:
     hot = HotSet(DAY_MS, 0.1, 2.0)
     now = 1_800_000_000_000
     hot.activity = {"busy": now - 60_000, "quiet": now - 20 * 3_600_000}
     snapshot = Observation(
         models={n: model_state(n) for n in hot.activity}, versions={}, read_at=now
     )
-    assert hot.members(snapshot, now) == ["busy", "quiet"]
-    hot.spent(2, 0.0, records_s=4 * hot.budget_s)  # the records alone: four times the budget
-    assert hot.shrunk_ms is not None
-    assert hot.shrunk_ms < DAY_MS / 4
-    assert hot.members(snapshot, now) == ["busy"], "the least recently active leave first"
+    assert hot.records_due(), "read with each poll until measured"
+    assert hot.searched(0.1, hot=False) == 0.0, "a plain search is the poll's own"
+    extra = hot.searched(0.1 + 2.5 * hot.budget_s, hot=True)
+    assert extra == pytest.approx(2.5 * hot.budget_s), "only what the edge costs beyond it"
+    assert hot.records_every == 3
+    assert [hot.records_due() for _ in range(6)] == [False, False, True] * 2
+    assert hot.members(snapshot, now) == ["busy", "quiet"], "no model leaves the set"
     news = hot.news()
     assert news is not None
-    assert news["window_s"] == hot.shrunk_ms / 1000
-    for _ in range(40):
-        hot.spent(1, 0.0, records_s=0.0)
-    assert hot.shrunk_ms is None, "back to the configured window once it is cheap again"
-    assert hot.members(snapshot, now) == ["busy", "quiet"]
+    assert news["records_every_s"] == 6.0
+    assert news["window_s"] == DAY_MS / 1000
+    for _ in range(10):
+        hot.searched(0.1, hot=True)
+    assert hot.records_every == 1, "with each poll again once they are cheap"
+    assert hot.records_due()
+
+
+def test_the_versions_get_what_the_records_leave_of_the_budget() -> None:
+    hot = HotSet(DAY_MS, 0.1, 2.0)
+    names = [f"m{i}" for i in range(20)]
+    hot.spent(10, 10 * hot.budget_s / 10)  # ten models' versions fill a poll's share
+    assert len(hot.choose(names)) == 10
+    hot.searched(hot.budget_s / 2, hot=True)  # the records take half of it
+    assert len(hot.choose(names)) == 5
+    for _ in range(10):
+        hot.searched(4 * hot.budget_s, hot=True)  # more than all of it, every few polls
+    assert len(hot.choose(names)) == 1, "the rotation still goes on"
+    assert hot.rotating
 
 
 # --------------------------------------------------------------------------- hints
