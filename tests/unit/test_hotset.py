@@ -45,6 +45,7 @@ from watcher.hints import HintBox
 from watcher.hotset import HOT_SHARE, HotSet
 from watcher.incremental import WATERMARK_OVERLAP_MS
 from watcher.model import EventType, Observation, SnapshotDelta
+from watcher.scan import RECENT_FIRST_PAGE
 
 DAY_MS = 86_400_000
 TAG_DELETED = EventType.MODEL_VERSION_TAG_DELETED
@@ -198,6 +199,30 @@ def test_a_hot_model_missing_from_a_page_but_alive_is_not_deleted(hot: Harness) 
     report = hot.cycle()
     assert report.events == []
     assert "fraud" in hot.observed.models
+
+
+def test_records_over_budget_still_bring_a_hot_alias_within_their_period(hot: Harness) -> None:
+    """The search from the window's edge costs 2.5 polls' share: it runs every third poll,
+    the polls between search from the watermark alone, and the alias still arrives once."""
+    search = hot.fake.models_updated_since
+    plan = hot.pipeline.incremental.hot
+    firsts: list[int] = []
+
+    def dear(since_ms: int, watches: object, *, first_page: int = RECENT_FIRST_PAGE) -> object:
+        firsts.append(first_page)
+        if first_page > RECENT_FIRST_PAGE:  # the hot records' search
+            hot.advance(2.5 * plan.budget_s)
+        return search(since_ms, watches, first_page=first_page)  # type: ignore[arg-type]
+
+    hot.fake.models_updated_since = dear  # type: ignore[assignment,method-assign]
+    hot.cycle()
+    assert plan.records_every == 3
+    hot.fake.set_alias("fraud", "champion", "1")
+    arrived = [e for _ in range(plan.records_every) for e in types(hot.cycle().events)]
+    assert arrived == [(ALIAS_CREATED, "fraud", "1")]
+    assert firsts[1:] == [RECENT_FIRST_PAGE, RECENT_FIRST_PAGE, firsts[0]], "every third"
+    assert plan.members(hot.observed, hot.observed.read_at) == ["fraud"], "the set keeps it"
+    hot.assert_exact()
 
 
 def test_a_model_with_no_recent_activity_still_waits_for_its_scan(hot: Harness) -> None:
