@@ -300,11 +300,13 @@ def _hot_report(
     in_poll_scans_s = sum(
         float(p.get("mlflow_ms", 0)) / 1000
         for p in after
-        if {"full", "models", "versions"} & set(str(p.get("read")).split("+"))
+        if SCAN_READS & set(str(p.get("read")).split("+"))
     )
     scans_s = sum(float(s.get("duration_ms", 0)) for s in scans) / 1000 + in_poll_scans_s
     wall_s = (max(stamps) - min(stamps) + INTERVAL) if stamps else 0.0
     hot_reads = [p for p in after if "hot" in str(p.get("read"))]
+    hot_ms = [float(p.get("hot_ms", 0)) for p in hot_reads]
+    hot_polls_ms = [float(p.get("duration_ms", 0)) for p in hot_reads]
 
     def share(seconds: float) -> float | None:
         return round(seconds / wall_s, 3) if wall_s else None
@@ -319,8 +321,17 @@ def _hot_report(
         "kinds": kinds,
         "read_duty": share(polls_s + scans_s - in_poll_scans_s),
         "polls_reading_hot_set": len(hot_reads),
+        "hot_ms_p50_p99_max": _spread(hot_ms),
+        "hot_polls_ms_p50_p99_max": _spread(hot_polls_ms),
         "polls": len(after),
     }
+
+
+def _spread(values: list[float]) -> list[float] | None:
+    """p50, p99 and the worst of some milliseconds, rounded (None: no value)."""
+    if not values:
+        return None
+    return [round(percentile(values, 0.5)), round(percentile(values, 0.99)), round(max(values))]
 
 
 def _transition(client: Any, name: str, index: int, changes: list[Expected]) -> Expected:
@@ -338,6 +349,8 @@ def _transition(client: Any, name: str, index: int, changes: list[Expected]) -> 
     return Expected("stage transition", "MODEL_VERSION_TRANSITIONED_STAGE", match, t0)
 
 
+SCAN_READS = {"full", "models", "versions"}
+"""The parts of a poll's `read` that mean it scanned in its own time."""
 Span = tuple[str, float, float]
 """A full scan: its kind, and when it started and ended (time.monotonic())."""
 
@@ -349,8 +362,8 @@ def _scan_spans(polls: list[dict[str, Any]], scans: list[dict[str, Any]]) -> lis
     spans: list[Span] = []
     for poll in polls:
         read = str(poll.get("read"))
-        if read == "incremental" or "(background)" in read or "timestamp" not in poll:
-            continue
+        if not SCAN_READS & set(read.split("+")) or "timestamp" not in poll:
+            continue  # an incremental poll (with the hot set or hints), or one merging a scan
         end = datetime.datetime.fromisoformat(poll["timestamp"]).timestamp() + to_monotonic
         spans.append((read, end - float(poll.get("duration_ms", 0)) / 1000, end))
     for scan in scans:

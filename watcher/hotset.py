@@ -27,6 +27,8 @@ scans' auto cadences are spaced by what the hot set leaves of max_duty. This mod
 from __future__ import annotations
 
 import math
+import statistics
+from collections import deque
 from dataclasses import dataclass, field
 
 from watcher.model import Observation, SnapshotDelta
@@ -38,6 +40,10 @@ the budget goes there first, and the scans keep at least 40% for every other mod
 
 SMOOTHING = 0.5
 """Weight of the newest measurement in the running costs and duty."""
+
+
+RECORDS_SEEN = 5
+"""How many of the last searches of the hot records their cost is the median of."""
 
 
 def _smooth(old: float, new: float) -> float:
@@ -64,7 +70,10 @@ class HotSet:
     per_poll: int = 0
     records_s: float = 0.0
     """What a search of recent models from the window's edge costs beyond the poll's own
-    search from its watermark, smoothed (0: not measured yet)."""
+    search from its watermark: the median of the last RECORDS_SEEN (0: not measured yet). A
+    median, not a running mean: a search that waited behind a background scan's page on a
+    one-worker server would otherwise space the records out for many polls."""
+    _records_seen: deque[float] = field(default_factory=lambda: deque(maxlen=RECORDS_SEEN))
     plain_s: float = 0.0
     """What the poll's own search of recent models (from the watermark) costs, smoothed."""
     records_every: int = 1
@@ -136,7 +145,8 @@ class HotSet:
             self.plain_s = _smooth(self.plain_s, seconds)
             return 0.0
         extra = max(0.0, seconds - self.plain_s)
-        self.records_s = _smooth(self.records_s, extra)
+        self._records_seen.append(extra)
+        self.records_s = statistics.median(self._records_seen)
         self.records_every = max(1, math.ceil(self.records_s / self.budget_s))
         return extra
 
