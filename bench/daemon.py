@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import itertools
 import json
 import os
 import random
@@ -40,6 +41,8 @@ class Expected:
     t0: float
     arrived: float | None = None
     extra: list[str] = field(default_factory=list)
+    by: int | None = None
+    """The delivery that matched it (its id())."""
 
 
 def daemon_run(
@@ -81,7 +84,10 @@ def daemon_run(
         changes: list[Expected] = []
         transitions: list[Expected] = []
         kinds = list(EVERY_KIND)
-        free_models = iter(range(100, HOT_FROM))  # one transition per model: no two within a poll
+        # The transitions go round a pool of models (one model's turn comes again after 25 s
+        # at least: never two of its transitions within a poll), so the hot set is the same
+        # size however long the slowest change takes: about 60 + TRANSITION_POOL + 10 models.
+        free_models = itertools.cycle(range(100, 100 + TRANSITION_POOL))
         deadline = time.monotonic() + _patience(daemon) + patience_extra
         last_note = 0.0
         while time.monotonic() < deadline:
@@ -93,9 +99,7 @@ def daemon_run(
                 and all(c.arrived for c in changes)
             ):
                 break
-            index = next(free_models, None)
-            if index is None:
-                break
+            index = next(free_models)
             transitions.append(_transition(client, model_name(index), len(transitions), changes))
             if kinds:
                 changes.append(kinds.pop(0)(server, client, KINDS_FROM + 10 * slot))
@@ -180,6 +184,8 @@ def daemon_run(
         receiver.stop()
 
 
+TRANSITION_POOL = 50
+"""The models (c)'s stage transitions take turns on: each is in the hot set from its first."""
 HOT_WINDOW = os.environ.get("BENCH_HOT_WINDOW", "")
 """`watch.hot_window` for (c) (e.g. "24h", or "off"); empty: the config's default."""
 HOT_FROM = 600
@@ -400,7 +406,12 @@ def _patience(daemon: Daemon) -> float:
 
 
 def _match_arrivals(receiver: Receiver, changes: list[Expected]) -> None:
+    """Each delivery to the first change it matches, made before it arrived; a delivery
+    matched once is not matched again (a pool model's transitions recur)."""
+    used = {c.by for c in changes if c.by is not None}
     for delivery in receiver.deliveries():
+        if id(delivery) in used:
+            continue
         body = delivery.json
         for change in changes:
             if change.arrived is not None or body.get("event") != change.event:
@@ -409,6 +420,9 @@ def _match_arrivals(receiver: Receiver, changes: list[Expected]) -> None:
                 continue
             if all(body.get(k) == v for k, v in change.match.items()):
                 change.arrived = delivery.at
+                change.by = id(delivery)
+                used.add(change.by)
+                break
 
 
 def _now() -> float:
