@@ -43,7 +43,9 @@ SMOOTHING = 0.5
 
 
 RECORDS_SEEN = 5
-"""How many of the last searches of the hot records their cost is the median of."""
+"""How many of the last searches of the hot records their cost is the mean of."""
+SPIKE_BOUND = 3.0
+"""A search counts at most this many times the median of the last ones."""
 
 
 def _smooth(old: float, new: float) -> float:
@@ -70,9 +72,10 @@ class HotSet:
     per_poll: int = 0
     records_s: float = 0.0
     """What a search of recent models from the window's edge costs beyond the poll's own
-    search from its watermark: the median of the last RECORDS_SEEN (0: not measured yet). A
-    median, not a running mean: a search that waited behind a background scan's page on a
-    one-worker server would otherwise space the records out for many polls."""
+    search from its watermark: the mean of the last RECORDS_SEEN, each counted at most
+    SPIKE_BOUND times their median (0: not measured yet). The budget holds on average, and one
+    search that waited behind a background scan's page on a one-worker server does not space
+    the records out for minutes."""
     _records_seen: deque[float] = field(default_factory=lambda: deque(maxlen=RECORDS_SEEN))
     plain_s: float = 0.0
     """What the poll's own search of recent models (from the watermark) costs, smoothed."""
@@ -146,8 +149,12 @@ class HotSet:
             return 0.0
         extra = max(0.0, seconds - self.plain_s)
         self._records_seen.append(extra)
-        self.records_s = statistics.median(self._records_seen)
-        self.records_every = max(1, math.ceil(self.records_s / self.budget_s))
+        bound = SPIKE_BOUND * statistics.median(self._records_seen)
+        self.records_s = statistics.fmean(min(x, bound) for x in self._records_seen)
+        # One model's versions a poll is kept out of the records' share (choose reads one at
+        # least), so that both stay within the budget together.
+        budget = self.budget_s - min(self.cost_per_model, self.budget_s / 2)
+        self.records_every = max(1, math.ceil(self.records_s / budget))
         return extra
 
     def records_every_s(self) -> float:

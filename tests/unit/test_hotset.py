@@ -377,8 +377,11 @@ def test_records_over_budget_are_read_every_few_polls_and_the_set_keeps_its_wind
         hot.searched(0.1, hot=True)
     assert hot.records_every == 1, "with each poll again once they are cheap"
     assert hot.records_due()
-    hot.searched(20.0, hot=True)  # one search that waited behind a scan: no lasting effect
+    for _ in range(4):
+        hot.searched(0.1 + 0.8 * hot.budget_s, hot=True)
     assert hot.records_every == 1
+    hot.searched(100.0, hot=True)  # one search that waited behind a scan: 3 x the median
+    assert hot.records_every == 2, "the mean of the last five, the spike bounded"
 
 
 def test_the_versions_get_what_the_records_leave_of_the_budget() -> None:
