@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import datetime
 import functools
+import itertools
 import json
+import os
 import random
 import time
 import uuid
@@ -39,6 +41,8 @@ class Expected:
     t0: float
     arrived: float | None = None
     extra: list[str] = field(default_factory=list)
+    by: int | None = None
+    """The delivery that matched it (its id())."""
 
 
 def daemon_run(
@@ -54,7 +58,8 @@ def daemon_run(
         server.url,
         states.path("daemon"),
         receiver.url,
-        watch=f'interval = "{INTERVAL:g}s"',
+        watch=f'interval = "{INTERVAL:g}s"'
+        + (f'\nhot_window = "{HOT_WINDOW}"' if HOT_WINDOW else ""),
         # Every event by name: "*" leaves out the stage-specific transition events.
         webhook=f"events = {json.dumps([e.value for e in EventType])}",
     )
@@ -79,7 +84,10 @@ def daemon_run(
         changes: list[Expected] = []
         transitions: list[Expected] = []
         kinds = list(EVERY_KIND)
-        free_models = iter(range(100, HOT_FROM))  # one transition per model: no two within a poll
+        # The transitions go round a pool of models (one model's turn comes again after 25 s
+        # at least: never two of its transitions within a poll), so the hot set is the same
+        # size however long the slowest change takes: about 60 + TRANSITION_POOL + 10 models.
+        free_models = itertools.cycle(range(100, 100 + TRANSITION_POOL))
         deadline = time.monotonic() + _patience(daemon) + patience_extra
         last_note = 0.0
         while time.monotonic() < deadline:
@@ -91,9 +99,7 @@ def daemon_run(
                 and all(c.arrived for c in changes)
             ):
                 break
-            index = next(free_models, None)
-            if index is None:
-                break
+            index = next(free_models)
             transitions.append(_transition(client, model_name(index), len(transitions), changes))
             if kinds:
                 changes.append(kinds.pop(0)(server, client, KINDS_FROM + 10 * slot))
@@ -132,7 +138,10 @@ def daemon_run(
             polls,
             daemon.logged("scan.merged"),
             [
-                {k: line.get(k) for k in ("models", "per_poll", "round_s", "window_s")}
+                {
+                    k: line.get(k)
+                    for k in ("models", "per_poll", "round_s", "records_every_s", "window_s")
+                }
                 for line in daemon.logged("poll.hot")
             ],
         )
@@ -175,6 +184,10 @@ def daemon_run(
         receiver.stop()
 
 
+TRANSITION_POOL = 50
+"""The models (c)'s stage transitions take turns on: each is in the hot set from its first."""
+HOT_WINDOW = os.environ.get("BENCH_HOT_WINDOW", "")
+"""`watch.hot_window` for (c) (e.g. "24h", or "off"); empty: the config's default."""
 HOT_FROM = 600
 """The models (c) makes hot: 100 from here for each backend's run, 10 per kind of change."""
 HOT_PER_KIND = 10
@@ -293,11 +306,13 @@ def _hot_report(
     in_poll_scans_s = sum(
         float(p.get("mlflow_ms", 0)) / 1000
         for p in after
-        if {"full", "models", "versions"} & set(str(p.get("read")).split("+"))
+        if SCAN_READS & set(str(p.get("read")).split("+"))
     )
     scans_s = sum(float(s.get("duration_ms", 0)) for s in scans) / 1000 + in_poll_scans_s
     wall_s = (max(stamps) - min(stamps) + INTERVAL) if stamps else 0.0
     hot_reads = [p for p in after if "hot" in str(p.get("read"))]
+    hot_ms = [float(p.get("hot_ms", 0)) for p in hot_reads]
+    hot_polls_ms = [float(p.get("duration_ms", 0)) for p in hot_reads]
 
     def share(seconds: float) -> float | None:
         return round(seconds / wall_s, 3) if wall_s else None
@@ -312,8 +327,17 @@ def _hot_report(
         "kinds": kinds,
         "read_duty": share(polls_s + scans_s - in_poll_scans_s),
         "polls_reading_hot_set": len(hot_reads),
+        "hot_ms_p50_p99_max": _spread(hot_ms),
+        "hot_polls_ms_p50_p99_max": _spread(hot_polls_ms),
         "polls": len(after),
     }
+
+
+def _spread(values: list[float]) -> list[float] | None:
+    """p50, p99 and the worst of some milliseconds, rounded (None: no value)."""
+    if not values:
+        return None
+    return [round(percentile(values, 0.5)), round(percentile(values, 0.99)), round(max(values))]
 
 
 def _transition(client: Any, name: str, index: int, changes: list[Expected]) -> Expected:
@@ -331,6 +355,8 @@ def _transition(client: Any, name: str, index: int, changes: list[Expected]) -> 
     return Expected("stage transition", "MODEL_VERSION_TRANSITIONED_STAGE", match, t0)
 
 
+SCAN_READS = {"full", "models", "versions"}
+"""The parts of a poll's `read` that mean it scanned in its own time."""
 Span = tuple[str, float, float]
 """A full scan: its kind, and when it started and ended (time.monotonic())."""
 
@@ -342,8 +368,8 @@ def _scan_spans(polls: list[dict[str, Any]], scans: list[dict[str, Any]]) -> lis
     spans: list[Span] = []
     for poll in polls:
         read = str(poll.get("read"))
-        if read == "incremental" or "(background)" in read or "timestamp" not in poll:
-            continue
+        if not SCAN_READS & set(read.split("+")) or "timestamp" not in poll:
+            continue  # an incremental poll (with the hot set or hints), or one merging a scan
         end = datetime.datetime.fromisoformat(poll["timestamp"]).timestamp() + to_monotonic
         spans.append((read, end - float(poll.get("duration_ms", 0)) / 1000, end))
     for scan in scans:
@@ -380,7 +406,12 @@ def _patience(daemon: Daemon) -> float:
 
 
 def _match_arrivals(receiver: Receiver, changes: list[Expected]) -> None:
+    """Each delivery to the first change it matches, made before it arrived; a delivery
+    matched once is not matched again (a pool model's transitions recur)."""
+    used = {c.by for c in changes if c.by is not None}
     for delivery in receiver.deliveries():
+        if id(delivery) in used:
+            continue
         body = delivery.json
         for change in changes:
             if change.arrived is not None or body.get("event") != change.event:
@@ -389,6 +420,9 @@ def _match_arrivals(receiver: Receiver, changes: list[Expected]) -> None:
                 continue
             if all(body.get(k) == v for k, v in change.match.items()):
                 change.arrived = delivery.at
+                change.by = id(delivery)
+                used.add(change.by)
+                break
 
 
 def _now() -> float:

@@ -12,7 +12,7 @@ from typing import Any
 
 from watcher.hotset import HotSet
 from watcher.merge import Draft
-from watcher.scan import Watches
+from watcher.scan import RECENT_FIRST_PAGE, Watches
 
 
 class TargetedReads:
@@ -33,20 +33,28 @@ class TargetedReads:
         """What this poll's search of recent models spent on the hot models' records."""
 
     def models_since(self, draft: Draft, hot: list[str], since: int) -> None:
-        """The models updated since the watermark or, with a hot set, since the window's
-        edge: the hot models' records (aliases, tags) come with them, and a hot model the
-        answer lacks is settled (deleted, or hidden by paging). A model hot only through its
-        versions' timestamps is older than the edge: it is asked for directly."""
-        if not hot:
+        """The models updated since the watermark or, when the hot set's records are due,
+        since the window's edge: the hot models' records (aliases, tags) come with them, and
+        a hot model the answer lacks is settled (deleted, or hidden by paging). A model hot
+        only through its versions' timestamps is older than the edge: it is asked for
+        directly. Both kinds of search are timed: what the edge costs beyond the watermark
+        is the hot set's."""
+        records = bool(hot) and self.hot.records_due()
+        started = self._clock()
+        if not records:
             draft.models_updated(draft.reader.models_updated_since(since, self.watches))
+            if hot:
+                self.hot.searched(self._clock() - started, hot=False)
             return
         since = min(since, self.hot.edge(draft.previous.read_at))
         models = draft.previous.models
         expected = [n for n in hot if models[n].last_updated_timestamp >= since]
-        started = self._clock()
-        draft.models_recent(draft.reader.models_updated_since(since, self.watches), expected)
+        found = draft.reader.models_updated_since(
+            since, self.watches, first_page=len(expected) + RECENT_FIRST_PAGE
+        )
+        draft.models_recent(found, expected)
         draft.refresh_models(n for n in hot if models[n].last_updated_timestamp < since)
-        self._hot_records_s = self._clock() - started
+        self._hot_records_s = self.hot.searched(self._clock() - started, hot=True)
         draft.plan.mark("hot")
 
     def read_hot(self, draft: Draft, hot: list[str]) -> None:

@@ -3,21 +3,32 @@
 Aliases and gate tags are set right after a version is made, moved or validated, and MLflow
 moves no timestamp for them (nor leaves one for a deleted model): without help only the full
 scans see them. So the models with activity in the last ``window`` (a version created or
-updated, the model created or updated, as the snapshot knows them) are read with every poll:
-their registered-model records (aliases, model tags, existence) come with the poll's search of
-recently updated models, whose start is moved back to the window's edge, and their versions
-(tags) with ``name IN (...)`` searches (one by-name read per model where MLflow refuses a list).
+updated, the model created or updated, as the snapshot knows them) are read beside each poll,
+in two parts of different cost:
 
-The cost is bounded: the hot set may spend at most ``HOT_SHARE`` of ``max_duty``. When reading
-every hot model's versions in each poll would cost more, a slice of them is read per poll, in
-rotation, so every hot model is read once per round of a few polls; the scans' auto cadences
-are spaced by what the hot set leaves of the budget. This module only plans (pure: no I/O, no
-clock of its own); :mod:`watcher.incremental` reads and times.
+- their registered-model records (aliases, model tags, existence): the poll's search of
+  recently updated models starts at the window's edge instead of the watermark, so they come
+  in one newest-first search, about a millisecond a model at 100k versions (MLflow 3 reads a
+  page of 100 models' latest versions in one query);
+- their versions (version tags, every version, not only the newest): ``name IN (...)``
+  searches (one by-name read per model where MLflow refuses a list), about ten times dearer
+  (a model of 100 versions: 100 rows).
+
+The cost is bounded: the hot set may spend at most ``HOT_SHARE`` of ``max_duty``. The records
+come first: aliases and deletions are what a team promotes and gates by, and one search brings
+every hot model's. When it costs more than the budget of one poll it runs every few polls
+(``records_every``), never shrinking the set: a model active this morning keeps its aliases
+read within seconds. The versions get what the records leave, read in rotation when they do
+not all fit (a slice per poll, so every hot model is read once per round of a few polls). The
+scans' auto cadences are spaced by what the hot set leaves of max_duty. This module only plans
+(pure: no I/O, no clock of its own); the read step reads and times.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
+from collections import deque
 from dataclasses import dataclass, field
 
 from watcher.model import Observation, SnapshotDelta
@@ -28,12 +39,22 @@ rest (all of it when no model is hot). Aliases and tags change where versions we
 the budget goes there first, and the scans keep at least 40% for every other model."""
 
 SMOOTHING = 0.5
-"""Weight of the newest measurement in the running cost per model and duty."""
+"""Weight of the newest measurement in the running costs and duty."""
+
+
+RECORDS_SEEN = 5
+"""How many of the last searches of the hot records their cost is the mean of."""
+SPIKE_BOUND = 3.0
+"""A search counts at most this many times the median of the last ones."""
+
+
+def _smooth(old: float, new: float) -> float:
+    return new if old <= 0 else SMOOTHING * new + (1 - SMOOTHING) * old
 
 
 @dataclass
 class HotSet:
-    """Which models are hot, which of them this poll reads, and what reading them costs."""
+    """Which models are hot, what each poll reads of them, and what reading them costs."""
 
     window_ms: int
     """0: no hot set."""
@@ -42,7 +63,7 @@ class HotSet:
     activity: dict[str, int] = field(default_factory=dict)
     """Per model: the newest timestamp of the model or of any of its versions."""
     position: int = 0
-    """Where the rotation resumes in the sorted hot set."""
+    """Where the versions' rotation resumes in the sorted hot set."""
     cost_per_model: float = 0.0
     """Seconds of reading per hot model's versions, as measured (0: not measured yet)."""
     duty: float = 0.0
@@ -50,11 +71,21 @@ class HotSet:
     size: int = 0
     per_poll: int = 0
     records_s: float = 0.0
-    """What the last poll's search of recent models took, the hot models' records with it."""
-    shrunk_ms: int | None = None
-    """The window in use when the records alone were over the budget (None: window_ms)."""
-    _told: tuple[int, bool] = (0, False)
-    """The rotation as last logged: (shrunk window, rotating)."""
+    """What a search of recent models from the window's edge costs beyond the poll's own
+    search from its watermark: the mean of the last RECORDS_SEEN, each counted at most
+    SPIKE_BOUND times their median (0: not measured yet). The budget holds on average, and one
+    search that waited behind a background scan's page on a one-worker server does not space
+    the records out for minutes."""
+    _records_seen: deque[float] = field(default_factory=lambda: deque(maxlen=RECORDS_SEEN))
+    plain_s: float = 0.0
+    """What the poll's own search of recent models (from the watermark) costs, smoothed."""
+    records_every: int = 1
+    """Polls between two reads of the hot models' records: 1 while they fit the budget."""
+    _since_records: int = 0
+    """Polls since the records were last read (the next poll reads them when it reaches
+    records_every)."""
+    _told: tuple[int, bool] = (1, False)
+    """What was last logged: (records_every, rotating)."""
 
     @property
     def enabled(self) -> bool:
@@ -89,7 +120,7 @@ class HotSet:
         return self.max_duty * HOT_SHARE * self.poll_interval
 
     def edge(self, now_ms: int) -> int:
-        return now_ms - (self.window_ms if self.shrunk_ms is None else self.shrunk_ms)
+        return now_ms - self.window_ms
 
     def members(self, snapshot: Observation, now_ms: int) -> list[str]:
         """The hot models of the snapshot, sorted (empty when the hot set is off)."""
@@ -98,11 +129,45 @@ class HotSet:
         edge = self.edge(now_ms)
         return sorted(n for n, at in self.activity.items() if at >= edge and n in snapshot.models)
 
+    # ----------------------------------------------------------------- the records
+
+    def records_due(self) -> bool:
+        """Whether this poll reads the hot models' records (each poll calls it once, with a
+        hot set): every poll while they fit the budget, else every ``records_every``."""
+        self._since_records += 1
+        if self._since_records < self.records_every:
+            return False
+        self._since_records = 0
+        return True
+
+    def searched(self, seconds: float, *, hot: bool) -> float:
+        """Record what the poll's search of recent models took: from the window's edge with
+        the hot records (``hot``), or from the watermark alone. Returns the hot set's part of
+        it (what the search from the edge cost beyond a plain one), for the duty."""
+        if not hot:
+            self.plain_s = _smooth(self.plain_s, seconds)
+            return 0.0
+        extra = max(0.0, seconds - self.plain_s)
+        self._records_seen.append(extra)
+        bound = SPIKE_BOUND * statistics.median(self._records_seen)
+        self.records_s = statistics.fmean(min(x, bound) for x in self._records_seen)
+        # One model's versions a poll is kept out of the records' share (choose reads one at
+        # least), so that both stay within the budget together.
+        budget = self.budget_s - min(self.cost_per_model, self.budget_s / 2)
+        self.records_every = max(1, math.ceil(self.records_s / budget))
+        return extra
+
+    def records_every_s(self) -> float:
+        """Seconds between two reads of the hot models' records (aliases, existence)."""
+        return self.records_every * self.poll_interval
+
+    # ----------------------------------------------------------------- the versions
+
     def choose(self, members: list[str]) -> list[str]:
-        """The hot models whose versions this poll reads: all of them when the budget allows,
-        else the next slice of the rotation."""
+        """The hot models whose versions this poll reads: all of them when what the records
+        leave of the budget allows, else the next slice of the rotation (one at least)."""
         self.size = len(members)
-        budget = max(0.0, self.budget_s - self.records_s)
+        budget = max(0.0, self.budget_s - self.records_s / self.records_every)
         fits = len(members) if self.cost_per_model <= 0 else int(budget / self.cost_per_model)
         self.per_poll = max(1, min(len(members), fits)) if members else 0
         if self.per_poll >= len(members):
@@ -114,57 +179,45 @@ class HotSet:
         return chosen
 
     def spent(self, models: int, seconds: float, records_s: float = 0.0) -> None:
-        """Record what reading ``models`` hot models' versions took, and what reading their
-        records took beyond the poll's own search (``records_s``: part of the duty, not of
-        the rotation, since the records come in one newest-first search)."""
+        """Record what reading ``models`` hot models' versions took, and what this poll spent
+        on their records (``records_s``, as :meth:`searched` returned it): the duty counts
+        both, the rotation only the versions."""
         if models:
-            per_model = seconds / models
-            self.cost_per_model = (
-                per_model
-                if self.cost_per_model <= 0
-                else SMOOTHING * per_model + (1 - SMOOTHING) * self.cost_per_model
-            )
+            self.cost_per_model = _smooth(self.cost_per_model, seconds / models)
         duty = (seconds + records_s) / self.poll_interval
         self.duty = SMOOTHING * duty + (1 - SMOOTHING) * self.duty
-        self.records_s = records_s
-        self._fit_window(records_s)
-
-    def _fit_window(self, records_s: float) -> None:
-        """The records come in one newest-first search that rotation cannot split: when it
-        alone takes more than the budget, the window shrinks (the least recently active
-        models leave the set first); it grows back while the search costs under half of it."""
-        current = self.window_ms if self.shrunk_ms is None else self.shrunk_ms
-        if records_s > self.budget_s:
-            floor = round(self.poll_interval * 1000)
-            self.shrunk_ms = max(floor, round(current * self.budget_s / records_s * 0.8))
-        elif self.shrunk_ms is not None and records_s < self.budget_s / 2:
-            grown = round(current * 1.25)
-            self.shrunk_ms = None if grown >= self.window_ms else grown
 
     @property
     def rotating(self) -> bool:
         return 0 < self.per_poll < self.size
 
     def news(self) -> dict[str, object] | None:
-        """What to log when the rotation starts, changes its slice or ends (None: nothing)."""
-        state = (self.shrunk_ms or 0, self.rotating)
+        """What to log when the records' period or the rotation changes (None: nothing)."""
+        state = (self.records_every, self.rotating)
         told, self._told = self._told, state
         if state == told:
             return None
+        over = self.rotating or self.records_every > 1
         return {
             "models": self.size,
             "per_poll": self.per_poll,
             "round_s": self.round_s(),
-            "window_s": (self.window_ms if self.shrunk_ms is None else self.shrunk_ms) / 1000,
+            "records_every_s": self.records_every_s(),
+            "window_s": self.window_ms / 1000,
             "note": "the hot set is over its share of max_duty: "
-            + ("window shrunk, " if self.shrunk_ms is not None else "")
-            + ("read in rotation" if self.rotating else "every hot model read each poll")
-            if self.rotating or self.shrunk_ms is not None
+            + ("records read every few polls, " if self.records_every > 1 else "")
+            + (
+                "versions read in rotation"
+                if self.rotating
+                else "every hot model's versions each poll"
+            )
+            if over
             else "every hot model is read with each poll again",
         }
 
     def round_s(self) -> float:
-        """Seconds until every hot model has been read once: one poll unless rotating."""
+        """Seconds until every hot model's versions have been read once: one poll unless
+        rotating."""
         if not self.size:
             return 0.0
         return math.ceil(self.size / max(1, self.per_poll)) * self.poll_interval

@@ -120,7 +120,9 @@ class Reader(Protocol):
         reuse: Mapping[Key, VersionState] | None = None,
     ) -> dict[Key, VersionState]: ...
 
-    def models_updated_since(self, since_ms: int, watches: Watches) -> list[ModelState]: ...
+    def models_updated_since(
+        self, since_ms: int, watches: Watches, *, first_page: int = RECENT_FIRST_PAGE
+    ) -> list[ModelState]: ...
 
     def versions_updated_since(self, since_ms: int, watches: Watches) -> list[VersionState]: ...
 
@@ -270,8 +272,12 @@ class ScanReader:
 
     # Incremental reads -------------------------------------------------------------------
 
-    def models_updated_since(self, since_ms: int, watches: Watches) -> list[ModelState]:
-        """Models whose last_updated_timestamp is at or after since_ms, newest first."""
+    def models_updated_since(
+        self, since_ms: int, watches: Watches, *, first_page: int = RECENT_FIRST_PAGE
+    ) -> list[ModelState]:
+        """Models whose last_updated_timestamp is at or after since_ms, newest first.
+        ``first_page``: rows in the first request, when more than a quiet poll's are expected
+        (the hot set's records: fewer requests)."""
         found = self._each(
             lambda f: [
                 self._recent(
@@ -279,6 +285,7 @@ class ScanReader:
                         t, RECENT_ORDER, min(size, MODELS_PAGE_MAX), f
                     ),
                     since_ms,
+                    first_page,
                 )
             ]
         )
@@ -373,6 +380,7 @@ class ScanReader:
         self,
         fetch: Callable[[str | None, int], tuple[list[Any], str | None]],
         since_ms: int,
+        first_page: int = RECENT_FIRST_PAGE,
     ) -> list[Any]:
         """Page through newest-first results until past since_ms (ties merged by the caller).
 
@@ -381,7 +389,7 @@ class ScanReader:
         """
         items: list[Any] = []
         size = self.settings.page_size
-        for page in pages(lambda t: fetch(t, RECENT_FIRST_PAGE if t is None else size)):
+        for page in pages(lambda t: fetch(t, first_page if t is None else size)):
             items.extend(x for x in page if x.last_updated_timestamp >= since_ms)
             if not page or page[-1].last_updated_timestamp < since_ms:
                 break

@@ -47,6 +47,7 @@ from watcher.hints import HintBox
 from watcher.hotset import HOT_SHARE, HotSet
 from watcher.incremental import WATERMARK_OVERLAP_MS
 from watcher.model import EventType, Observation, SnapshotDelta
+from watcher.scan import RECENT_FIRST_PAGE
 
 DAY_MS = 86_400_000
 TAG_DELETED = EventType.MODEL_VERSION_TAG_DELETED
@@ -192,13 +193,43 @@ def test_a_deleted_hot_model_is_one_event_with_the_next_poll(hot: Harness) -> No
 def test_a_hot_model_missing_from_a_page_but_alive_is_not_deleted(hot: Harness) -> None:
     answer = hot.fake.models_updated_since
 
-    def lossy(since_ms: int, watches: object) -> list[object]:
-        return [m for m in answer(since_ms, watches) if m.name != "fraud"]  # type: ignore[arg-type]
+    def lossy(since_ms: int, watches: object, **kwargs: int) -> list[object]:
+        found = answer(since_ms, watches, **kwargs)  # type: ignore[arg-type]
+        return [m for m in found if m.name != "fraud"]
 
     hot.fake.models_updated_since = lossy  # type: ignore[assignment,method-assign]
     report = hot.cycle()
     assert report.events == []
     assert "fraud" in hot.observed.models
+
+
+def test_records_over_budget_still_bring_a_hot_alias_within_their_period(hot: Harness) -> None:
+    """The search from the window's edge costs 2.5 polls' share: it runs every third poll,
+    the polls between search from the watermark alone, and the alias still arrives once."""
+    search = hot.fake.models_updated_since
+    plan = hot.pipeline.incremental.hot
+    firsts: list[int] = []
+
+    def dear(since_ms: int, watches: object, *, first_page: int = RECENT_FIRST_PAGE) -> object:
+        firsts.append(first_page)
+        if first_page > RECENT_FIRST_PAGE:  # the hot records' search
+            hot.advance(2.5 * plan.budget_s)
+        return search(since_ms, watches, first_page=first_page)  # type: ignore[arg-type]
+
+    hot.fake.models_updated_since = dear  # type: ignore[assignment,method-assign]
+    for _ in range(8):  # the median of the last searches' cost comes up to it
+        hot.cycle()
+        if plan.records_every == 3:
+            break
+    assert plan.records_every == 3
+    firsts.clear()
+    hot.fake.set_alias("fraud", "champion", "1")
+    arrived = [e for _ in range(plan.records_every) for e in types(hot.cycle().events)]
+    assert arrived == [(ALIAS_CREATED, "fraud", "1")]
+    assert firsts[:2] == [RECENT_FIRST_PAGE] * 2, "the polls between: the watermark's search"
+    assert firsts[2] > RECENT_FIRST_PAGE, "every third: the records"
+    assert plan.members(hot.observed, hot.observed.read_at) == ["fraud"], "the set keeps it"
+    hot.assert_exact()
 
 
 def test_a_model_with_no_recent_activity_still_waits_for_its_scan(hot: Harness) -> None:
@@ -326,25 +357,46 @@ def test_status_shows_the_hot_set_and_its_round(tmp_path: Path) -> None:
     assert "hot set:        140 models active lately, each read every 8s" in _status_lines(status)
 
 
-def test_a_records_search_over_budget_shrinks_the_window_then_it_grows_back() -> None:
+def test_records_over_budget_are_read_every_few_polls_and_the_set_keeps_its_window() -> None:
     hot = HotSet(DAY_MS, 0.1, 2.0)
     now = 1_800_000_000_000
     hot.activity = {"busy": now - 60_000, "quiet": now - 20 * 3_600_000}
     snapshot = Observation(
         models={n: model_state(n) for n in hot.activity}, versions={}, read_at=now
     )
-    assert hot.members(snapshot, now) == ["busy", "quiet"]
-    hot.spent(2, 0.0, records_s=4 * hot.budget_s)  # the records alone: four times the budget
-    assert hot.shrunk_ms is not None
-    assert hot.shrunk_ms < DAY_MS / 4
-    assert hot.members(snapshot, now) == ["busy"], "the least recently active leave first"
+    assert hot.records_due(), "read with each poll until measured"
+    assert hot.searched(0.1, hot=False) == 0.0, "a plain search is the poll's own"
+    extra = hot.searched(0.1 + 2.5 * hot.budget_s, hot=True)
+    assert extra == pytest.approx(2.5 * hot.budget_s), "only what the edge costs beyond it"
+    assert hot.records_every == 3
+    assert [hot.records_due() for _ in range(6)] == [False, False, True] * 2
+    assert hot.members(snapshot, now) == ["busy", "quiet"], "no model leaves the set"
     news = hot.news()
     assert news is not None
-    assert news["window_s"] == hot.shrunk_ms / 1000
-    for _ in range(40):
-        hot.spent(1, 0.0, records_s=0.0)
-    assert hot.shrunk_ms is None, "back to the configured window once it is cheap again"
-    assert hot.members(snapshot, now) == ["busy", "quiet"]
+    assert news["records_every_s"] == 6.0
+    assert news["window_s"] == DAY_MS / 1000
+    for _ in range(10):
+        hot.searched(0.1, hot=True)
+    assert hot.records_every == 1, "with each poll again once they are cheap"
+    assert hot.records_due()
+    for _ in range(4):
+        hot.searched(0.1 + 0.8 * hot.budget_s, hot=True)
+    assert hot.records_every == 1
+    hot.searched(100.0, hot=True)  # one search that waited behind a scan: 3 x the median
+    assert hot.records_every == 2, "the mean of the last five, the spike bounded"
+
+
+def test_the_versions_get_what_the_records_leave_of_the_budget() -> None:
+    hot = HotSet(DAY_MS, 0.1, 2.0)
+    names = [f"m{i}" for i in range(20)]
+    hot.spent(10, 10 * hot.budget_s / 10)  # ten models' versions fill a poll's share
+    assert len(hot.choose(names)) == 10
+    hot.searched(hot.budget_s / 2, hot=True)  # the records take half of it
+    assert len(hot.choose(names)) == 5
+    for _ in range(10):
+        hot.searched(4 * hot.budget_s, hot=True)  # more than all of it, every few polls
+    assert len(hot.choose(names)) == 1, "the rotation still goes on"
+    assert hot.rotating
 
 
 # --------------------------------------------------------------------------- hints
