@@ -41,6 +41,7 @@ from watcher.model import (
     VersionState,
     make_event_id,
 )
+from watcher.renames import pair_renames, renames_first
 
 _STAGE_EVENTS = {
     "staging": EventType.MODEL_VERSION_TRANSITIONED_TO_STAGING,
@@ -109,29 +110,7 @@ def detect(
     events.sort(
         key=lambda e: (e.timestamp, e.model_name, _version_order(e.model_version), _RANK[e.type])
     )
-    return _renames_first(events)
-
-
-def _renames_first(events: list[Event]) -> list[Event]:
-    """Each rename moved before anything else said of the renamed model under its new name:
-    its time is the model's last update, which a change made after the rename moves past that
-    change's. What is said of a model deleted under that name before stays before it."""
-    for rename in [e for e in events if e.type is EventType.REGISTERED_MODEL_RENAMED]:
-        name = rename.model_name
-        start = 1 + max(
-            (
-                i
-                for i, e in enumerate(events)
-                if e.model_name == name and e.type is EventType.REGISTERED_MODEL_DELETED
-            ),
-            default=-1,
-        )
-        at = events.index(rename)
-        start = min(start, at)
-        first = next(i for i, e in enumerate(events) if i >= start and e.model_name == name)
-        if first < at:
-            events.insert(first, events.pop(at))
-    return events
+    return renames_first(events)
 
 
 def _version_order(version: str | None) -> tuple[int, str]:
@@ -215,7 +194,7 @@ class _Detector:
         # Gone (or deleted and created again), and new: a pair of them may be one rename.
         vanished = [name for name in self.previous.models if self._same_model(name) is None]
         appeared = [name for name in self.current.models if self._same_model(name) is None]
-        self._renamed = _pair_renames(self.previous, self.current, vanished, appeared)
+        self._renamed = pair_renames(self.previous, self.current, vanished, appeared)
         self._gone_models.update(vanished)
         renamed_away = set(self._renamed.values())
         for name in vanished:
@@ -398,36 +377,6 @@ class _Detector:
                     model_version=old,
                     alias=alias,
                 )
-
-
-def _pair_renames(
-    previous: Observation, current: Observation, vanished: list[str], appeared: list[str]
-) -> dict[str, str]:
-    """New name -> old name of each model gone and model appeared that are alone in having the
-    same identity (:func:`_identities`): one model, renamed."""
-    if not vanished or not appeared:
-        return {}  # the common case: no scan of the versions
-    olds = _identities(previous, vanished)
-    pairs: dict[str, str] = {}
-    for identity, names in _identities(current, appeared).items():
-        old = olds.get(identity, [])
-        if len(names) == 1 and len(old) == 1 and names[0] != old[0]:
-            pairs[names[0]] = old[0]
-    return pairs
-
-
-def _identities(observation: Observation, names: list[str]) -> dict[object, list[str]]:
-    """The models of ``names`` by what a rename keeps: their creation time and the set of their
-    versions' (number, creation time, source, run id)."""
-    versions: dict[str, set[tuple[str, int, str, str]]] = {name: set() for name in names}
-    for (name, number), version in observation.versions.items():
-        if name in versions:
-            versions[name].add((number, version.creation_timestamp, version.source, version.run_id))
-    found: dict[object, list[str]] = {}
-    for name in names:
-        identity = (observation.models[name].creation_timestamp, frozenset(versions[name]))
-        found.setdefault(identity, []).append(name)
-    return found
 
 
 def _live_aliases(observation: Observation, model: ModelState) -> dict[str, str]:

@@ -32,6 +32,7 @@ from typing import Any
 
 from watcher import state_meta as sm
 from watcher.errors import RegistryError
+from watcher.hotread import TargetedReads
 from watcher.hotset import HotSet
 from watcher.merge import Draft, Plan, Sightings, TrackedVersions
 from watcher.model import ModelState, Observation, SnapshotDelta, VersionState
@@ -147,8 +148,7 @@ class IncrementalReader:
         self.versions_scan = Cadence(versions_interval, VERSIONS_SCAN_SHARE)
         self.log = log
         self.hot = HotSet(round(hot_window * 1000), max_duty, poll_interval)
-        self._hot_records_s = 0.0
-        """What this poll's search of recent models spent on the hot models' records."""
+        self._targeted = TargetedReads(self.hot, watches, log, clock)
         self.supported = True
         """False once the server refused an incremental read: every read is full since."""
         self._clock = clock
@@ -331,7 +331,7 @@ class IncrementalReader:
         if models_due:
             self._scan_models(draft)
         else:
-            self._models_since(draft, hot)
+            self._targeted.models_since(draft, hot, self._model_mark - WATERMARK_OVERLAP_MS)
         if versions_due:
             self._scan_versions(draft)
         else:
@@ -339,58 +339,11 @@ class IncrementalReader:
             draft.versions_updated(reader.versions_updated_since(since, self.watches))
             self._merge_finished_job(draft)
             draft.reread_moved()
-            self._read_hot(draft, hot)
-            self._read_hinted(draft, plan.hinted)
+            self._targeted.read_hot(draft, hot)
+            self._targeted.read_hinted(draft, plan.hinted)
         if later:
             self._start(later, previous)
         return draft.observation(self._wall_ms())
-
-    def _models_since(self, draft: Draft, hot: list[str]) -> None:
-        """The models updated since the watermark or, with a hot set, since the window's
-        edge: the hot models' records (aliases, tags) come with them, and a hot model the
-        answer lacks is settled (deleted, or hidden by paging). A model hot only through its
-        versions' timestamps is older than the edge: it is asked for directly."""
-        since = self._model_mark - WATERMARK_OVERLAP_MS
-        if not hot:
-            draft.models_updated(draft.reader.models_updated_since(since, self.watches))
-            return
-        since = min(since, self.hot.edge(draft.previous.read_at))
-        models = draft.previous.models
-        expected = [n for n in hot if models[n].last_updated_timestamp >= since]
-        started = self._clock()
-        draft.models_recent(draft.reader.models_updated_since(since, self.watches), expected)
-        draft.refresh_models(n for n in hot if models[n].last_updated_timestamp < since)
-        self._hot_records_s = self._clock() - started
-        draft.plan.mark("hot")
-
-    def _read_hot(self, draft: Draft, hot: list[str]) -> None:
-        """The versions of the hot models this poll reads (all, or a slice in rotation),
-        timed: the cost decides the next slice and what the scans have left."""
-        if not hot:
-            return
-        draft.plan.mark("hot")
-        chosen = self.hot.choose(hot)
-        started = self._clock()
-        draft.reread_hot(chosen)
-        took = self._clock() - started
-        self.hot.spent(len(chosen), took, self._hot_records_s)
-        draft.plan.hot_ms = (took + self._hot_records_s) * 1000
-        self._hot_records_s = 0.0
-        news = self.hot.news()
-        if news is not None:
-            self.log.info("poll.hot", **news)
-
-    def _read_hinted(self, draft: Draft, hinted: frozenset[str]) -> None:
-        """The models a verified hint named, read now whatever the hot set chose: their
-        records (aliases, tags, existence) and their versions. A hint only says where to
-        look; what the read finds decides. A name the snapshot lacks is a new model (the
-        poll finds it by its timestamp) or one not watched: nothing to read."""
-        names = sorted(n for n in hinted if n in draft.previous.models)
-        if not names:
-            return
-        draft.plan.mark("hinted")
-        draft.refresh_models(names)
-        draft.reread_hot(names)
 
     def _due(self) -> tuple[bool, bool, tuple[str, ...]]:
         """Which scans run in this poll (models, versions), and which go to the background."""

@@ -259,7 +259,7 @@ def test_register_needs_hints_on(tmp_path: Path) -> None:
     ],
 )
 def test_what_a_refusal_to_register_means(error: Exception, says: str) -> None:
-    from watcher.registry import _webhook_problem
+    from watcher.registry.webhooks import _webhook_problem
 
     assert says in _webhook_problem("http://mlflow:5000", error)
 
