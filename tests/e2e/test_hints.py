@@ -82,6 +82,38 @@ def hinted_config(
     return f"http://127.0.0.1:{port}", config
 
 
+def registered_without_hot_set(
+    tmp_path: Path,
+    server: MlflowServer,
+    receiver: Receiver,
+    models: str,
+    events: list[str],
+    interval: str = "30s",
+    models_scan: str = "1h",
+) -> tuple[Path, dict[str, str]]:
+    """hinted_config with no hot set, the versions scanned hourly and the models every
+    ``models_scan``, and MLflow's native webhook registered by `hints register`: the config
+    file and the daemon's environment."""
+    base, config = hinted_config(
+        tmp_path,
+        server,
+        receiver,
+        models,
+        interval=interval,
+        events=events,
+        watch_extra=(
+            f'models_scan_interval = "{models_scan}"\nversions_scan_interval = "1h"\n'
+            'hot_window = "off"\n'
+        ),
+    )
+    env = watcher_env({"E2E_HINTS": HINT_SECRET})
+    registered = run_watcher(
+        "hints", "register", "-c", str(config), "--url", f"{base}/mlflow-hints", env=env
+    )
+    assert registered.returncode == 0, registered.stderr
+    return config, env
+
+
 def test_mlflow_sends_hints_the_daemon_accepts_and_a_forged_one_is_refused(
     tmp_path: Path, hinting_server: MlflowServer, receiver: Receiver, model_name: str
 ) -> None:
@@ -184,21 +216,13 @@ def test_a_hint_brings_an_alias_and_a_tag_of_a_quiet_model_without_a_scan(
     client = hinting_server.client()
     client.create_registered_model(model_name)
     client.create_model_version(model_name, f"s3://bucket/{model_name}/1")
-    base, config = hinted_config(
+    config, env = registered_without_hot_set(
         tmp_path,
         hinting_server,
         receiver,
         model_name,
         events=["MODEL_VERSION_ALIAS_CREATED", "MODEL_VERSION_TAG_SET"],
-        watch_extra=(
-            'models_scan_interval = "1h"\nversions_scan_interval = "1h"\nhot_window = "off"\n'
-        ),
     )
-    env = watcher_env({"E2E_HINTS": HINT_SECRET})
-    registered = run_watcher(
-        "hints", "register", "-c", str(config), "--url", f"{base}/mlflow-hints", env=env
-    )
-    assert registered.returncode == 0, registered.stderr
     with Daemon(config, env) as daemon:
         daemon.wait_started()
         daemon.wait_polls(1)
@@ -226,22 +250,15 @@ def test_a_lost_hint_loses_nothing_the_poll_finds_the_change(
     for name in (before, refused, deleted):
         client.create_registered_model(name)
         client.create_model_version(name, f"s3://bucket/{name}/1")
-    base, config = hinted_config(
+    config, env = registered_without_hot_set(
         tmp_path,
         hinting_server,
         receiver,
         f"{model_name}-*",
-        interval="1s",
         events=["MODEL_VERSION_ALIAS_CREATED"],
-        watch_extra=(
-            'models_scan_interval = "3s"\nversions_scan_interval = "1h"\nhot_window = "off"\n'
-        ),
+        interval="1s",
+        models_scan="3s",
     )
-    env = watcher_env({"E2E_HINTS": HINT_SECRET})
-    registered = run_watcher(
-        "hints", "register", "-c", str(config), "--url", f"{base}/mlflow-hints", env=env
-    )
-    assert registered.returncode == 0, registered.stderr
     (hook,) = [w for w in client.list_webhooks() if w.name == HOOK_NAME]
 
     def alias_events(name: str) -> list[Any]:
