@@ -13,7 +13,7 @@ import secrets
 import time
 from typing import Any
 
-from bench.common import INTERVAL, Duty, percentile, read_db, say, watcher_toml
+from bench.common import INTERVAL, Duty, logged_at, percentile, read_db, say, watcher_toml
 from bench.daemon import (
     Change,
     Expected,
@@ -101,11 +101,13 @@ def hints_run(
                 changes.append(change(server, client, name))
             _match_arrivals(receiver, changes)
             time.sleep(rng.uniform(0.5, 3.0) * stretch)
-        # Until every change has arrived and a versions scan has come round, so that the read
-        # duty covers one (at 100k versions it comes every few minutes and takes seconds).
-        deadline = time.monotonic() + _patience(daemon)
+        # Until every change has arrived and a versions scan has come round after the last, so
+        # that the read duty covers whole versions-scan cadences (at 100k versions a scan comes
+        # every few minutes and takes seconds).
+        last = time.monotonic()
+        deadline = last + _patience(daemon)
         while time.monotonic() < deadline and not (
-            all(c.arrived for c in changes) and _versions_scanned(daemon)
+            all(c.arrived for c in changes) and _versions_scanned(daemon, last)
         ):
             time.sleep(0.25)
             _match_arrivals(receiver, changes)
@@ -151,9 +153,30 @@ def _plan(server: MlflowServer, rng: random.Random) -> list[Planned]:
     return list(zip(planned, rng.sample(pool, len(planned)), strict=True))
 
 
-def _versions_scanned(daemon: Daemon) -> bool:
-    """Whether a poll after the baseline scanned the versions, or merged a scan of them."""
-    return any("versions" in str(p.get("read")) for p in daemon.logged("poll.finished")[1:])
+def _versions_polls(polls: list[dict[str, Any]]) -> list[int]:
+    """The indexes of the polls after the baseline that scanned the versions or merged a scan
+    of them."""
+    return [i for i, p in enumerate(polls) if i and "versions" in str(p.get("read"))]
+
+
+def _versions_scanned(daemon: Daemon, since: float) -> bool:
+    """Two versions scans after the baseline, the last logged at or after ``since``."""
+    polls = daemon.logged("poll.finished")
+    marks = _versions_polls(polls)
+    return len(marks) >= 2 and logged_at(polls[marks[-1]]) >= since
+
+
+def _duty(daemon: Daemon) -> tuple[Duty, list[dict[str, Any]]]:
+    """The read duty over the polls from the first versions scan after the baseline to the
+    last (whole versions-scan cadences; the first poll opens the window and is not counted),
+    or, without two, over every poll after the baseline; and those polls."""
+    polls = daemon.logged("poll.finished")
+    marks = _versions_polls(polls)
+    if len(marks) >= 2:
+        polls = polls[marks[0] : marks[-1] + 1]
+    start, end = logged_at(polls[0]), logged_at(polls[-1])
+    scans = [s for s in daemon.logged("scan.merged") if start < logged_at(s) <= end]
+    return Duty.of(polls, scans), polls[1:]
 
 
 def _versions_cadence(daemon: Daemon) -> float:
@@ -163,14 +186,13 @@ def _versions_cadence(daemon: Daemon) -> float:
 
 def _report(daemon: Daemon, changes: list[Expected], baseline_s: float) -> dict[str, Any]:
     """Per kind: n, p50, p99, worst, and every latency; the read duty; how the hints did."""
-    polls = daemon.logged("poll.finished")
-    duty = Duty.of(polls, daemon.logged("scan.merged"))
+    duty, counted = _duty(daemon)
     cadences = daemon.logged("poll.cadence")
     kinds = latency_by_kind(changes, HINTED | {TRANSITION})
     reads: dict[str, int] = {}
-    for poll in polls[1:]:
+    for poll in daemon.logged("poll.finished")[1:]:
         reads[str(poll.get("read"))] = reads.get(str(poll.get("read")), 0) + 1
-    woken = [p for p in polls[1:] if "hinted" in str(p.get("read")).split("+")]
+    woken = [p for p in counted if "hinted" in str(p.get("read")).split("+")]
     # A poll that also scanned in its own time counts with the scans (Duty).
     woken = [p for p in woken if not {"full", "models", "versions"} & set(p["read"].split("+"))]
     woken_s = sum(float(p.get("mlflow_ms", 0)) for p in woken) / 1000
@@ -186,7 +208,7 @@ def _report(daemon: Daemon, changes: list[Expected], baseline_s: float) -> dict[
         "wall_s": round(duty.wall_s, 1),
         "hints_accepted": len(daemon.logged("hint.accepted")),
         "hints_refused": len(daemon.logged("hint.refused")),
-        "polls": len(polls) - 1,
+        "polls": len(counted),
         "hinted_polls": len(woken),
         "reads": reads,
         "cadences": {
