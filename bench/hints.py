@@ -160,20 +160,20 @@ def _versions_polls(polls: list[dict[str, Any]]) -> list[int]:
 
 
 def _versions_scanned(daemon: Daemon, since: float) -> bool:
-    """Two versions scans after the baseline, the last logged at or after ``since``."""
+    """A versions scan after the baseline logged at or after ``since``."""
     polls = daemon.logged("poll.finished")
     marks = _versions_polls(polls)
-    return len(marks) >= 2 and logged_at(polls[marks[-1]]) >= since
+    return bool(marks) and logged_at(polls[marks[-1]]) >= since
 
 
 def _duty(daemon: Daemon) -> tuple[Duty, list[dict[str, Any]]]:
-    """The read duty over the polls from the first versions scan after the baseline to the
-    last (whole versions-scan cadences; the first poll opens the window and is not counted),
-    or, without two, over every poll after the baseline; and those polls."""
+    """The read duty over the polls from the baseline (a full read: it opens the window and
+    is not counted) to the last versions scan (whole versions-scan cadences, each with its
+    scan), or to the last poll without one; and the polls counted."""
     polls = daemon.logged("poll.finished")
     marks = _versions_polls(polls)
-    if len(marks) >= 2:
-        polls = polls[marks[0] : marks[-1] + 1]
+    if marks:
+        polls = polls[: marks[-1] + 1]
     start, end = logged_at(polls[0]), logged_at(polls[-1])
     scans = [s for s in daemon.logged("scan.merged") if start < logged_at(s) <= end]
     return Duty.of(polls, scans), polls[1:]
@@ -195,7 +195,8 @@ def _report(daemon: Daemon, changes: list[Expected], baseline_s: float) -> dict[
     woken = [p for p in counted if "hinted" in str(p.get("read")).split("+")]
     # A poll that also scanned in its own time counts with the scans (Duty).
     woken = [p for p in woken if not {"full", "models", "versions"} & set(p["read"].split("+"))]
-    woken_s = sum(float(p.get("mlflow_ms", 0)) for p in woken) / 1000
+    woken_ms = [float(p.get("mlflow_ms", 0)) for p in woken]
+    woken_s = sum(woken_ms) / 1000
     result = {
         "interval_s": INTERVAL,
         "baseline_s": round(baseline_s, 2),
@@ -210,6 +211,7 @@ def _report(daemon: Daemon, changes: list[Expected], baseline_s: float) -> dict[
         "hints_refused": len(daemon.logged("hint.refused")),
         "polls": len(counted),
         "hinted_polls": len(woken),
+        "hinted_poll_reading_ms_median": round(percentile(woken_ms, 0.5)) if woken else None,
         "reads": reads,
         "cadences": {
             k: v for k, v in (cadences[-1] if cadences else {}).items() if k.endswith("_s")

@@ -225,9 +225,9 @@ def hints_rows(k: dict[str, Any], v: dict[str, bool]) -> list[Row]:
             f" / {percent(k['duty_other_polls'])}",
         ),
         info(
-            "  hints accepted / refused; polls after the baseline (reading hinted models)",
-            f"{k['hints_accepted']} / {k['hints_refused']}; {k['polls']} ({k['hinted_polls']})"
-            f" in {k['wall_s']:.0f} s",
+            "  hints accepted / refused; polls (reading hinted models, their median reading)",
+            f"{k['hints_accepted']} / {k['hints_refused']}; {k['polls']} ({k['hinted_polls']},"
+            f" {k.get('hinted_poll_reading_ms_median') or '-'} ms) in {k['wall_s']:.0f} s",
         ),
         info(
             "  cadences: models / versions scan",
