@@ -101,7 +101,7 @@ def assemble(
             store,
             config,
             log,
-            sender=metrics.timed(Sender()),
+            sender=metrics.timed(Sender(config.mlflow.payload_context)),
             observer=metrics,
             may_send=None if leadership is None else leadership.trusted,
         )

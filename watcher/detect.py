@@ -31,6 +31,15 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from watcher.diffs import (
+    Emit,
+    alias_events,
+    live_aliases,
+    make_event,
+    one_of,
+    row_of,
+    tag_events,
+)
 from watcher.model import (
     NO_STAGE,
     Event,
@@ -39,8 +48,9 @@ from watcher.model import (
     Observation,
     SnapshotDelta,
     VersionState,
-    make_event_id,
 )
+from watcher.prompts import RANK as PROMPT_RANK
+from watcher.prompts import detect_prompts, prompt_names
 from watcher.renames import pair_renames, renames_first
 
 _STAGE_EVENTS = {
@@ -65,6 +75,7 @@ _RANK = {
     EventType.MODEL_VERSION_ALIAS_CREATED: 6,
     EventType.MODEL_VERSION_DELETED: 7,
     EventType.REGISTERED_MODEL_DELETED: 8,
+    **PROMPT_RANK,
 }
 
 EMPTY = Observation(models={}, versions={}, read_at=0)
@@ -82,6 +93,9 @@ class Policy:
     """With no previous snapshot, emit events for what exists instead of recording a baseline."""
     baseline_ms: int = 0
     """When the baseline was read (epoch ms): what was created well before it is adopted."""
+    prompts: bool = False
+    """Detect prompt events (watcher.prompts): a webhook subscribes to them and the snapshot
+    already held the prompts. Whatever it says, prompts never give model events."""
 
 
 def detect(
@@ -105,12 +119,30 @@ def detect(
         changed_versions = None
     else:
         cutoff = policy.baseline_ms - CREATION_SKEW_MS
-    detector = _Detector(previous, current, policy.registry, cutoff, changed_versions)
+    then, now = prompt_names(previous), prompt_names(current)
+    detector = _Detector(
+        _without(previous, then),
+        _without(current, now),
+        policy.registry,
+        cutoff,
+        changed_versions,
+        skip=(then, now),
+    )
     events = list(detector.run())
+    if policy.prompts:
+        events += detect_prompts(previous, current, policy.registry, cutoff, changed_versions)
     events.sort(
         key=lambda e: (e.timestamp, e.model_name, _version_order(e.model_version), _RANK[e.type])
     )
     return renames_first(events)
+
+
+def _without(observation: Observation, prompts: frozenset[str]) -> Observation:
+    """The observation without the prompts' records (their versions are skipped by name)."""
+    if not prompts:
+        return observation
+    models = {n: m for n, m in observation.models.items() if n not in prompts}
+    return Observation(models=models, versions=observation.versions, read_at=observation.read_at)
 
 
 def _version_order(version: str | None) -> tuple[int, str]:
@@ -127,6 +159,8 @@ class _Detector:
     cutoff: int | None
     """Objects created before this (epoch ms) are adopted when first seen; None: nothing is."""
     changed_versions: Collection[tuple[str, str]] | None = None
+    skip: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
+    """The prompts of the previous read and of this one: their versions are not models'."""
     _gone_models: set[str] = field(default_factory=set)
     """Models deleted, or renamed away: their versions give no events of their own."""
     _renamed: dict[str, str] = field(default_factory=dict)
@@ -164,25 +198,15 @@ class _Detector:
         model_version: str | None = None,
         **fields: Any,
     ) -> Event:
-        version_number = version.version if version is not None else model_version
-        created = version.creation_timestamp if version is not None else None
-        return Event(
-            event_id=make_event_id(
-                self.registry,
-                event_type,
-                model_name,
-                version_number,
-                created,
-                before,
-                after,
-                timestamp,
-            ),
-            type=event_type,
-            model_name=model_name,
-            timestamp=timestamp,
-            model_version=version_number,
-            version_creation_timestamp=created,
-            user_id=fields.pop("user_id", version.user_id if version is not None else ""),
+        return make_event(
+            self.registry,
+            model_name,
+            event_type,
+            timestamp,
+            before,
+            after,
+            version,
+            model_version=model_version,
             source=(version.source or None) if version is not None else None,
             run_id=(version.run_id or None) if version is not None else None,
             **fields,
@@ -252,7 +276,7 @@ class _Detector:
             before = previous_versions.get(key)
             if before is version:
                 continue  # untouched since the snapshot: the common case, kept cheap
-            if version.name in self._adopted_models:
+            if version.name in self._adopted_models or version.name in self.skip[1]:
                 continue
             if version.name in self._renamed:  # the same version, under its old name before
                 before = previous_versions.get((self._renamed[version.name], version.version))
@@ -269,8 +293,8 @@ class _Detector:
                 after is not None and after.creation_timestamp == before.creation_timestamp
             ):
                 continue
-            if before.name in self._gone_models:
-                continue  # REGISTERED_MODEL_DELETED says it all
+            if before.name in self._gone_models or before.name in self.skip[0]:
+                continue  # REGISTERED_MODEL_DELETED says it all (or it is a prompt's)
             yield self._event(
                 EventType.MODEL_VERSION_DELETED,
                 before.name,
@@ -299,34 +323,13 @@ class _Detector:
         yield from self._tag_events({}, version)
 
     def _tag_events(self, before: Mapping[str, str], version: VersionState) -> Iterator[Event]:
-        at = self.current.read_at
-        for key, value in version.tags.items():
-            old = before.get(key)
-            if old == value:
-                continue
-            yield self._event(
-                EventType.MODEL_VERSION_TAG_SET,
-                version.name,
-                at,
-                [key, old],
-                [key, value],
-                version,
-                tag_key=key,
-                tag_value=value,
-                previous_value=old,
-            )
-        for key, old in before.items():
-            if key not in version.tags:
-                yield self._event(
-                    EventType.MODEL_VERSION_TAG_DELETED,
-                    version.name,
-                    at,
-                    [key, old],
-                    [key, None],
-                    version,
-                    tag_key=key,
-                    previous_value=old,
-                )
+        kinds = (EventType.MODEL_VERSION_TAG_SET, EventType.MODEL_VERSION_TAG_DELETED)
+        emit = self._emitter(version.name)
+        yield from tag_events(emit, kinds, before, version.tags, self.current.read_at, version)
+
+    def _emitter(self, name: str) -> Emit:
+        """Events about model ``name``, as :meth:`_event` makes them."""
+        return lambda kind, *args, **fields: self._event(kind, name, *args, **fields)
 
     def _deletion_time(self, model_name: str) -> int:
         """Deleting a version bumps its model's last_updated_timestamp; use it when it moved."""
@@ -346,46 +349,18 @@ class _Detector:
             same = self._same_model(name)
             if name in self._renamed:
                 same = self.previous.models[self._renamed[name]]
-            before = _live_aliases(self.previous, same) if same is not None else {}
+            before = live_aliases(self.previous, same) if same is not None else {}
             old_name = name if same is None else same.name
-            after = _live_aliases(self.current, model)
-            for alias, version in after.items():
-                old = before.get(alias)
-                if old == version or (old is None and (name, version) in self._adopted_versions):
-                    continue
-                yield self._event(
-                    EventType.MODEL_VERSION_ALIAS_CREATED,
-                    name,
-                    at,
-                    [alias, old],
-                    [alias, version],
-                    self.current.versions.get((name, version)),
-                    model_version=version,
-                    alias=alias,
-                    previous_version=old,
-                )
-            for alias, old in before.items():
-                if alias in after:
-                    continue
-                yield self._event(
-                    EventType.MODEL_VERSION_ALIAS_DELETED,
-                    name,
-                    at,
-                    [alias, old],
-                    [alias, None],
-                    self.previous.versions.get((old_name, old)),
-                    model_version=old,
-                    alias=alias,
-                )
-
-
-def _live_aliases(observation: Observation, model: ModelState) -> dict[str, str]:
-    """The aliases of a model whose version exists in the same observation."""
-    return {
-        alias: version
-        for alias, version in model.aliases.items()
-        if (model.name, version) in observation.versions
-    }
+            after = live_aliases(self.current, model)
+            yield from alias_events(
+                self._emitter(name),
+                (EventType.MODEL_VERSION_ALIAS_CREATED, EventType.MODEL_VERSION_ALIAS_DELETED),
+                before,
+                after,
+                at,
+                (row_of(self.previous.versions, old_name), row_of(self.current.versions, name)),
+                one_of(self._adopted_versions, name),
+            )
 
 
 def _stage_events(detector: _Detector, from_stage: str, after: VersionState) -> Iterator[Event]:

@@ -8,7 +8,6 @@ scrape every few more; it adds no dependency and stops with the process.
 from __future__ import annotations
 
 import errno
-import hmac
 import socket
 import threading
 import time
@@ -22,6 +21,7 @@ from watcher.config import ServerConfig
 from watcher.errors import ConfigError, WatcherError
 from watcher.hints import MAX_BODY, HintBox, Verdict
 from watcher.metrics import Metrics
+from watcher.signing import bearer_token, same_secret
 
 Probe = Callable[[], tuple[bool, str]]
 """Answers (ok, reason): the reason is the body, for whoever reads a failing probe."""
@@ -108,10 +108,8 @@ class HealthServer:
         token = self.config.metrics_token
         if token is None:
             return True
-        scheme, _, given = (header or "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(
-            given.strip().encode(), token.reveal().encode()
-        )
+        given = bearer_token(header)
+        return given is not None and same_secret(given, token.reveal())
 
     def hint(
         self, headers: dict[str, str], length: str | None, read: Callable[[int], bytes]

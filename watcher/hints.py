@@ -123,6 +123,8 @@ class HintBox:
         self._counts: dict[str, int] = dict.fromkeys(RESULTS, 0)
         self._last_accepted_at: float | None = None
         self._dropped = 0
+        self._recorded: dict[str, str] | None = None
+        """The counts' meta entries last written to the state (see :meth:`unrecorded`)."""
         self.arrived = threading.Event()
 
     def __repr__(self) -> str:
@@ -164,6 +166,20 @@ class HintBox:
                 waiting=len(self._names),
                 dropped=self._dropped,
             )
+
+    def unrecorded(self) -> dict[str, str]:
+        """The counts' state meta entries (:meth:`HintStats.meta`) if they changed since the
+        last :meth:`recorded`, else none: the poll's commit takes them along, and only what
+        it did not take (a skipped poll, hints since) needs a write of its own."""
+        entries = self.stats().meta()
+        with self._lock:
+            return {} if entries == self._recorded else entries
+
+    def recorded(self, entries: Mapping[str, str]) -> None:
+        """``entries`` (from :meth:`unrecorded`) are in the state now."""
+        if entries:
+            with self._lock:
+                self._recorded = dict(entries)
 
     def _judge(self, headers: Mapping[str, str], body: bytes, now: float) -> Verdict:
         """Signature (with freshness), then replay, then the payload: a request that is not

@@ -8,7 +8,8 @@ models whose timestamp moved. :class:`Draft` holds that read's models and versio
 built. Whatever a read no longer shows (a model missing from a models scan, a version missing
 from a versions scan or from its model's by-name read) is passed to :meth:`Draft.settle`, the
 only code that decides something is gone: it asks for it directly, puts back what a get still
-finds, and drops the rest (a model with all its versions).
+finds, and drops the rest (a model with all its versions). A model appeared under a new name may
+be a renamed one: :meth:`Draft.renamed_away` asks for the old name in the same read.
 
 Offset paging hides live rows while others are deleted, and an old server can answer a search
 with nothing: only what a direct get also cannot find is really gone.
@@ -20,8 +21,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from watcher.errors import RegistryError
 from watcher.model import ModelState, Observation, VersionState
-from watcher.scan import Key, Reader, Watches, is_prompt, keep_newer
+from watcher.scan import Key, Reader, Watches, keep_newer
 
 
 @dataclass
@@ -124,6 +126,8 @@ class Draft:
     """Models a direct read found in this read: not asked for again."""
     gone: set[str] = field(default_factory=set)
     """Models a get found gone in this read: their versions went with them."""
+    _by_creation: dict[int, list[str]] | None = field(default=None, init=False)
+    """The snapshot's model names by creation time, built when a new name first appears."""
 
     def __post_init__(self) -> None:
         self.models = dict(self.previous.models)
@@ -146,11 +150,14 @@ class Draft:
         self.latecomers()
 
     def models_updated(self, rows: Iterable[ModelState]) -> None:
+        names: list[str] = []
         for model in rows:
             self._saw_model(model.name)
             if _moved(self.previous.models.get(model.name), model):
                 self.moved.add(model.name)
             self.models[model.name] = model
+            names.append(model.name)
+        self.renamed_away(names)
 
     def versions_updated(self, rows: Iterable[VersionState]) -> None:
         for version in rows:
@@ -228,7 +235,7 @@ class Draft:
                 self._saw_model(name)
                 if model is None:
                     self._confirm_gone(name)
-                elif not is_prompt(model):
+                elif self.reader.keeps(model):
                     self.confirmed.add(name)
                     self.models[name] = model
 
@@ -270,7 +277,7 @@ class Draft:
         """Ask for one model: True if it was missing from the read and is back. A model that
         is gone goes with every version this read knows of."""
         model = self.reader.get_model(name)
-        if model is None:
+        if model is None or not self.reader.keeps(model):  # gone, or a prompt not read now
             self._confirm_gone(name)
             return False
         self.confirmed.add(name)
@@ -300,13 +307,53 @@ class Draft:
         for name in sorted(candidates - self.models.keys()):
             latecomer = self.reader.get_model(name)
             self._saw_model(name)
-            if latecomer is None or is_prompt(latecomer):  # gone again already, or a prompt
+            if latecomer is None or not self.reader.keeps(latecomer):  # gone, or a prompt
                 for key in [k for k in self.versions if k[0] == name]:
                     del self.versions[key]
             elif self.watches(latecomer.name):
                 self.models[latecomer.name] = latecomer
                 added.add(latecomer.name)
+        self.renamed_away(added)
         return added
+
+    def renamed_away(self, names: Iterable[str]) -> None:
+        """Of the models this read holds under ``names``, those the snapshot lacks (a new
+        name, or a name whose model has another creation time) may be renamed ones: MLflow
+        moves a renamed model's timestamp, so a poll reads the new name at once, but nothing
+        says the old name went until a models scan. A model of the snapshot this read still
+        holds, created at the same millisecond, is asked for by its name: gone, it is dropped
+        now, so that detection sees both sides of the rename in one read and pairs them. Only
+        such a twin costs a get (a model created now has none). A read earlier in this one
+        may predate the rename, so whatever it saw is asked for all the same."""
+        for name in sorted(set(names)):
+            model, before = self.models.get(name), self.previous.models.get(name)
+            if model is None or (before and before.creation_timestamp == model.creation_timestamp):
+                continue  # dropped by now, or the same model as before
+            created = model.creation_timestamp
+            for twin in self._created_at(created):
+                held = self.models.get(twin)
+                if twin != name and held is not None and held.creation_timestamp == created:
+                    self._drop_if_gone(twin)
+
+    def _created_at(self, created: int) -> list[str]:
+        """The snapshot's models created at ``created`` (indexed once per read, on demand)."""
+        if self._by_creation is None:
+            self._by_creation = {}
+            for model in self.previous.models.values():
+                self._by_creation.setdefault(model.creation_timestamp, []).append(model.name)
+        return self._by_creation.get(created, [])
+
+    def _drop_if_gone(self, name: str) -> None:
+        """Drop ``name`` if a get finds no model by it. One found is kept (still there, or
+        created again: the models scan tells them apart), as it is when the get fails: the
+        poll stays whole, and the next models scan settles the old name."""
+        try:
+            model = self.reader.get_model(name)
+        except RegistryError as exc:
+            self.log.warning("poll.rename_check_failed", model=name, error=str(exc))
+            return
+        if model is None:
+            self._confirm_gone(name)
 
     def _reread(self, name: str, fresh: dict[Key, VersionState] | None = None) -> None:
         """Replace one model's versions by a by-name read (or ``fresh``, its part of a batched

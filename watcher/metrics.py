@@ -36,7 +36,7 @@ from watcher.deliver import DeliverySender, Outcome, Result
 from watcher.hints import RESULTS as HINT_RESULTS
 from watcher.hints import HintBox
 from watcher.leader import Leadership
-from watcher.model import SUPPORTED_EVENTS, Event
+from watcher.model import PROMPT_EVENTS, SUPPORTED_EVENTS, Event
 from watcher.store import DEAD, PENDING, Store
 
 if TYPE_CHECKING:
@@ -101,7 +101,7 @@ class Metrics:
         # Every bounded label value exists from the start, so rate() and alerts see zeros.
         for result in POLL_RESULTS:
             self.polls.labels(result=result)
-        for event_type in SUPPORTED_EVENTS:
+        for event_type in SUPPORTED_EVENTS | (PROMPT_EVENTS if config.watches_prompts else set()):
             self.events.labels(type=event_type.value)
         for webhook in config.webhooks:
             for result in DELIVERY_RESULTS:

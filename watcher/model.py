@@ -33,6 +33,17 @@ class EventType(enum.StrEnum):
     MODEL_VERSION_TAG_DELETED = "MODEL_VERSION_TAG_DELETED"
     MODEL_VERSION_ALIAS_CREATED = "MODEL_VERSION_ALIAS_CREATED"
     MODEL_VERSION_ALIAS_DELETED = "MODEL_VERSION_ALIAS_DELETED"
+    # MLflow 3's prompt registry (prompts are registered models tagged mlflow.prompt.is_prompt).
+    PROMPT_CREATED = "PROMPT_CREATED"
+    PROMPT_DELETED = "PROMPT_DELETED"
+    PROMPT_TAG_SET = "PROMPT_TAG_SET"
+    PROMPT_TAG_DELETED = "PROMPT_TAG_DELETED"
+    PROMPT_VERSION_CREATED = "PROMPT_VERSION_CREATED"
+    PROMPT_VERSION_DELETED = "PROMPT_VERSION_DELETED"
+    PROMPT_VERSION_TAG_SET = "PROMPT_VERSION_TAG_SET"
+    PROMPT_VERSION_TAG_DELETED = "PROMPT_VERSION_TAG_DELETED"
+    PROMPT_ALIAS_CREATED = "PROMPT_ALIAS_CREATED"
+    PROMPT_ALIAS_DELETED = "PROMPT_ALIAS_DELETED"
 
 
 # MLflow 3 native webhook names, accepted in the config as aliases of the canonical names.
@@ -44,12 +55,27 @@ NATIVE_EVENT_NAMES: Mapping[str, EventType] = MappingProxyType(
         "model_version_tag.deleted": EventType.MODEL_VERSION_TAG_DELETED,
         "model_version_alias.created": EventType.MODEL_VERSION_ALIAS_CREATED,
         "model_version_alias.deleted": EventType.MODEL_VERSION_ALIAS_DELETED,
+        "prompt.created": EventType.PROMPT_CREATED,
+        "prompt_version.created": EventType.PROMPT_VERSION_CREATED,
+        "prompt_tag.set": EventType.PROMPT_TAG_SET,
+        "prompt_tag.deleted": EventType.PROMPT_TAG_DELETED,
+        "prompt_version_tag.set": EventType.PROMPT_VERSION_TAG_SET,
+        "prompt_version_tag.deleted": EventType.PROMPT_VERSION_TAG_DELETED,
+        "prompt_alias.created": EventType.PROMPT_ALIAS_CREATED,
+        "prompt_alias.deleted": EventType.PROMPT_ALIAS_DELETED,
     }
 )
 
-# The events the detector emits. The config refuses a subscription to any other name, so that
-# nobody waits for an event that can never come.
-SUPPORTED_EVENTS: frozenset[EventType] = frozenset(EventType)
+
+PROMPT_EVENTS: frozenset[EventType] = frozenset(
+    e for e in EventType if e.value.startswith("PROMPT_")
+)
+"""The prompt registry's events: what "PROMPT_*" subscribes to. Off unless a webhook names them
+(or "PROMPT_*"): only then does the watcher read prompts at all."""
+# The model registry's events the detector emits (with PROMPT_EVENTS: every EventType). The
+# config refuses a subscription to any other name, so that nobody waits for an event that can
+# never come.
+SUPPORTED_EVENTS: frozenset[EventType] = frozenset(EventType) - PROMPT_EVENTS
 
 STAGE_EVENTS: frozenset[EventType] = frozenset(
     {
@@ -63,10 +89,27 @@ STAGE_SPECIFIC_EVENTS: frozenset[EventType] = STAGE_EVENTS - {
     EventType.MODEL_VERSION_TRANSITIONED_STAGE
 }
 ALL_EVENTS: frozenset[EventType] = SUPPORTED_EVENTS - STAGE_SPECIFIC_EVENTS
-"""What "*" subscribes to: every change once. The stage-specific transition events repeat the
-generic one, so a CI job would run twice per promotion; they are for explicit subscriptions."""
+"""What "*" subscribes to: every change of the model registry once. The stage-specific
+transition events repeat the generic one, so a CI job would run twice per promotion; they are
+for explicit subscriptions. Prompt events are not in it: "*" meant the model registry before
+the watcher had them, and a subscription must not start receiving prompts on an upgrade."""
 ALIAS_EVENTS: frozenset[EventType] = frozenset(
-    {EventType.MODEL_VERSION_ALIAS_CREATED, EventType.MODEL_VERSION_ALIAS_DELETED}
+    {
+        EventType.MODEL_VERSION_ALIAS_CREATED,
+        EventType.MODEL_VERSION_ALIAS_DELETED,
+        EventType.PROMPT_ALIAS_CREATED,
+        EventType.PROMPT_ALIAS_DELETED,
+    }
+)
+TAG_SET_EVENTS: frozenset[EventType] = frozenset(
+    {EventType.MODEL_VERSION_TAG_SET, EventType.PROMPT_TAG_SET, EventType.PROMPT_VERSION_TAG_SET}
+)
+TAG_DELETED_EVENTS: frozenset[EventType] = frozenset(
+    {
+        EventType.MODEL_VERSION_TAG_DELETED,
+        EventType.PROMPT_TAG_DELETED,
+        EventType.PROMPT_VERSION_TAG_DELETED,
+    }
 )
 
 NO_STAGE = "None"
@@ -238,6 +281,9 @@ class Event:
     to_stage: str | None = None
     source: str | None = None
     run_id: str | None = None
+    experiment_id: str | None = None
+    """The experiment of ``run_id`` (looked up once per run); None without a run, or when the
+    run could not be read (gone, or not readable with the watcher's credentials)."""
     alias: str | None = None
     previous_version: str | None = None
     """For an alias that moved: the version it pointed to before."""
@@ -250,6 +296,8 @@ class Event:
     """For created models and versions: their tags at creation."""
     previous_name: str | None = None
     """For a renamed model: its name before (``model_name`` is the new one)."""
+    template: str | None = None
+    """For a created prompt version: its template (a chat prompt's messages as JSON text)."""
 
     def __post_init__(self) -> None:
         if self.tags is not None:
@@ -269,6 +317,7 @@ class Event:
             "to_stage": self.to_stage,
             "source": self.source,
             "run_id": self.run_id,
+            "experiment_id": self.experiment_id,
             "alias": self.alias,
             "previous_version": self.previous_version,
             "tag_key": self.tag_key,
@@ -277,6 +326,7 @@ class Event:
             "description": self.description,
             "tags": None if self.tags is None else dict(self.tags),
             "previous_name": self.previous_name,
+            "template": self.template,
         }
 
     @classmethod
@@ -293,6 +343,7 @@ class Event:
             to_stage=data.get("to_stage"),
             source=data.get("source"),
             run_id=data.get("run_id"),
+            experiment_id=data.get("experiment_id"),
             alias=data.get("alias"),
             previous_version=data.get("previous_version"),
             tag_key=data.get("tag_key"),
@@ -301,6 +352,7 @@ class Event:
             description=data.get("description"),
             tags=data.get("tags"),
             previous_name=data.get("previous_name"),
+            template=data.get("template"),
         )
 
 

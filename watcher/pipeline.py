@@ -16,6 +16,7 @@ from watcher import state_meta as sm
 from watcher.config import Config
 from watcher.detect import Policy, detect, snapshot_delta
 from watcher.errors import RegistryError, StoreError
+from watcher.experiments import Experiments
 from watcher.hints import HintBox
 from watcher.incremental import IncrementalReader, Plan, Runner
 from watcher.model import Event, Observation, make_delivery_id
@@ -89,6 +90,8 @@ def reader_settings(config: Config) -> ReaderSettings:
         registry_uri=config.mlflow.effective_registry_uri,
         timeout=config.mlflow.timeout,
         page_size=config.mlflow.page_size,
+        workspace=config.mlflow.workspace,
+        prompts=config.watches_prompts,
     )
 
 
@@ -117,6 +120,8 @@ class Pipeline:
         self._snapshot_loaded = False
         self._baseline_ms: int | None = None
         """When the baseline was read (state meta baseline_read_at), read once."""
+        self._prompts_held: bool | None = None
+        """Whether the committed snapshot holds the prompts (state meta prompts_since)."""
         self._scan_runner = options.scan_runner
         self.hinted = options.hints
         """With ``[hints]`` (the daemon only): ``hinted.take()`` gives the names of the models
@@ -125,6 +130,8 @@ class Pipeline:
         self.incremental = self._new_incremental()
         self._cadences: dict[str, float] = {}
         self._failures = FailureStreak(config.watch.interval)
+        self.experiments = Experiments(log)
+        """The experiment of each event's run (one request per run, then remembered)."""
 
     def _new_incremental(self) -> IncrementalReader:
         config, watch, runner = self.config, self.config.watch, self._scan_runner
@@ -150,6 +157,7 @@ class Pipeline:
         self._snapshot = None
         self._snapshot_loaded = False
         self._baseline_ms = None
+        self._prompts_held = None
         self.incremental = self._new_incremental()
 
     def check_registry_matches(self) -> None:
@@ -206,8 +214,9 @@ class Pipeline:
             return Cycle(skipped, started, full)
         plan = Plan()
         before = self._reader.stats.copy() if self._reader is not None else ReadStats()
+        switching = self._prompts_switch()
         try:
-            current = self.read(full=full, plan=plan)
+            current = self.read(full=full or switching, plan=plan)
         except RegistryError as exc:
             report = CycleReport(ok=False, duration_ms=_ms(started), error=str(exc))
             self._add_costs(report, before)
@@ -219,8 +228,14 @@ class Pipeline:
         previous = self._previous()
         if self._baseline_ms is None:
             self._baseline_ms = sm.BASELINE_READ_AT.get(self.store.all_meta()) or 0
-        policy = replace(self.policy, baseline_ms=self._baseline_ms)
+        policy = replace(
+            self.policy,
+            baseline_ms=self._baseline_ms,
+            prompts=self.config.watches_prompts and not switching,
+        )
         events = detect(previous, current, policy, plan.changed_versions)
+        if previous is not None:  # the baseline asks for no runs (watcher.experiments)
+            events = self.experiments.add_to(events, self.reader)
         report = CycleReport(
             ok=True,
             duration_ms=0.0,
@@ -235,14 +250,27 @@ class Pipeline:
         report.duration_ms = _ms(started)
         return Cycle(report, started, full, previous, current, plan)
 
+    def _prompts_switch(self) -> bool:
+        """Whether this poll starts or stops watching prompts (a webhook subscribed to prompt
+        events, or none does any more, since the snapshot was committed). Such a poll reads
+        everything, so the snapshot gains (or loses) every prompt at once, and reports none of
+        them: subscribing on an existing state must not announce every prompt as created."""
+        if self._previous() is None:
+            return False
+        if self._prompts_held is None:
+            self._prompts_held = bool(sm.PROMPTS_SINCE.get(self.store.all_meta()))
+        return self._prompts_held != self.config.watches_prompts
+
     def commit(self, cycle: Cycle) -> CycleReport:
         """Write an observed cycle: the snapshot change, the events, their deliveries and the
         state meta in one transaction (or, for a failed read, the failure in the meta)."""
         report, previous, current = cycle.report, cycle.previous, cycle.current
         if report.skipped:
             return report
+        hints = self.hinted.unrecorded() if self.hinted is not None else {}
         if current is None:
-            self.store.set_meta(self._failure_meta(report))
+            self.store.set_meta(self._failure_meta(report) | hints)
+            self._recorded(hints)
             return report
         deliveries = [
             NewDelivery(make_delivery_id(e.event_id, w.name), e.event_id, w.name, e.model_name)
@@ -253,12 +281,14 @@ class Pipeline:
         delta = snapshot_delta(previous, current, cycle.plan.changed_versions)
         report.duration_ms = _ms(cycle.started)
         report.queued = self.store.commit_cycle(
-            delta, report.events, deliveries, self._success_meta(cycle, current)
+            delta, report.events, deliveries, self._success_meta(cycle, current) | hints
         )
+        self._recorded(hints)
         self.incremental.committed(previous, current, delta)
         self._snapshot = current
         if previous is None:
             self._baseline_ms = current.read_at
+        self._prompts_held = self.config.watches_prompts
         self._log_committed(report)
         return report
 
@@ -274,6 +304,12 @@ class Pipeline:
                 **({"repeated": count} if count > 1 else {}),
                 **({"next_poll_in_s": round(self._failures.delay, 1)} if count > 1 else {}),
             )
+
+    def _recorded(self, hints: dict[str, str]) -> None:
+        """The hint counts (``status`` shows them) rode in this commit: the service need not
+        write them in a transaction of their own."""
+        if self.hinted is not None:
+            self.hinted.recorded(hints)
 
     def _failure_meta(self, report: CycleReport) -> dict[str, str]:
         return sm.meta(
@@ -304,6 +340,9 @@ class Pipeline:
             meta.update(
                 sm.meta(sm.BASELINE_AT.entry(now), sm.BASELINE_READ_AT.entry(current.read_at))
             )
+        if cycle.previous is None or self._prompts_held != self.config.watches_prompts:
+            since = current.read_at if self.config.watches_prompts else 0
+            meta.update(sm.meta(sm.PROMPTS_SINCE.entry(since)))
         return meta
 
     def _log_committed(self, report: CycleReport) -> None:

@@ -9,6 +9,8 @@ millisecond) is what it looks like: a deletion and a creation or adoption.
 
 from __future__ import annotations
 
+import dataclasses
+
 from watcher.model import Event, EventType, Observation
 
 
@@ -45,7 +47,11 @@ def _identities(observation: Observation, names: list[str]) -> dict[object, list
 def renames_first(events: list[Event]) -> list[Event]:
     """Each rename moved before anything else said of the renamed model under its new name:
     its time is the model's last update, which a change made after the rename moves past that
-    change's. What is said of a model deleted under that name before stays before it."""
+    change's. What is said of a model deleted under that name before stays before it.
+
+    A rename moved forward takes the time of the first event it now precedes, if earlier:
+    events stay in time order (receivers sort by it), and the rename did happen before what
+    is said of the model under its new name."""
     for rename in [e for e in events if e.type is EventType.REGISTERED_MODEL_RENAMED]:
         name = rename.model_name
         start = 1 + max(
@@ -60,5 +66,7 @@ def renames_first(events: list[Event]) -> list[Event]:
         start = min(start, at)
         first = next(i for i, e in enumerate(events) if i >= start and e.model_name == name)
         if first < at:
-            events.insert(first, events.pop(at))
+            events.pop(at)
+            earliest = min(rename.timestamp, events[first].timestamp)
+            events.insert(first, dataclasses.replace(rename, timestamp=earliest))
     return events

@@ -14,7 +14,8 @@ Facts that shape the algorithms (measured on MLflow 2.9 to 3.x):
   a live row, so whatever seems to have gone is confirmed with a direct get by the caller.
 - A server can return the same page token twice; the read is then abandoned, not looped.
 - MLflow 3 stores prompts as registered models tagged ``mlflow.prompt.is_prompt``: they, and
-  their versions, are never models to watch.
+  their versions, are read only when a webhook subscribes to prompt events
+  (``ReaderSettings.prompts``); :mod:`watcher.prompts` detects their changes.
 - A server that refuses an order or a filter answers 400 ``INVALID_PARAMETER_VALUE`` (or 501):
   :func:`is_refused` is the one test of it.
 """
@@ -29,12 +30,12 @@ from typing import Any, Protocol, TypeVar
 
 from watcher.errors import RegistryError
 from watcher.model import ModelState, VersionState
+from watcher.prompts import PROMPT_TAG, is_prompt
 
 Key = tuple[str, str]
 Watches = Callable[[str], bool]
 
-PROMPT_TAG = "mlflow.prompt.is_prompt"
-"""MLflow 3 stores prompts as registered models with this tag; they are not models to watch."""
+__all__ = ["PROMPT_TAG", "is_prompt"]  # re-exported: the readers' callers know them from here
 
 MODELS_PAGE_MAX = 100
 """Registered models per search request, whatever page_size says. Each one comes with its latest
@@ -51,13 +52,13 @@ VERSION_ORDER = ["name ASC", "version_number ASC"]
 RECENT_ORDER = ["last_updated_timestamp DESC"]
 BY_NAME_ORDER = ["version_number ASC"]
 
+PROMPTS_FILTER = f"tags.`{PROMPT_TAG}` = 'true'"
+"""The filter of a search for prompts: MLflow 3's stores leave prompts (and their versions) out of
+every search that does not ask for them this way (MLflow's own client relied on that)."""
+
 NAMES_PER_REQUEST = 50
 """Model names in one ``name IN (...)`` version search: the filter travels in the URL of a GET,
 which servers and proxies bound (8 KB is common)."""
-
-
-def is_prompt(model: ModelState) -> bool:
-    return model.tags.get(PROMPT_TAG, "").lower() == "true"
 
 
 def is_refused(exc: RegistryError) -> bool:
@@ -72,6 +73,11 @@ class ReaderSettings:
     registry_uri: str
     timeout: float = 30.0
     page_size: int = 1000
+    workspace: str | None = None
+    """The MLflow workspace to read (``MLFLOW_WORKSPACE`` for MLflow's client); None: the
+    client's own choice (the variable if set, else the server's default workspace)."""
+    prompts: bool = False
+    """Read MLflow 3's prompts too (a webhook subscribes to prompt events); else skip them."""
 
 
 @dataclass
@@ -126,6 +132,9 @@ class Reader(Protocol):
 
     def get_version(self, name: str, version: str) -> VersionState | None: ...
 
+    def run_experiment(self, run_id: str) -> str | None: ...
+    def keeps(self, model: ModelState) -> bool: ...
+
 
 class ScanReader:
     """The read algorithms; subclasses supply paged searches and single gets."""
@@ -137,11 +146,13 @@ class ScanReader:
         self._prompts: set[str] = set()
         self.lists_refused = False
         """The server refused ``name IN (...)`` on versions (MLflow 2): by name since."""
+        self.prompts_refused = False
+        """The server refused the prompts' filter (it has no prompts): not asked again."""
 
     # Primitives --------------------------------------------------------------------------
 
     def _search_models(
-        self, page_token: str | None, order_by: list[str], page_size: int
+        self, page_token: str | None, order_by: list[str], page_size: int, filter_string: str = ""
     ) -> tuple[list[ModelState], str | None]:
         raise NotImplementedError
 
@@ -156,18 +167,48 @@ class ScanReader:
     def get_version(self, name: str, version: str) -> VersionState | None:
         raise NotImplementedError
 
+    def run_experiment(self, run_id: str) -> str | None:
+        """The id of the experiment a run belongs to; None when the run does not exist (any
+        more); RegistryError when it cannot be read. Not a read of the registry: only a
+        payload's context (watcher.experiments), so a reader without it says so this way."""
+        raise RegistryError(f"{type(self).__name__} does not read runs")
+
     # Filters -----------------------------------------------------------------------------
+
+    def keeps(self, model: ModelState) -> bool:
+        """Whether a model read is one to watch by kind: a prompt only when prompts are read
+        (the ``models`` globs are the caller's to apply)."""
+        return self.settings.prompts or not is_prompt(model)
 
     def _keep_model(self, model: ModelState, watches: Watches) -> bool:
         if is_prompt(model):
             self._prompts.add(model.name)
-            return False
-        return watches(model.name)
+        return self.keeps(model) and watches(model.name)
 
     def _keep_version(self, version: VersionState, watches: Watches) -> bool:
-        if version.name in self._prompts or version.tags.get(PROMPT_TAG, "").lower() == "true":
+        if not self.settings.prompts and (
+            version.name in self._prompts or version.tags.get(PROMPT_TAG, "").lower() == "true"
+        ):
             return False
         return watches(version.name)
+
+    def _searches(self) -> tuple[str, ...]:
+        """The filter of each search a read makes: one without (the models, and on servers
+        that return them unasked the prompts too), then, when prompts are read, one for them."""
+        if self.settings.prompts and not self.prompts_refused:
+            return ("", PROMPTS_FILTER)
+        return ("",)
+
+    def _each(self, search: Callable[[str], Iterable[list[_Row]]]) -> Iterator[list[_Row]]:
+        """The pages of ``search`` with each filter of :meth:`_searches`. A server that refuses
+        the prompts' filter has none: its search yields nothing, now and later."""
+        for filter_string in self._searches():
+            try:
+                yield from search(filter_string)
+            except RegistryError as exc:
+                if not filter_string or not is_refused(exc):
+                    raise
+                self.prompts_refused = True
 
     # Full scans --------------------------------------------------------------------------
 
@@ -181,7 +222,9 @@ class ScanReader:
         """
         models: dict[str, ModelState] = {}
         page_size = min(self.settings.page_size, MODELS_PAGE_MAX)
-        for page in pages(lambda t: self._search_models(t, NAME_ORDER, page_size)):
+        for page in self._each(
+            lambda f: pages(lambda t: self._search_models(t, NAME_ORDER, page_size, f))
+        ):
             for model in page:
                 if self._keep_model(model, watches):
                     models[model.name] = _same(reuse, model.name, model)
@@ -205,7 +248,9 @@ class ScanReader:
         size = self.settings.page_size
         watches = functools.cache(watches)  # a few model names over 100k rows: match each once
         try:
-            for page in pages(lambda t: self._search_versions(t, VERSION_ORDER, size, "")):
+            for page in self._each(
+                lambda f: pages(lambda t: self._search_versions(t, VERSION_ORDER, size, f))
+            ):
                 for version in page:
                     if self._keep_version(version, watches):
                         keep_newer(versions, _same(reuse, version.key, version))
@@ -227,32 +272,62 @@ class ScanReader:
 
     def models_updated_since(self, since_ms: int, watches: Watches) -> list[ModelState]:
         """Models whose last_updated_timestamp is at or after since_ms, newest first."""
-        found = self._recent(
-            lambda t, size: self._search_models(t, RECENT_ORDER, min(size, MODELS_PAGE_MAX)),
-            since_ms,
+        found = self._each(
+            lambda f: [
+                self._recent(
+                    lambda t, size: self._search_models(
+                        t, RECENT_ORDER, min(size, MODELS_PAGE_MAX), f
+                    ),
+                    since_ms,
+                )
+            ]
         )
-        return [m for m in found if self._keep_model(m, watches)]
+        return [m for rows in found for m in rows if self._keep_model(m, watches)]
 
     def versions_updated_since(self, since_ms: int, watches: Watches) -> list[VersionState]:
         """Versions whose last_updated_timestamp is at or after since_ms, newest first."""
-        found = self._recent(
-            lambda t, size: self._search_versions(t, RECENT_ORDER, size, ""), since_ms
+        found = self._each(
+            lambda f: [
+                self._recent(lambda t, s: self._search_versions(t, RECENT_ORDER, s, f), since_ms)
+            ]
         )
-        return [v for v in found if self._keep_version(v, watches)]
+        return [v for rows in found for v in rows if self._keep_version(v, watches)]
 
     def versions_of(self, name: str) -> dict[Key, VersionState]:
-        """Every version of one model (a by-name read: about one request)."""
+        """Every version of one model (a by-name read: about one request).
+
+        A prompt's versions need the prompts' filter: a name known as a prompt is read with it,
+        and, while prompts are read, a name whose read found nothing is asked again with it
+        (a prompt this reader has not seen in a search yet, after a restart)."""
+        prompt = self.settings.prompts and name in self._prompts
+        versions = self._by_name(name, prompt=prompt)
+        if not versions and self.settings.prompts and not prompt:
+            versions = self._by_name(name, prompt=True)
+        return versions
+
+    def _by_name(self, name: str, *, prompt: bool) -> dict[Key, VersionState]:
         # MLflow's filter takes either quote and no escapes (a backslash is literal): quote with
         # the one the name does not contain. A name with both cannot be filtered on; its missing
         # versions are then confirmed one by one.
         quote = '"' if "'" in name else "'"
         condition = f"name = {quote}{name}{quote}"
+        if prompt:
+            if self.prompts_refused:
+                return {}
+            condition = f"{condition} AND {PROMPTS_FILTER}"
         size = self.settings.page_size
         versions: dict[Key, VersionState] = {}
-        for page in pages(lambda t: self._search_versions(t, BY_NAME_ORDER, size, condition)):
-            for version in page:
-                if version.name == name and self._keep_version(version, lambda _n: True):
-                    keep_newer(versions, version)
+        try:
+            for page in pages(lambda t: self._search_versions(t, BY_NAME_ORDER, size, condition)):
+                for version in page:
+                    if version.name == name and self._keep_version(version, lambda _n: True):
+                        keep_newer(versions, version)
+        except RegistryError as exc:
+            if not prompt or not is_refused(exc):
+                raise
+            self.prompts_refused = True  # a server without prompts
+        if prompt and versions:
+            self._prompts.add(name)
         return versions
 
     def versions_of_models(self, names: Iterable[str]) -> dict[str, dict[Key, VersionState]]:
@@ -261,7 +336,10 @@ class ScanReader:
         model where it does not (MLflow 2 takes a list for run_id only) or where a name cannot
         be written in a list (a quote or a backslash in it)."""
         found: dict[str, dict[Key, VersionState]] = {name: {} for name in names}
-        alone = sorted(n for n in found if self.lists_refused or any(c in n for c in "'\"\\"))
+        prompts = self._prompts if self.settings.prompts else set()  # read by name, filtered
+        alone = sorted(
+            n for n in found if self.lists_refused or n in prompts or any(c in n for c in "'\"\\")
+        )
         listed = sorted(found.keys() - set(alone))
         for start in range(0, len(listed), NAMES_PER_REQUEST):
             chunk = listed[start : start + NAMES_PER_REQUEST]
@@ -278,6 +356,9 @@ class ScanReader:
                     keep_newer(found[version.name], version)
         for name in alone:
             found[name] = self.versions_of(name)
+        if self.settings.prompts:  # a listed name without versions may be a prompt unseen yet
+            for name in [n for n in listed if not found[n]]:
+                found[name] = self._by_name(name, prompt=True)
         return found
 
     def _versions_in(self, names: list[str]) -> list[VersionState]:

@@ -144,8 +144,6 @@ class Service:
         self._poll_lock = threading.Lock()
         self._poll_again = False
         """A hint came while a poll ran: poll again as soon as it ends."""
-        self._hints_meta: dict[str, str] | None = None
-        """The hint counts last written to the state meta."""
         self.hung_after = max(60.0, 2 * config.watch.interval, 10 * config.mlflow.timeout)
         """A poll running longer than this counts as hung: no more watchdog pings, /healthz
         fails, and systemd (WatchdogSec=) or Kubernetes (livenessProbe) restarts the daemon."""
@@ -205,16 +203,17 @@ class Service:
             self._poll_now()
 
     def _record_hints(self) -> None:
-        """The hint counts in the state meta, for `status`, when they changed (leader only:
-        this runs after its polls)."""
+        """The hint counts in the state meta, for `status`, when they changed and the poll's
+        commit did not take them along (a skipped or failed commit, hints that came after it;
+        leader only: this runs after its polls)."""
         if self.hints is None:
             return
-        written = self.hints.stats().meta()
-        if written == self._hints_meta:
+        written = self.hints.unrecorded()
+        if not written:
             return
         try:
             self.pipeline.store.set_meta(written)
-            self._hints_meta = written
+            self.hints.recorded(written)
         except Exception as exc:  # the next poll tries again
             self.log.warning("hints.not_recorded", error=f"{type(exc).__name__}: {exc}")
 

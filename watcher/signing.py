@@ -18,6 +18,9 @@ none       -                                       -
 Only ``standard`` can carry several signatures, so only it uses ``previous_secrets`` (a key
 rotation: receivers that know only the old key keep verifying). The databricks and github
 schemes sign the body alone: their signature does not protect against replays.
+
+Every secret a request offers is compared in constant time (:func:`same_secret`): the
+signatures here, and the bearer tokens of the health server and the console.
 """
 
 from __future__ import annotations
@@ -293,3 +296,16 @@ def verify(
     if scheme == "databricks":
         return _verify_body_hex(secrets, _header(headers, DATABRICKS_SIGNATURE), "", body)
     return _verify_body_hex(secrets, _header(headers, GITHUB_SIGNATURE), "sha256=", body)
+
+
+def same_secret(given: str, expected: str) -> bool:
+    """Whether a credential a request offers is the expected one, in constant time: how long
+    the comparison takes does not tell how much of it matched."""
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header (the scheme in any case), or
+    None for any other header or none."""
+    scheme, _, given = (authorization or "").partition(" ")
+    return given.strip() if scheme.lower() == "bearer" else None

@@ -103,6 +103,10 @@ BASELINE_AT = _time("baseline_at")
 BASELINE_READ_AT = _count("baseline_read_at")
 """When the baseline was read: the registry's clock, milliseconds (what existed before it is
 not announced as created)."""
+PROMPTS_SINCE = _count("prompts_since")
+"""When the snapshot began to hold MLflow 3's prompts (the registry's clock, milliseconds): a
+webhook subscribed to prompt events. 0 or absent: it holds none. The poll that starts (or
+stops) reading prompts reads everything and adopts them silently."""
 MODELS = _count("models")
 """Registered models watched, as of the last good poll."""
 VERSIONS = _count("versions")

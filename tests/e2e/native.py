@@ -15,13 +15,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from tests.e2e.harness import MlflowServer, Receiver, wait_for
-from watcher.hints import MODEL_EVENTS
+from watcher.hints import MODEL_EVENTS, PROMPT_EVENTS
 from watcher.signing import verify_mlflow
 
 NATIVE_SECRET = "native-webhook-secret-5b9d"
 
 REGISTRY_EVENTS = MODEL_EVENTS
 """Every registry event MLflow 3 sends natively (mlflow.webhooks.types, prompts aside)."""
+PROMPT_NATIVE_EVENTS = PROMPT_EVENTS
+"""Every prompt registry event MLflow 3 sends natively (mlflow.webhooks.types)."""
 
 NATIVE_PATH = "/native"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.e2e.conftest import config_in, create_versions
-from tests.e2e.harness import Daemon, MlflowServer, Receiver, wait_for
+from tests.e2e.harness import Daemon, MlflowServer, Receiver, summary, wait_for
 
 
 def test_steady_polls_are_cheap_and_every_kind_of_change_still_arrives(
@@ -164,6 +164,28 @@ def test_a_model_with_no_recent_activity_still_waits_for_its_scan(
         wait_for(lambda: expected in _arrivals(receiver, model_name), 60, "the alias, at a scan")
         # The poll that brought it is logged before its delivery starts.
         assert any("models" in r for r in _scans_so_far(daemon)), "a models scan brought it"
+        assert daemon.terminate() == 0
+
+
+def test_a_rename_between_models_scans_is_one_event(
+    client: Any, mlflow_server: MlflowServer, receiver: Receiver, model_name: str, tmp_path: Path
+) -> None:
+    """With the scans an hour apart, a steady poll reads the new name (MLflow moved its
+    timestamp) and asks for the old one: one REGISTERED_MODEL_RENAMED with both names, and
+    no deletion or creation, before any scan ran."""
+    old, new = f"{model_name}-old", f"{model_name}-new"
+    create_versions(client, old, 2)
+    client.set_registered_model_alias(old, "champion", "2")
+    watch = 'models_scan_interval = "1h"\nversions_scan_interval = "1h"\nhot_window = "off"\n'
+    config = _hot_config(tmp_path, mlflow_server, receiver, f"{model_name}*", watch)
+    with Daemon(config) as daemon:
+        daemon.wait_logged("poll.baseline")
+        client.rename_registered_model(old, new)
+        receiver.wait_for_count(1, event="REGISTERED_MODEL_RENAMED", timeout=60)
+        daemon.wait_polls(2)  # what "nothing more arrives" waits for
+        assert _scans_so_far(daemon) == [], "seen by the polls, not a scan"
+        events = [d.json for d in receiver.deliveries()]
+        assert summary(events, "previous_name") == [("REGISTERED_MODEL_RENAMED", new, None, old)]
         assert daemon.terminate() == 0
 
 

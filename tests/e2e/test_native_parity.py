@@ -1,11 +1,12 @@
-"""The `mlflow` format against MLflow's own webhooks: for every registry event MLflow 3 sends
-natively, the watcher's ``data`` is exactly MLflow's for the same change, with and without the
-optional fields (description, tags, run id).
+"""The `mlflow` format against MLflow's own webhooks: for every registry and prompt event MLflow
+3 sends natively, the watcher's ``data`` is exactly MLflow's for the same change, with and
+without the optional fields (description, tags, run id).
 
 One change at a time: MLflow's native webhook of the same server and the watcher (`run --once`)
 each deliver it, to receivers of their own, and the two are compared. Where the watcher sends
 more than MLflow (a MODEL_VERSION_TAG_SET per tag a new version was created with: a poll cannot
-tell a tag given at creation from one set right after), the extra deliveries are checked too.
+tell a tag given at creation from one set right after; the same for prompts and prompt versions;
+deletions, which MLflow does not send), the extra deliveries are checked too.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from tests.e2e.conftest import ConfigFor
 from tests.e2e.harness import MlflowServer, Receiver, Steps, wait_for
-from tests.e2e.native import REGISTRY_EVENTS, NativeHook, native_webhook
+from tests.e2e.native import PROMPT_NATIVE_EVENTS, REGISTRY_EVENTS, NativeHook, native_webhook
 
 Sent = tuple[str, str, tuple[str, ...], str]
 """(entity, action, the keys of data in the order sent, data as canonical JSON). The order of
@@ -37,6 +38,10 @@ def tag_set(name: str, version: str, key: str, value: str) -> Sent:
             "data": {"name": name, "version": version, "key": key, "value": value},
         }
     )
+
+
+def watcher_only(entity: str, action: str, **data: str) -> Sent:
+    return sent({"entity": entity, "action": action, "data": data})
 
 
 class Compare:
@@ -65,6 +70,12 @@ class Compare:
         native = [sent(e) for e in self._native()[self.native_seen :]]
         self.native_seen += len(native)
         return sorted(native), sorted(watcher)
+
+    def same(self, make: Callable[[], object], *extra: Sent) -> None:
+        """The change gives MLflow's deliveries, equal to the watcher's but for ``extra``."""
+        native, watcher = self.change(make)
+        assert native, "MLflow sent nothing"
+        assert watcher == sorted(native + list(extra))
 
 
 def test_mlflow_format_data_equals_what_mlflow_sends(
@@ -140,3 +151,81 @@ def test_mlflow_format_data_equals_what_mlflow_sends(
         ]
         # Anything MLflow had sent for the rename would come before this change's delivery.
         same(lambda: client.create_model_version(renamed, f"s3://bucket/{renamed}/1"))
+
+
+def test_mlflow_format_prompt_data_equals_what_mlflow_sends(
+    client: Any,
+    mlflow_server: MlflowServer,
+    receiver: Receiver,
+    config_for: ConfigFor,
+    model_name: str,
+) -> None:
+    plain, full = f"{model_name}-plain", f"{model_name}-full"
+    config = config_for(f"{model_name}-*", events=["PROMPT_*"], webhook_extra='format = "mlflow"\n')
+    steps = Steps(config, receiver)
+    assert steps.run() == []  # the baseline
+    with native_webhook(mlflow_server, events=PROMPT_NATIVE_EVENTS) as hook:
+        compare = Compare(steps, hook, model_name)
+        same = more = compare.same
+
+        # A prompt without description or tags, and one with both (and its tag's own event).
+        same(lambda: client.create_prompt(plain))
+        more(
+            lambda: client.create_prompt(
+                full, description='Greets "warmly".\nSupport team.', tags={"team": "support"}
+            ),
+            watcher_only("prompt_tag", "set", name=full, key="team", value="support"),
+        )
+        # A text version without description or tags; a chat version with both, a response
+        # format and a model configuration (tags MLflow keeps in its payload's tags).
+        same(lambda: client.create_prompt_version(plain, "Hello {{name}}!"))
+        response_format = {"type": "object", "properties": {"answer": {"type": "string"}}}
+        model_config = {"model_name": "gpt-4o-mini", "temperature": 0.2}
+        native, watcher = compare.change(
+            lambda: client.create_prompt_version(
+                plain,
+                [
+                    {"role": "system", "content": 'Be "brief".'},
+                    {"role": "user", "content": "{{q}}"},
+                ],
+                description='Chat "v2".\nShorter.',
+                tags={"author": "alice"},
+                response_format=response_format,
+                model_config=model_config,
+            )
+        )
+        ((_, _, _, created),) = native
+        tags = json.loads(created)["tags"]
+        assert set(tags) == {
+            "author",
+            "_mlflow_prompt_response_format",
+            "_mlflow_prompt_model_config",
+        }
+        version_tags = [
+            watcher_only("prompt_version_tag", "set", name=plain, version="2", key=k, value=v)
+            for k, v in tags.items()
+        ]
+        assert watcher == sorted(native + version_tags)
+        # Prompt tags and prompt version tags: set, changed, deleted.
+        same(lambda: client.set_prompt_tag(plain, "lang", "en"))
+        same(lambda: client.set_prompt_tag(plain, "lang", "fr"))
+        same(lambda: client.delete_prompt_tag(plain, "lang"))
+        same(lambda: client.set_prompt_version_tag(plain, "1", "review", "approved"))
+        same(lambda: client.set_prompt_version_tag(plain, "1", "review", "rejected"))
+        same(lambda: client.delete_prompt_version_tag(plain, "1", "review"))
+        # Aliases: set, moved, deleted.
+        same(lambda: client.set_prompt_alias(plain, "production", 1))
+        same(lambda: client.set_prompt_alias(plain, "production", 2))
+        same(lambda: client.delete_prompt_alias(plain, "production"))
+        # MLflow sends nothing for deletions; the watcher sends its own.
+        native, watcher = compare.change(
+            lambda: client.delete_prompt_version(plain, "1"), native_count=0
+        )
+        assert (native, watcher) == (
+            [],
+            [watcher_only("prompt_version", "deleted", name=plain, version="1")],
+        )
+        native, watcher = compare.change(lambda: client.delete_prompt(full), native_count=0)
+        assert (native, watcher) == ([], [watcher_only("prompt", "deleted", name=full)])
+        # Anything MLflow had sent for the deletions would come before this change's delivery.
+        same(lambda: client.set_prompt_tag(plain, "lang", "de"))

@@ -134,7 +134,10 @@ def test_databricks_uses_only_their_names_plus_tags_and_alias(event_type: EventT
     assert isinstance(body["text"], str)
     assert body["text"]
     assert ("to_stage" in body) == (event_type in STAGE_EVENTS)
-    model_level = event_type.name.startswith("REGISTERED_MODEL")
+    # A prompt and its tags are model-level too (a prompt is a registered model).
+    model_level = event_type.name.startswith(
+        ("REGISTERED_MODEL", "PROMPT_CREATED", "PROMPT_DELETED", "PROMPT_TAG")
+    )
     assert ("version" in body) != model_level
     assert None not in [body[k] for k in DATABRICKS_FIELDS if k in body]
 
@@ -165,6 +168,14 @@ MLFLOW_PAYLOADS: dict[EventType, type] = {
     EventType.MODEL_VERSION_TAG_DELETED: mlflow_types.ModelVersionTagDeletedPayload,
     EventType.MODEL_VERSION_ALIAS_CREATED: mlflow_types.ModelVersionAliasCreatedPayload,
     EventType.MODEL_VERSION_ALIAS_DELETED: mlflow_types.ModelVersionAliasDeletedPayload,
+    EventType.PROMPT_CREATED: mlflow_types.PromptCreatedPayload,
+    EventType.PROMPT_VERSION_CREATED: mlflow_types.PromptVersionCreatedPayload,
+    EventType.PROMPT_TAG_SET: mlflow_types.PromptTagSetPayload,
+    EventType.PROMPT_TAG_DELETED: mlflow_types.PromptTagDeletedPayload,
+    EventType.PROMPT_VERSION_TAG_SET: mlflow_types.PromptVersionTagSetPayload,
+    EventType.PROMPT_VERSION_TAG_DELETED: mlflow_types.PromptVersionTagDeletedPayload,
+    EventType.PROMPT_ALIAS_CREATED: mlflow_types.PromptAliasCreatedPayload,
+    EventType.PROMPT_ALIAS_DELETED: mlflow_types.PromptAliasDeletedPayload,
 }
 
 

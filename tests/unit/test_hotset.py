@@ -41,6 +41,8 @@ from tests.unit.test_incremental import (
     types,
     watch_config,
 )
+from watcher import state_meta as sm
+from watcher.errors import RegistryError
 from watcher.hints import HintBox
 from watcher.hotset import HOT_SHARE, HotSet
 from watcher.incremental import WATERMARK_OVERLAP_MS
@@ -391,3 +393,26 @@ def test_a_hint_taken_by_a_poll_that_scans_the_versions_still_reads_the_models_r
     assert report.kind == "incremental+hot+versions+hinted"
     assert types(report.events) == [(ALIAS_CREATED, "churn", "1")]
     hot.assert_exact()
+
+
+def test_the_hint_counts_ride_in_the_poll_s_commit(hot: Harness) -> None:
+    """The counts `status` shows are written with the poll that read the hinted model, in the
+    same transaction: the service is left nothing to write after it. A refused hint starts no
+    poll; the next commit, here a failed read's, takes it along."""
+    box = HintBox("hint-secret", 300)
+    hot.pipeline.hinted = box
+    now = hot.fake.now / 1000
+    body = mlflow_body(name="churn")
+    assert box.offer(signed(body, "d-1", now, "hint-secret"), body, now).accepted
+    assert box.unrecorded() != {}
+    hot.cycle()
+    meta = hot.store.all_meta()
+    assert sm.HINTS_COUNT["accepted"].get(meta) == 1
+    assert sm.LAST_HINT_AT.get(meta) is not None
+    assert box.unrecorded() == {}, "nothing left for a transaction of its own"
+    assert box.offer(signed(body, "d-2", now, "not-the-secret"), body, now).result == "forged"
+    hot.fake.failures["models_updated_since"] = RegistryError("connection reset")
+    hot.mono += POLL
+    assert not hot.pipeline.run_cycle().ok
+    assert sm.HINTS_COUNT["forged"].get(hot.store.all_meta()) == 1
+    assert box.unrecorded() == {}

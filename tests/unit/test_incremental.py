@@ -56,7 +56,7 @@ from watcher.incremental import (
 from watcher.merge import Draft, Plan
 from watcher.model import NO_STAGE, Event, EventType, ModelState, Observation, VersionState
 from watcher.pipeline import CycleReport, Pipeline, PipelineOptions
-from watcher.scan import PROMPT_TAG, RECENT_ORDER, ReaderSettings, ScanReader
+from watcher.scan import PROMPT_TAG, PROMPTS_FILTER, RECENT_ORDER, ReaderSettings, ScanReader
 from watcher.store import Store
 
 Key = tuple[str, str]
@@ -129,8 +129,17 @@ class FakeRegistry(ScanReader):
     every write (and on every ``tick``); only the rows the facts name get the new timestamp.
     """
 
-    def __init__(self, *, step: int = 1000, page_size: int = 1000, mlflow3: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        step: int = 1000,
+        page_size: int = 1000,
+        mlflow3: bool = True,
+        excludes_prompts: bool = False,
+    ) -> None:
         super().__init__(ReaderSettings(TRACKING_URI, TRACKING_URI, page_size=page_size))
+        self.excludes_prompts = excludes_prompts
+        """As MLflow 3's stores do: prompts only in a search that asks for them."""
         self.now = int(time.time() * 1000)
         self.step = step
         self.mlflow3 = mlflow3
@@ -260,10 +269,11 @@ class FakeRegistry(ScanReader):
         return model is not None and model.tags.get(PROMPT_TAG, "").lower() == "true"
 
     def _model_visible(self, model: _Model, watches: Watches) -> bool:
-        return not self._is_prompt(model.name) and watches(model.name)
+        return (self.settings.prompts or not self._is_prompt(model.name)) and watches(model.name)
 
     def _version_visible(self, version: _Version, watches: Watches) -> bool:
-        return not self._is_prompt(version.name) and watches(version.name)
+        prompts = self.settings.prompts  # prompts are watched only when the reader reads them
+        return (prompts or not self._is_prompt(version.name)) and watches(version.name)
 
     def truth(self, watches: Watches) -> tuple[dict[str, ModelState], dict[Key, VersionState]]:
         """What a perfect watcher would have observed now."""
@@ -288,16 +298,17 @@ class FakeRegistry(ScanReader):
             self.after_request(kind)
 
     def _search_models(
-        self, page_token: str | None, order_by: list[str], page_size: int
+        self, page_token: str | None, order_by: list[str], page_size: int, filter_string: str = ""
     ) -> tuple[list[ModelState], str | None]:
         scan = order_by != RECENT_ORDER
         kind = "scan_models" if scan else "models_updated_since"
         self._request(kind)
+        found = [m for m in self.models.values() if self._searched(m.name, filter_string)]
         if scan:
-            rows = sorted(self.models.values(), key=lambda m: m.name)
+            rows = sorted(found, key=lambda m: m.name)
             rows = [m for m in rows if m.name not in self.hide_models_once]
         else:
-            rows = sorted(self.models.values(), key=lambda m: -m.updated)
+            rows = sorted(found, key=lambda m: -m.updated)
         page, token = offset_page([m.state() for m in rows], page_token, page_size)
         if scan and token is None:
             self.hide_models_once.clear()
@@ -307,7 +318,8 @@ class FakeRegistry(ScanReader):
     def _search_versions(
         self, page_token: str | None, order_by: list[str], page_size: int, filter_string: str
     ) -> tuple[list[VersionState], str | None]:
-        rows = list(self.versions.values())
+        rows = [v for v in self.versions.values() if self._searched(v.name, filter_string)]
+        filter_string = filter_string.replace(PROMPTS_FILTER, "").removesuffix(" AND ")
         if filter_string.startswith("name IN "):  # the hot set's batched read (MLflow 3 only)
             kind = "versions_in"
             self._request(kind)
@@ -342,6 +354,12 @@ class FakeRegistry(ScanReader):
             self.hide_versions_once.clear()
         self._answered(kind)
         return page, token
+
+    def _searched(self, name: str, filter_string: str) -> bool:
+        """Whether a search with this filter returns the rows of this model or prompt."""
+        if PROMPTS_FILTER in filter_string:
+            return self._is_prompt(name)
+        return not (self.excludes_prompts and self._is_prompt(name))
 
     def get_model(self, name: str) -> ModelState | None:
         self._request("get_model")
@@ -684,12 +702,52 @@ def gone_at_the_models_scan(harness: Harness, name: str) -> None:
     harness.assert_exact()
 
 
-def test_a_renamed_model_is_new_at_once_and_the_old_name_goes_at_the_models_scan(
-    harness: Harness,
-) -> None:
+def test_a_rename_seen_by_a_steady_poll_is_one_event_for_one_get(harness: Harness) -> None:
+    """The new name comes with the poll (its timestamp moved); the snapshot's model created
+    at the same time is asked for by its old name, found gone, and the two are one rename."""
     harness.fake.transition("churn", "1", "Production")
     harness.cycle()
     harness.fake.rename_model("churn", "retention")
+    report = harness.cycle()
+    assert report.kind == "incremental"
+    assert [(e.type, e.model_name, e.previous_name) for e in report.events] == [
+        (M_RENAMED, "retention", "churn")
+    ]
+    assert harness.fake.calls.count("get_model") == 1
+    harness.assert_exact()
+    assert harness.cycle(scan_models=True).events == []
+
+
+def test_a_name_freed_by_a_rename_and_taken_by_another_is_two_renames(harness: Harness) -> None:
+    """churn becomes retention and fraud takes the name churn: the name churn now holds
+    another model (another creation time), so its twin, fraud, is asked for too."""
+    harness.fake.rename_model("churn", "retention")
+    harness.fake.rename_model("fraud", "churn")
+    report = harness.cycle()
+    assert sorted((e.type, e.model_name, e.previous_name) for e in report.events) == [
+        (M_RENAMED, "churn", "fraud"),
+        (M_RENAMED, "retention", "churn"),
+    ]
+    assert harness.fake.calls.count("get_model") == 1  # fraud; retention's twin is not held
+    harness.assert_exact()
+
+
+def test_a_model_created_now_costs_no_get(harness: Harness) -> None:
+    harness.fake.create_model("fresh")
+    report = harness.cycle()
+    assert types(report.events) == [(M_CREATED, "fresh", None)]
+    assert "get_model" not in harness.fake.calls  # no model of the snapshot was created now
+
+
+def test_a_rename_whose_check_fails_is_new_at_once_and_the_old_name_goes_at_the_models_scan(
+    harness: Harness,
+) -> None:
+    """The get that would find the old name gone fails: the poll goes on without it, the
+    old model stays as it was, and the models scan settles it."""
+    harness.fake.transition("churn", "1", "Production")
+    harness.cycle()
+    harness.fake.rename_model("churn", "retention")
+    harness.fake.failures["get_model"] = RegistryError("connection reset")
     report = harness.cycle()
     assert types(report.events) == [
         (M_CREATED, "retention", None),
@@ -698,7 +756,45 @@ def test_a_renamed_model_is_new_at_once_and_the_old_name_goes_at_the_models_scan
         (TO_PRODUCTION, "retention", "1"),
     ]
     assert "churn" in harness.observed.models
+    [(level, _, fields)] = harness.log.named("poll.rename_check_failed")
+    assert (level, fields["model"]) == ("warning", "churn")
+    del harness.fake.failures["get_model"]
     gone_at_the_models_scan(harness, "churn")
+
+
+def test_a_model_created_in_the_same_millisecond_as_a_live_one_is_only_created(
+    harness: Harness,
+) -> None:
+    """A new name whose creation time a snapshot model shares is not a rename when a get
+    still finds that model: both stay, and nothing is said of the old one."""
+    harness.fake.create_model("first")
+    harness.cycle()
+    harness.fake.transition("fraud", "1", "Staging")  # the polls' overlap leaves "first" behind
+    harness.cycle()
+    harness.fake.create_model("twin")
+    harness.fake.models["twin"].created = harness.fake.models["first"].created
+    report = harness.cycle()
+    assert types(report.events) == [(M_CREATED, "twin", None)]
+    assert harness.fake.calls.count("get_model") == 1
+    assert {"first", "twin"} <= harness.observed.models.keys()
+    harness.assert_exact()
+
+
+def test_a_rename_between_the_poll_s_reads_is_one_event(harness: Harness) -> None:
+    """Renamed after the models were read: the new name's versions bring its model (a
+    latecomer), and the old name is asked for then."""
+
+    def race(kind: str) -> None:
+        if kind == "models_updated_since":
+            harness.fake.after_request = None
+            harness.fake.rename_model("churn", "retention")
+
+    harness.fake.after_request = race
+    report = harness.cycle()
+    assert [(e.type, e.model_name, e.previous_name) for e in report.events] == [
+        (M_RENAMED, "retention", "churn")
+    ]
+    harness.assert_exact()
 
 
 def test_a_model_renamed_away_and_back_is_announced_each_time(harness: Harness) -> None:
@@ -1065,12 +1161,7 @@ def check_events(
     """Stage events chain from the last known stage; deletions are real; nothing twice."""
     live = {_identity(v) for v in versions.values()}
     for e in events:
-        if e.event_id in seen_ids:
-            # Only a creation may repeat an id, for a model renamed away and back between two
-            # models scans (a steady poll sees the new name before the old one goes, so it
-            # announces a creation, under the id of the earlier one).
-            # Its genuineness is checked below; a change read twice never gets here.
-            assert e.type in (M_CREATED, V_CREATED), f"emitted twice: {e}"
+        assert e.event_id not in seen_ids, f"emitted twice: {e}"
         seen_ids.add(e.event_id)
         ident = _event_identity(e)
         if e.type == M_CREATED:
@@ -1090,7 +1181,10 @@ def check_events(
             old = str(e.previous_name)
             assert old in previous.models
             assert e.model_name in models
-            for name, number, created in [i for i in chain if i[0] == old]:
+            # Its versions as the previous read had them: a model that took the old name in
+            # the same poll (created, or renamed from elsewhere) keeps its own.
+            had = {_identity(v) for k, v in previous.versions.items() if k[0] == old}
+            for name, number, created in [i for i in chain if i in had]:
                 chain[(e.model_name, number, created)] = chain.pop((name, number, created))
         elif e.type == M_DELETED:
             before = previous.models[e.model_name]
@@ -1243,6 +1337,21 @@ def test_a_scan_read_before_a_change_does_not_undo_it(bg: Harness) -> None:
             (V_DELETED, "fraud", "3"),
         ]
     )
+    bg.assert_exact()
+    assert bg.cycle().events == []
+
+
+def test_a_rename_after_a_background_scan_read_is_one_event(bg: Harness) -> None:
+    """The scan read the old name; the poll that merges it reads the new one, finds the old
+    one gone, and the scan's older rows do not bring it back."""
+    bg.cycle(scan_models=True, scan_versions=True)
+    bg.runner.run()
+    bg.fake.rename_model("churn", "retention")
+    merged = bg.cycle()
+    assert merged.kind == MERGED
+    assert [(e.type, e.model_name, e.previous_name) for e in merged.events] == [
+        (M_RENAMED, "retention", "churn")
+    ]
     bg.assert_exact()
     assert bg.cycle().events == []
 

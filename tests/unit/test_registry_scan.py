@@ -50,9 +50,9 @@ class FakeReader(ScanReader):
     _page = staticmethod(offset_page)  # an attribute, so a test can watch the page sizes
 
     def _search_models(
-        self, page_token: str | None, order_by: list[str], page_size: int
+        self, page_token: str | None, order_by: list[str], page_size: int, filter_string: str = ""
     ) -> tuple[list[ModelState], str | None]:
-        self.calls.append(("models", tuple(order_by), ""))
+        self.calls.append(("models", tuple(order_by), filter_string))
         rows = sorted(self.models, key=lambda m: m.name)
         if order_by == ["last_updated_timestamp DESC"]:
             rows = sorted(self.models, key=lambda m: -m.last_updated_timestamp)
@@ -170,9 +170,9 @@ class LoopingReader(FakeReader):
     """A server that hands out the same page token again."""
 
     def _search_models(
-        self, page_token: str | None, order_by: list[str], page_size: int
+        self, page_token: str | None, order_by: list[str], page_size: int, filter_string: str = ""
     ) -> tuple[list[ModelState], str | None]:
-        page, _ = super()._search_models(None, order_by, page_size)
+        page, _ = super()._search_models(None, order_by, page_size, filter_string)
         return page, "again"
 
     def _search_versions(

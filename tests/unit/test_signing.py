@@ -13,6 +13,8 @@ from watcher.signing import (
     MLFLOW_DELIVERY_ID,
     MLFLOW_SIGNATURE,
     MLFLOW_TIMESTAMP,
+    bearer_token,
+    same_secret,
     sign,
     verify_mlflow,
 )
@@ -155,3 +157,25 @@ def test_unknown_scheme_raises() -> None:
 def test_mlflow_scheme_without_a_secret_raises(secret: str | None) -> None:
     with pytest.raises(ValueError, match="needs a secret"):
         sign("mlflow", secret, DELIVERY_ID, BODY, timestamp=TIMESTAMP)
+
+
+@pytest.mark.parametrize(
+    ("header", "token"),
+    [
+        ("Bearer s3cret", "s3cret"),
+        ("bearer  s3cret ", "s3cret"),
+        ("Basic czNjcmV0", None),
+        ("s3cret", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_a_bearer_token_comes_from_its_header_only(header: str | None, token: str | None) -> None:
+    assert bearer_token(header) == token
+
+
+def test_secrets_are_compared_whole_and_any_text_compares() -> None:
+    assert same_secret("s3cret", "s3cret")
+    assert not same_secret("s3cre", "s3cret")
+    assert not same_secret("s3cret", "")
+    assert same_secret("clé", "clé")  # not only ASCII: compared as UTF-8 bytes

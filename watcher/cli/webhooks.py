@@ -82,7 +82,7 @@ def test_webhook(
 
     config = load(config_path)
     webhook, event = _pick_event(config, name, event_name, from_log)
-    sender = Sender()
+    sender = Sender(config.mlflow.payload_context)
     result = sender.post(webhook, event, make_delivery_id(event.event_id, webhook.name))
     sender.close()
     click.echo(f"{event.type.value} -> {webhook.name} ({webhook.display_url})")
@@ -118,7 +118,8 @@ def render(
 
     config = load(config_path)
     webhook, event = _pick_event(config, name, event_name, from_log)
-    prepared = Sender().prepare(webhook, event, make_delivery_id(event.event_id, webhook.name))
+    sender = Sender(config.mlflow.payload_context)
+    prepared = sender.prepare(webhook, event, make_delivery_id(event.event_id, webhook.name))
     headers = list(prepared.headers.items())
     if reveal_secrets:
         url, body = webhook.url, prepared.body.decode("utf-8", "replace")

@@ -43,9 +43,11 @@ from watcher.config.parsers import (
     parse_statuses,
     parse_str_list,
     parse_tracking_uri,
+    parse_ui_url,
     parse_webhook_name,
     parse_webhook_url_or_reference,
     parse_window,
+    parse_workspace,
 )
 from watcher.config.types import (
     MAX_HINT_TOLERANCE,
@@ -149,6 +151,8 @@ SECTIONS: Mapping[str, Mapping[str, Key]] = {
         "registry_uri": Key(parse_registry_uri, redact_uri, shown_from="effective_registry_uri"),
         "timeout": duration_key(),
         "page_size": Key(int_parser(1, 10_000)),
+        "ui_url": Key(parse_ui_url, unless_none(as_is)),
+        "workspace": Key(parse_workspace, unless_none(as_is)),
     },
     "watch": {
         "interval": duration_key(),
@@ -297,7 +301,7 @@ def parse_table(
         try:
             values[name] = parse(value)
         except Invalid as exc:
-            problems.add(f"{path}.{given}", value, str(exc))
+            problems.add(f"{path}.{given}", value if exc.shown is None else exc.shown, str(exc))
     return values
 
 

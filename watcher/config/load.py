@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from watcher.config.keys import RETRY_KEYS, SECTIONS, Key, lookup, parse_table
-from watcher.config.parsers import Problems, format_duration
+from watcher.config.parsers import Invalid, Problems, format_duration, parse_workspace
 from watcher.config.types import (
     CONSOLE_NEEDS_CREDENTIAL,
     DEFAULT_TRACKING_URI,
@@ -169,10 +169,11 @@ def _build(
     console = _console(sections.get("console", {}), env, problems)
     state = _state(sections.get("state", {}), env, problems, from_env)
     hints = _hints(sections.get("hints", {}), env, problems, server)
+    mlflow = _mlflow(sections.get("mlflow", {}), env, problems)
     if problems.items or state is None:
         return None
     return Config(
-        mlflow=_mlflow(sections.get("mlflow", {}), env),
+        mlflow=mlflow,
         watch=WatchConfig(**sections.get("watch", {})),
         state=state,
         log=LogConfig(**sections.get("log", {})),
@@ -184,13 +185,36 @@ def _build(
     )
 
 
-def _mlflow(values: dict[str, Any], env: Mapping[str, str]) -> MlflowConfig:
+def _mlflow(values: dict[str, Any], env: Mapping[str, str], problems: Problems) -> MlflowConfig:
     """MLflow's own environment variables stand in for the keys the config leaves out."""
     if "tracking_uri" not in values:
         values["tracking_uri"] = env.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
     if "registry_uri" not in values and env.get("MLFLOW_REGISTRY_URI"):
         values["registry_uri"] = env["MLFLOW_REGISTRY_URI"]
+    _workspace(values, env, problems)
     return MlflowConfig(**values)
+
+
+def _workspace(values: dict[str, Any], env: Mapping[str, str], problems: Problems) -> None:
+    """``$MLFLOW_WORKSPACE`` is the workspace MLflow's client sends with every request: the
+    one the watcher reads, so the one its payloads name. The key, when set, must agree with it
+    (the key is then what the readers send; two different ones would be read one, named the
+    other)."""
+    from_env = (env.get("MLFLOW_WORKSPACE") or "").strip()
+    if not from_env:
+        return
+    given = values.get("workspace")
+    if given is None:
+        try:
+            values["workspace"] = parse_workspace(from_env)
+        except Invalid as exc:
+            problems.add("MLFLOW_WORKSPACE", from_env, str(exc))
+    elif given != from_env:
+        problems.add(
+            "mlflow.workspace",
+            given,
+            f"the workspace MLFLOW_WORKSPACE names ({from_env!r}), or MLFLOW_WORKSPACE unset",
+        )
 
 
 def _delivery(values: dict[str, Any], problems: Problems) -> DeliveryConfig:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from watcher.model import ALL_EVENTS, NATIVE_EVENT_NAMES, EventType
+from watcher.model import ALL_EVENTS, NATIVE_EVENT_NAMES, PROMPT_EVENTS, EventType
 
 STAGES = ("None", "Staging", "Production", "Archived")
 HEADER_BREAK = re.compile(r"[\r\n\x00]")
@@ -22,6 +22,11 @@ _WEBHOOK_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 class Invalid(Exception):
     """Raised by a parser: the message says what was expected."""
+
+    def __init__(self, expected: str, shown: str | None = None) -> None:
+        super().__init__(expected)
+        self.shown = shown
+        """What the problem shows instead of the value, when the value holds a secret."""
 
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -192,6 +197,52 @@ def parse_registry_uri(value: object) -> str:
     return parse_tracking_uri(value)
 
 
+_UI_URL_EXPECTED = (
+    "the MLflow UI's http:// or https:// address, e.g. https://mlflow.example.com or "
+    "https://example.com/mlflow (no user:password@, ?query or #fragment)"
+)
+
+
+def parse_ui_url(value: object) -> str:
+    """The base the UI links are built on: shown to whoever reads a payload (a Slack channel),
+    so no credentials; the route goes after it as ``/#/models/...``, so no query or fragment
+    (and none of Slack's link delimiters ``<``, ``>``, ``|``). Kept without a trailing ``/``."""
+    if not isinstance(value, str) or not value.strip():
+        raise Invalid(_UI_URL_EXPECTED)
+    text = value.strip()
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise Invalid(_UI_URL_EXPECTED) from None
+    if "@" in parts.netloc:
+        raise Invalid(_UI_URL_EXPECTED, shown="a URL with user:password@ (not shown)")
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.query
+        or parts.fragment
+        or "?" in text
+        or "#" in text
+        or re.search(r"[\s<>|]", text)
+    ):
+        raise Invalid(_UI_URL_EXPECTED)
+    return text.rstrip("/")
+
+
+_WORKSPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def parse_workspace(value: object) -> str:
+    """An MLflow workspace name, by MLflow's own rule (``WorkspaceNameValidator``)."""
+    if not isinstance(value, str) or len(value) < 2 or not _WORKSPACE.fullmatch(value):
+        raise Invalid(
+            "an MLflow workspace name: 2 to 63 lower-case letters, digits and hyphens, "
+            "starting and ending with a letter or digit, e.g. team-a"
+        )
+    return value
+
+
 def parse_webhook_url_or_reference(value: object) -> str:
     """A URL, or one with ${VAR} parts (a Slack URL is itself a secret), checked once expanded."""
     if isinstance(value, str) and ENV_REF.search(value):
@@ -212,6 +263,10 @@ def parse_webhook_url(value: object) -> str:
     return value.strip()
 
 
+PROMPTS_WILDCARD = "PROMPT_*"
+"""Every prompt event (any case). "*" is the model registry's events only: prompts are opt-in."""
+
+
 def parse_events(value: object) -> frozenset[EventType]:
     if isinstance(value, str):
         value = [value]
@@ -223,9 +278,14 @@ def parse_events(value: object) -> frozenset[EventType]:
         if item == "*":
             events |= ALL_EVENTS
             continue
+        if isinstance(item, str) and item.upper() == PROMPTS_WILDCARD:
+            events |= PROMPT_EVENTS
+            continue
         event = event_by_name(item)
         if event is None:
-            raise Invalid(f'event names from: "*", {", ".join(known)} (got {item!r})')
+            raise Invalid(
+                f'event names from: "*", "{PROMPTS_WILDCARD}", {", ".join(known)} (got {item!r})'
+            )
         events.add(event)
     return frozenset(events)
 

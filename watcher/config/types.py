@@ -11,7 +11,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from watcher.model import ALIAS_EVENTS, ALL_EVENTS, STAGE_EVENTS, Event, EventType
+from watcher.model import (
+    ALIAS_EVENTS,
+    ALL_EVENTS,
+    PROMPT_EVENTS,
+    STAGE_EVENTS,
+    Event,
+    EventType,
+)
+from watcher.payloads.links import PayloadContext
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
@@ -47,10 +55,20 @@ class MlflowConfig:
     timeout: float = 30.0
     """Seconds one request to MLflow may take before the read is abandoned."""
     page_size: int = 1000
+    ui_url: str | None = None
+    """The MLflow UI's address: payloads link the model version there; None: no links."""
+    workspace: str | None = None
+    """The MLflow workspace read (``$MLFLOW_WORKSPACE`` when unset): the readers select it, and
+    payloads name it; None: the server's default, and payloads name none."""
 
     @property
     def effective_registry_uri(self) -> str:
         return self.registry_uri or self.tracking_uri
+
+    @property
+    def payload_context(self) -> PayloadContext:
+        """What these keys add to every payload: the UI links, the workspace."""
+        return PayloadContext(ui_url=self.ui_url, workspace=self.workspace)
 
     def __repr__(self) -> str:
         return _shown(
@@ -59,6 +77,8 @@ class MlflowConfig:
             registry_uri=redact_uri(self.registry_uri),
             timeout=self.timeout,
             page_size=self.page_size,
+            ui_url=self.ui_url,
+            workspace=self.workspace,
         )
 
 
@@ -358,6 +378,12 @@ class Config:
 
     def webhook(self, name: str) -> WebhookConfig | None:
         return next((w for w in self.webhooks if w.name == name), None)
+
+    @property
+    def watches_prompts(self) -> bool:
+        """Whether any webhook subscribes to a prompt event: only then are prompts read (and
+        kept in the snapshot); otherwise the watcher skips them, as it always did."""
+        return any(w.events & PROMPT_EVENTS for w in self.webhooks)
 
 
 def _shown(config: object, **fields: object) -> str:

@@ -31,6 +31,7 @@ from flask import (
 from werkzeug.wrappers import Response
 
 from watcher.config import ConsoleConfig
+from watcher.signing import bearer_token, same_secret
 
 if TYPE_CHECKING:
     from watcher.console.app import Console
@@ -76,10 +77,6 @@ def _proof() -> str:
     return credentials_proof(_console().config.console, key)
 
 
-def _same(given: str, expected: str) -> bool:
-    return hmac.compare_digest(given.encode(), expected.encode())
-
-
 def _console() -> Console:
     from watcher.console.app import console
 
@@ -98,9 +95,9 @@ def signed_in_user() -> str | None:
     if isinstance(in_session, str) and in_session and session.get("proof") == _proof():
         return in_session
     if request.method in READS and config.token is not None:
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() == "bearer":
-            return _bearer(given.strip(), config.token.reveal())
+        given = bearer_token(request.headers.get("Authorization"))
+        if given is not None:
+            return _bearer(given, config.token.reveal())
     return None
 
 
@@ -110,7 +107,7 @@ def _bearer(given: str, token: str) -> str | None:
     throttle, address = _console().throttle, _address()
     if throttle.retry_after(address) is not None:
         return None
-    if _same(given, token):
+    if same_secret(given, token):
         return "token"
     throttle.failed(address)
     return None
@@ -137,12 +134,12 @@ def check_credentials(config: ConsoleConfig, form: dict[str, str]) -> str | None
     """The user a login form signs in, or None. Both comparisons of a user/password pair run
     whatever the first says, so the time does not tell a right user name."""
     token = form.get("token", "")
-    if config.token is not None and token and _same(token, config.token.reveal()):
+    if config.token is not None and token and same_secret(token, config.token.reveal()):
         return "token"
     username, password = form.get("username", ""), form.get("password", "")
     if config.username is not None and config.password is not None and username and password:
-        user_ok = _same(username, config.username)
-        password_ok = _same(password, config.password.reveal())
+        user_ok = same_secret(username, config.username)
+        password_ok = same_secret(password, config.password.reveal())
         if user_ok and password_ok:
             return config.username
     return None

@@ -12,10 +12,11 @@ from typing import Any
 from flask import Blueprint, abort, render_template, request
 
 from watcher import state_meta as sm
+from watcher.config import Config
 from watcher.console import params
 from watcher.console.app import console
 from watcher.console.chart import chart_svg
-from watcher.model import ALL_EVENTS
+from watcher.model import ALL_EVENTS, PROMPT_EVENTS
 from watcher.status import status_report
 from watcher.store import PENDING, DeliveryFilter
 
@@ -52,7 +53,7 @@ def overview() -> str:
         poll_lag=None if last_ok is None else max(0.0, now - last_ok),
         webhooks=webhooks,
         chart=chart_svg(c.store.delivery_chart(now)),
-        events=sorted(e.value for e in ALL_EVENTS),
+        events=_event_names(c.config),
     )
 
 
@@ -70,7 +71,7 @@ def deliveries() -> str:
         args=args,
         next_args=None if next_before is None else {**next_args, "before": next_before},
         webhooks=sorted(w.name for w in c.config.webhooks),
-        events=sorted(e.value for e in ALL_EVENTS),
+        events=_event_names(c.config),
         statuses=params.STATUSES,
     )
 
@@ -131,3 +132,9 @@ def _events_page(rows: Sequence[Any]) -> tuple[Sequence[Any], float | None]:
     if not page:
         page = list(rows[:EVENTS_PAGE])
     return page, page[-1].detected_at
+
+
+def _event_names(config: Config) -> list[str]:
+    """The event types a form offers: the model registry's, and the prompts' once watched."""
+    prompts = PROMPT_EVENTS if config.watches_prompts else frozenset()
+    return sorted(e.value for e in ALL_EVENTS | prompts)

@@ -149,7 +149,9 @@ class Deliverer:
         self._may_send = may_send or (lambda: True)
         self._drain_lock = threading.Lock()
         self._warned_orphans: set[str] = set()
-        self.sender: DeliverySender = sender if sender is not None else Sender()
+        self.sender: DeliverySender = (
+            sender if sender is not None else Sender(config.mlflow.payload_context)
+        )
 
     def drain(
         self,

@@ -19,7 +19,14 @@ from watcher.config import TOKEN_FORMATS, WebhookConfig
 from watcher.deliver.guard import GuardedAdapter, refused_address
 from watcher.deliver.policy import Result, parse_retry_after
 from watcher.model import Event
-from watcher.payloads import FormatOptions, TemplateError, compile_template, render
+from watcher.payloads import (
+    NO_CONTEXT,
+    FormatOptions,
+    PayloadContext,
+    TemplateError,
+    compile_template,
+    render,
+)
 from watcher.signing import sign
 
 RESPONSE_SNIPPET = 200
@@ -37,8 +44,9 @@ class Prepared:
     headers: dict[str, str]
 
 
-def format_options(webhook: WebhookConfig) -> FormatOptions:
-    """How a webhook's bodies are rendered; its template compiled once (validated at load)."""
+def format_options(webhook: WebhookConfig, context: PayloadContext = NO_CONTEXT) -> FormatOptions:
+    """How a webhook's bodies are rendered; its template compiled once (validated at load);
+    ``context`` is what the ``[mlflow]`` section adds to every payload (links, workspace)."""
     template = compile_template(webhook.template) if webhook.template else None
     token = webhook.secret.reveal() if webhook.secret and webhook.format in TOKEN_FORMATS else None
     return FormatOptions(
@@ -48,6 +56,7 @@ def format_options(webhook: WebhookConfig) -> FormatOptions:
         token=token,
         template=template,
         content_type=webhook.content_type,
+        context=context,
     )
 
 
@@ -55,14 +64,15 @@ class Sender:
     """Renders, signs and POSTs one delivery: the HTTP path shared by the daemon and the
     test-webhook command. Keeps one connection pool per webhook."""
 
-    def __init__(self) -> None:
+    def __init__(self, context: PayloadContext = NO_CONTEXT) -> None:
+        self._context = context
         self._sessions: dict[str, requests.Session] = {}
         self._format_options: dict[str, FormatOptions] = {}
 
     def _options(self, webhook: WebhookConfig) -> FormatOptions:
         options = self._format_options.get(webhook.name)
         if options is None:
-            options = format_options(webhook)
+            options = format_options(webhook, self._context)
             self._format_options[webhook.name] = options
         return options
 

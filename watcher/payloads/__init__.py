@@ -4,7 +4,8 @@ One module per family of formats: :mod:`~watcher.payloads.event` (what they shar
 watcher's payload, the one-line description, :class:`FormatOptions`),
 :mod:`~watcher.payloads.registries` (``watcher``, ``databricks``, ``mlflow``, ``slack``),
 :mod:`~watcher.payloads.ci` (``github``, ``gitlab``, ``jenkins``),
-:mod:`~watcher.payloads.template` (a user's template) and :mod:`~watcher.payloads.examples`;
+:mod:`~watcher.payloads.template` (a user's template), :mod:`~watcher.payloads.links` (the
+MLflow UI links and the workspace the config adds) and :mod:`~watcher.payloads.examples`;
 the format names are in :mod:`~watcher.payloads.formats`, which the config reads.
 """
 
@@ -31,6 +32,7 @@ from watcher.payloads.event import (
 )
 from watcher.payloads.examples import example_event
 from watcher.payloads.formats import FORMATS, TOKEN_FORMATS
+from watcher.payloads.links import NO_CONTEXT, PayloadContext, model_url, model_version_url
 from watcher.payloads.registries import iso_timestamp, mlflow_entity_action
 from watcher.payloads.template import (
     CompiledTemplate,
@@ -48,9 +50,11 @@ __all__ = [
     "GITHUB_MAX_EVENT_TYPE",
     "GITHUB_MAX_KEYS",
     "JSON",
+    "NO_CONTEXT",
     "TOKEN_FORMATS",
     "CompiledTemplate",
     "FormatOptions",
+    "PayloadContext",
     "Rendered",
     "TemplateError",
     "build_variables",
@@ -60,6 +64,8 @@ __all__ = [
     "github_event_type",
     "iso_timestamp",
     "mlflow_entity_action",
+    "model_url",
+    "model_version_url",
     "render",
     "template_variables",
     "validate_template",

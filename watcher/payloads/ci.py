@@ -8,6 +8,7 @@ from urllib.parse import urlencode
 
 from watcher.model import Event
 from watcher.payloads.event import FORM, JSON, FormatOptions, Rendered, json_body, watcher_payload
+from watcher.payloads.links import NO_CONTEXT, PayloadContext
 
 GITHUB_MAX_EVENT_TYPE = 100
 GITHUB_MAX_KEYS = 10
@@ -48,7 +49,7 @@ def render_github(event: Event, webhook_id: str, options: FormatOptions) -> Rend
     under ``details``. A body that would exceed GitHub's size limit is shortened step by step
     (long strings cut, then tags, then details dropped) and ``details.truncated`` is set.
     """
-    payload = watcher_payload(event, webhook_id)
+    payload = watcher_payload(event, webhook_id, options.context)
     client: dict[str, Any] = {k: payload.pop(k) for k in _GITHUB_TOP_LEVEL if k in payload}
     client["details"] = payload
     event_type = github_event_type(event, options)
@@ -93,12 +94,14 @@ def _cut_everything(client: dict[str, Any]) -> dict[str, Any]:
     return {k: _cut(v, _GITHUB_SHORT) for k, v in client.items()}
 
 
-def build_variables(event: Event, webhook_id: str) -> list[tuple[str, str]]:
+def build_variables(
+    event: Event, webhook_id: str, context: PayloadContext = NO_CONTEXT
+) -> list[tuple[str, str]]:
     """The CI variables of an event, in a fixed order, only those that apply.
 
     Description and tags are left out: they do not fit flat CI variables (use ``template``).
     """
-    payload = watcher_payload(event, webhook_id)
+    payload = watcher_payload(event, webhook_id, context)
     names = (
         ("EVENT", "event"),
         ("EVENT_ID", "event_id"),
@@ -114,9 +117,13 @@ def build_variables(event: Event, webhook_id: str) -> list[tuple[str, str]]:
         ("TAG_VALUE", "tag_value"),
         ("PREVIOUS_VALUE", "previous_value"),
         ("RUN_ID", "run_id"),
+        ("EXPERIMENT_ID", "experiment_id"),
         ("SOURCE", "source"),
         ("USER_ID", "user_id"),
         ("WEBHOOK_ID", "webhook_id"),
+        ("WORKSPACE", "workspace"),
+        ("MODEL_URL", "model_url"),
+        ("MODEL_VERSION_URL", "model_version_url"),
     )
     return [
         (variable, str(payload[key]))
@@ -129,12 +136,13 @@ def render_gitlab(event: Event, webhook_id: str, options: FormatOptions) -> Rend
     """A pipeline trigger form: ``token``, ``ref`` and ``variables[NAME]=value``."""
     fields = [("token", options.token)] if options.token else []
     fields.append(("ref", options.ref))
-    fields.extend((f"variables[{k}]", v) for k, v in build_variables(event, webhook_id))
+    variables = build_variables(event, webhook_id, options.context)
+    fields.extend((f"variables[{k}]", v) for k, v in variables)
     return Rendered(urlencode(fields).encode("ascii"), FORM)
 
 
 def render_jenkins(event: Event, webhook_id: str, options: FormatOptions) -> Rendered:
     """``buildWithParameters`` form parameters, plus ``token`` when the job needs one."""
     fields = [("token", options.token)] if options.token else []
-    fields.extend(build_variables(event, webhook_id))
+    fields.extend(build_variables(event, webhook_id, options.context))
     return Rendered(urlencode(fields).encode("ascii"), FORM)

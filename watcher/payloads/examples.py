@@ -14,6 +14,7 @@ from watcher.model import NO_STAGE, STAGE_EVENTS, Event, EventType, make_event_i
 _EXAMPLE_TIMESTAMP = 1_717_171_200_000
 _EXAMPLE_CREATED = 1_717_000_000_000
 _EXAMPLE_RUN = "8f3c2a9b1d4e4f6a9c7b2e1d0a5f3c8b"
+_EXAMPLE_EXPERIMENT = "427194634811735290"
 _EXAMPLE_USER = "alice@example.com"
 _EXAMPLE_VERSION = "3"
 
@@ -55,6 +56,55 @@ _VERSION_CHANGES: Mapping[EventType, _Change] = {
 }
 
 
+_PROMPT_VERSION_CHANGES: Mapping[EventType, _Change] = {
+    EventType.PROMPT_VERSION_CREATED: (
+        {
+            "description": 'Warmer greeting, "first name" only.\nReviewed by support.',
+            "tags": {"author": "alice"},
+            "template": 'Hello {{name}}! Say "hi" to the {{team}} team.\nKeep it short.',
+        },
+        None,
+        None,
+    ),
+    EventType.PROMPT_VERSION_DELETED: ({}, None, None),
+    EventType.PROMPT_VERSION_TAG_SET: (
+        {"tag_key": "review", "tag_value": "approved", "previous_value": "pending"},
+        "pending",
+        "approved",
+    ),
+    EventType.PROMPT_VERSION_TAG_DELETED: (
+        {"tag_key": "review", "previous_value": "approved"},
+        "approved",
+        None,
+    ),
+    EventType.PROMPT_ALIAS_CREATED: (
+        {"alias": "production", "previous_version": "2"},
+        "2",
+        _EXAMPLE_VERSION,
+    ),
+    EventType.PROMPT_ALIAS_DELETED: ({"alias": "production"}, _EXAMPLE_VERSION, None),
+}
+
+_PROMPT_CHANGES: Mapping[EventType, _Change] = {
+    EventType.PROMPT_CREATED: (
+        {
+            "user_id": _EXAMPLE_USER,
+            "description": 'Greets a customer, "friendly" tone.\nOwned by support.',
+            "tags": {"team": "support"},
+        },
+        None,
+        None,
+    ),
+    EventType.PROMPT_DELETED: ({"user_id": _EXAMPLE_USER}, None, None),
+    EventType.PROMPT_TAG_SET: (
+        {"tag_key": "language", "tag_value": "en", "previous_value": "fr"},
+        "fr",
+        "en",
+    ),
+    EventType.PROMPT_TAG_DELETED: ({"tag_key": "language", "previous_value": "en"}, "en", None),
+}
+
+
 def example_event(event_type: EventType, model_name: str = "fraud-model") -> Event:
     """A realistic example of the event type, with the id a real one would have."""
     fields, before, after = _example_fields(event_type)
@@ -89,12 +139,23 @@ def _example_fields(kind: EventType) -> _Change:
         return {"user_id": _EXAMPLE_USER}, None, None
     if kind is EventType.REGISTERED_MODEL_RENAMED:
         return {"user_id": _EXAMPLE_USER, "previous_name": "fraud-model-v1"}, None, None
+    if kind in _PROMPT_CHANGES:
+        return _PROMPT_CHANGES[kind]
+    if kind in _PROMPT_VERSION_CHANGES:
+        prompt_version = {
+            "model_version": _EXAMPLE_VERSION,
+            "version_creation_timestamp": _EXAMPLE_CREATED,
+            "user_id": _EXAMPLE_USER,
+        }
+        change, before, after = _PROMPT_VERSION_CHANGES[kind]
+        return {**prompt_version, **change}, before, after
     version = {
         "model_version": _EXAMPLE_VERSION,
         "version_creation_timestamp": _EXAMPLE_CREATED,
         "user_id": _EXAMPLE_USER,
         "source": f"models:/m-{_EXAMPLE_RUN[:16]}",
         "run_id": _EXAMPLE_RUN,
+        "experiment_id": _EXAMPLE_EXPERIMENT,
     }
     if kind in STAGE_EVENTS:
         from_stage, to_stage = _STAGE_MOVES.get(kind, ("Staging", "Production"))

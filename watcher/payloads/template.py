@@ -14,9 +14,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from watcher.model import Event, EventType
-from watcher.payloads.event import JSON, FormatOptions, Rendered, watcher_payload
+from watcher.model import TAG_SET_EVENTS, Event, EventType
+from watcher.payloads.event import JSON, FormatOptions, Rendered, context_fields, watcher_payload
 from watcher.payloads.examples import example_event
+from watcher.payloads.links import EXAMPLE_CONTEXT, NO_CONTEXT, PayloadContext
 
 if TYPE_CHECKING:
     from jinja2 import Template as _JinjaTemplate
@@ -87,12 +88,14 @@ def compile_template(source: str) -> CompiledTemplate:
     return CompiledTemplate(source, template)
 
 
-def template_variables(event: Event, webhook_id: str) -> dict[str, Any]:
+def template_variables(
+    event: Event, webhook_id: str, context: PayloadContext = NO_CONTEXT
+) -> dict[str, Any]:
     """The watcher payload as top-level variables, and the whole of it as ``event``.
 
     ``event`` is the dict, so the event name is ``{{ event.event }}``.
     """
-    payload = watcher_payload(event, webhook_id)
+    payload = watcher_payload(event, webhook_id, context)
     return {**payload, "event": payload}
 
 
@@ -113,9 +116,11 @@ def _template_problem(exc: Exception) -> str:
     return f"line {line}: {message}" if line is not None else message
 
 
-def _render_text(template: CompiledTemplate, event: Event, webhook_id: str) -> str:
+def _render_text(
+    template: CompiledTemplate, event: Event, webhook_id: str, context: PayloadContext
+) -> str:
     try:
-        return template.render(template_variables(event, webhook_id))
+        return template.render(template_variables(event, webhook_id, context))
     except Exception as exc:  # user code: any failure is reported the same way
         raise TemplateError(f"{_template_problem(exc)} (rendering {event.type.value})") from exc
 
@@ -123,7 +128,7 @@ def _render_text(template: CompiledTemplate, event: Event, webhook_id: str) -> s
 def render_template(event: Event, webhook_id: str, options: FormatOptions) -> Rendered:
     if options.template is None:
         raise ValueError('the "template" format needs a template')
-    text = _render_text(options.template, event, webhook_id)
+    text = _render_text(options.template, event, webhook_id, options.context)
     return Rendered(text.encode("utf-8"), options.content_type or JSON)
 
 
@@ -143,7 +148,7 @@ def _sparse(event: Event) -> tuple[Event, list[str]]:
     dropped = [name for name in _OPTIONAL_FIELDS if getattr(event, name) is not None]
     changes: dict[str, Any] = dict.fromkeys(dropped)
     # A new tag has no previous value; a deleted tag always had one.
-    if event.type is EventType.MODEL_VERSION_TAG_SET and event.previous_value is not None:
+    if event.type in TAG_SET_EVENTS and event.previous_value is not None:
         dropped.append("previous_value")
         changes["previous_value"] = None
     return replace(event, **changes), dropped
@@ -158,8 +163,9 @@ def validate_template(
 ) -> list[str]:
     """Render an example of every event type; the problems found, each naming line and event.
 
-    Each type is rendered twice: the full example, then the same without the fields a real
-    event may lack (source, run_id, previous_version, and previous_value of a new tag), so
+    Each type is rendered twice: the full example (with the links and workspace of an example
+    context), then the same without the fields a real event may lack (source, run_id,
+    previous_version, previous_value of a new tag, and the context's fields), so
     ``{{ run_id }}`` without ``| default(...)`` or ``is defined`` is caught here and not at
     delivery. With a JSON ``content_type`` (the default) the output must parse as JSON.
     The same problem met with several events is reported once, naming them all.
@@ -170,12 +176,15 @@ def validate_template(
     for event_type in event_types:
         full = example_event(event_type)
         sparse, dropped = _sparse(full)
-        variants = [(full, event_type.value)]
+        variants = [(full, EXAMPLE_CONTEXT, event_type.value)]
+        # What the config adds: so a template works with and without ui_url and workspace.
+        dropped += context_fields(full, EXAMPLE_CONTEXT)
         if dropped:
-            variants.append((sparse, f"{event_type.value} without {', '.join(dropped)}"))
-        for event, label in variants:
+            label = f"{event_type.value} without {', '.join(dropped)}"
+            variants.append((sparse, NO_CONTEXT, label))
+        for event, context, label in variants:
             try:
-                text = template.render(template_variables(event, webhook_id))
+                text = template.render(template_variables(event, webhook_id, context))
             except Exception as exc:  # user code: every failure is a problem
                 problems.setdefault(_template_problem(exc), []).append(label)
                 break

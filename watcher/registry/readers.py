@@ -60,6 +60,7 @@ _SEARCH_MODELS = "/api/2.0/mlflow/registered-models/search"
 _SEARCH_VERSIONS = "/api/2.0/mlflow/model-versions/search"
 _GET_MODEL = "/api/2.0/mlflow/registered-models/get"
 _GET_VERSION = "/api/2.0/mlflow/model-versions/get"
+_GET_RUN = "/api/2.0/mlflow/runs/get"
 
 
 def _bound_client_retries(timeout: float) -> None:
@@ -70,6 +71,14 @@ def _bound_client_retries(timeout: float) -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, round(timeout))))
+
+
+def _select_workspace(workspace: str | None) -> None:
+    """``[mlflow] workspace``: MLflow's client sends ``MLFLOW_WORKSPACE`` with every request
+    (the ``X-MLFLOW-WORKSPACE`` header), on every thread, the background scans' included. The
+    config refuses a key that contradicts the variable, so this only ever fills it in."""
+    if workspace:
+        os.environ["MLFLOW_WORKSPACE"] = workspace
 
 
 @functools.cache
@@ -154,13 +163,15 @@ def _version_from_entity(mv: Any) -> VersionState:
 
 
 def _model_from_entity(rm: Any) -> ModelState:
+    # MLflow 3's entity hides mlflow.prompt.is_prompt from `tags`; `_tags` has every tag.
+    raw_tags = getattr(rm, "_tags", None)
     return ModelState(
         name=str(rm.name),
         creation_timestamp=int(rm.creation_timestamp or 0),
         last_updated_timestamp=int(rm.last_updated_timestamp or 0),
         description=str(rm.description or ""),
         user_id=str(getattr(rm, "user_id", "") or ""),
-        tags=_tags(rm.tags),
+        tags=_tags(raw_tags if isinstance(raw_tags, Mapping) else rm.tags),
         aliases={str(k): str(v) for k, v in (rm.aliases or {}).items()},
     )
 
@@ -177,18 +188,25 @@ class RestReader(ScanReader):
         from mlflow.utils.credentials import get_default_host_creds
         from mlflow.utils.rest_utils import http_request
 
+        _select_workspace(settings.workspace)
         _settle_imports()
         self._creds = get_default_host_creds(settings.registry_uri)
+        # Runs live in the tracking server, which is the registry's but for a registry_uri.
+        tracking = settings.tracking_uri
+        over_rest = tracking.startswith(("http://", "https://"))
+        self._run_creds = get_default_host_creds(tracking) if over_rest else None
         self._http_request = http_request
         self._where = registry_identity(settings.registry_uri)
 
-    def _get(self, endpoint: str, params: list[tuple[str, Any]]) -> dict[str, Any] | None:
+    def _get(
+        self, endpoint: str, params: list[tuple[str, Any]], creds: Any = None
+    ) -> dict[str, Any] | None:
         """GET one endpoint. None for 404 RESOURCE_DOES_NOT_EXIST; RegistryError otherwise."""
         started = time.monotonic()
         self.stats.requests += 1
         try:
             response = self._http_request(
-                self._creds,
+                creds or self._creds,
                 endpoint,
                 "GET",
                 params=params,
@@ -215,9 +233,10 @@ class RestReader(ScanReader):
         if response.status_code == 404 and error_code == "RESOURCE_DOES_NOT_EXIST":
             return None
         message = body.get("message") if isinstance(body, dict) else response.text
+        readable = "this run's experiment" if endpoint == _GET_RUN else "the model registry"
         hint = {
             401: " (401 Unauthorized: check MLFLOW_TRACKING_USERNAME/PASSWORD or TOKEN)",
-            403: " (403 Forbidden: the credentials may not read the model registry)",
+            403: f" (403 Forbidden: the credentials may not read {readable})",
         }.get(response.status_code, "")
         raise RegistryError(
             f"MLflow at {self._where} answered {response.status_code} to GET {endpoint}{hint}: "
@@ -227,10 +246,12 @@ class RestReader(ScanReader):
         )
 
     def _search_models(
-        self, page_token: str | None, order_by: list[str], page_size: int
+        self, page_token: str | None, order_by: list[str], page_size: int, filter_string: str = ""
     ) -> tuple[list[ModelState], str | None]:
         params: list[tuple[str, Any]] = [("max_results", page_size)]
         params.extend(("order_by", o) for o in order_by)
+        if filter_string:
+            params.append(("filter", filter_string))
         if page_token:
             params.append(("page_token", page_token))
         body = self._get(_SEARCH_MODELS, params) or {}
@@ -258,6 +279,14 @@ class RestReader(ScanReader):
         body = self._get(_GET_VERSION, [("name", name), ("version", version)])
         return _version_from_json(body["model_version"]) if body else None
 
+    def run_experiment(self, run_id: str) -> str | None:
+        if self._run_creds is None:
+            raise RegistryError(
+                f"runs are in {registry_identity(self.settings.tracking_uri)}, not read over REST"
+            )
+        body = self._get(_GET_RUN, [("run_id", run_id)], self._run_creds)
+        return str(body["run"]["info"]["experiment_id"]) if body else None
+
 
 # --------------------------------------------------------------------------- MlflowClient
 
@@ -268,7 +297,10 @@ class ClientReader(ScanReader):
     def __init__(self, settings: ReaderSettings) -> None:
         super().__init__(settings)
         _bound_client_retries(settings.timeout)
+        _select_workspace(settings.workspace)
         self._where = registry_identity(settings.registry_uri)
+        self._tracking_checked = settings.tracking_uri == settings.registry_uri
+        """The tracking store is the registry's, or was checked as it is (never created)."""
         scheme = urlsplit(settings.registry_uri).scheme.partition("+")[0]
         if scheme in ("file", ""):
             # MLflow 3 refuses the file store unless asked; pointing the watcher at one is asking.
@@ -292,6 +324,9 @@ class ClientReader(ScanReader):
             self._client = MlflowClient(
                 tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri
             )
+            # MlflowClient refuses to get a prompt or a prompt version by name; its registry
+            # client (what it calls underneath) does not: with prompts, get through that.
+            self._lookup = self._client._get_registry_client() if settings.prompts else self._client
         except Exception as exc:
             raise RegistryError(f"cannot open MLflow registry {self._where}: {exc}") from None
 
@@ -310,12 +345,16 @@ class ClientReader(ScanReader):
             self.stats.seconds += time.monotonic() - started
 
     def _search_models(
-        self, page_token: str | None, order_by: list[str], page_size: int
+        self, page_token: str | None, order_by: list[str], page_size: int, filter_string: str = ""
     ) -> tuple[list[ModelState], str | None]:
+        # Without a filter, MlflowClient leaves prompts out; with the prompts' it keeps them.
         page = self._call(
             "search_registered_models",
             lambda: self._client.search_registered_models(
-                max_results=page_size, order_by=order_by, page_token=page_token
+                filter_string=filter_string or None,
+                max_results=page_size,
+                order_by=order_by,
+                page_token=page_token,
             ),
         )
         return [_model_from_entity(m) for m in page], page.token
@@ -336,15 +375,27 @@ class ClientReader(ScanReader):
 
     def get_model(self, name: str) -> ModelState | None:
         found = self._get_or_none(
-            "get_registered_model", lambda: self._client.get_registered_model(name)
+            "get_registered_model", lambda: self._lookup.get_registered_model(name)
         )
         return None if found is None else _model_from_entity(found)
 
     def get_version(self, name: str, version: str) -> VersionState | None:
         found = self._get_or_none(
-            "get_model_version", lambda: self._client.get_model_version(name, version)
+            "get_model_version", lambda: self._lookup.get_model_version(name, version)
         )
         return None if found is None else _version_from_entity(found)
+
+    def run_experiment(self, run_id: str) -> str | None:
+        if not self._tracking_checked:
+            _check_sqlite_store(self.settings.tracking_uri)  # read, never created
+            self._tracking_checked = True
+        try:
+            run = self._call("get_run", lambda: self._client.get_run(run_id))
+        except RegistryError as exc:
+            if exc.code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+        return str(run.info.experiment_id)
 
     def _get_or_none(self, what: str, fn: Callable[[], Any]) -> Any:
         try:

@@ -13,6 +13,7 @@ from watcher.errors import RegistryError, first_line
 from watcher.registry.readers import (
     _bound_client_retries,
     _check_sqlite_store,
+    _select_workspace,
     registry_identity,
 )
 from watcher.scan import ReaderSettings
@@ -40,6 +41,7 @@ def register_hint_webhook(
     if urlsplit(settings.registry_uri).scheme in ("file", ""):
         raise RegistryError(f"{where} is a file store: MLflow's webhooks need a SQL store")
     _bound_client_retries(settings.timeout)
+    _select_workspace(settings.workspace)  # the webhook goes in the workspace that is read
     _check_sqlite_store(settings.registry_uri)  # the webhook goes in, nothing is migrated
     try:
         from mlflow import MlflowClient
