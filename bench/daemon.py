@@ -429,15 +429,15 @@ def _now() -> float:
     return time.monotonic()
 
 
-def _model_created(server: MlflowServer, client: Any, base: int) -> Expected:
-    name = f"bench-new-{uuid.uuid4().hex[:8]}"
+def model_created(server: MlflowServer, client: Any, name: str) -> Expected:
+    """A new model, named after ``name``."""
+    new = f"{name}-new-{uuid.uuid4().hex[:8]}"
     t0 = _now()
-    client.create_registered_model(name)
-    return Expected("model created", "REGISTERED_MODEL_CREATED", {"model_name": name}, t0)
+    client.create_registered_model(new)
+    return Expected("model created", "REGISTERED_MODEL_CREATED", {"model_name": new}, t0)
 
 
-def _version_created(server: MlflowServer, client: Any, base: int) -> Expected:
-    name = model_name(base)
+def version_created(server: MlflowServer, client: Any, name: str) -> Expected:
     t0 = _now()
     version = client.create_model_version(
         name, f"s3://bench-bucket/models/{name}/new", await_creation_for=0
@@ -461,8 +461,7 @@ def _unaliased_version(server: MlflowServer, name: str) -> str:
     raise RuntimeError(f"{name} has no version to change")
 
 
-def _version_deleted(server: MlflowServer, client: Any, base: int) -> Expected:
-    name = model_name(base + 1)
+def version_deleted(server: MlflowServer, client: Any, name: str) -> Expected:
     version = _unaliased_version(server, name)
     t0 = _now()
     client.delete_model_version(name, version)
@@ -470,15 +469,13 @@ def _version_deleted(server: MlflowServer, client: Any, base: int) -> Expected:
     return Expected("version deleted", "MODEL_VERSION_DELETED", match, t0)
 
 
-def _model_deleted(server: MlflowServer, client: Any, base: int) -> Expected:
-    name = model_name(base + 2)
+def model_deleted(server: MlflowServer, client: Any, name: str) -> Expected:
     t0 = _now()
     client.delete_registered_model(name)
     return Expected("model deleted", "REGISTERED_MODEL_DELETED", {"model_name": name}, t0)
 
 
-def _tag_set(server: MlflowServer, client: Any, base: int) -> Expected:
-    name = model_name(base + 3)
+def tag_set(server: MlflowServer, client: Any, name: str) -> Expected:
     version = _unaliased_version(server, name)
     t0 = _now()
     client.set_model_version_tag(name, version, "bench_checked", "yes")
@@ -486,11 +483,12 @@ def _tag_set(server: MlflowServer, client: Any, base: int) -> Expected:
     return Expected("version tag set", "MODEL_VERSION_TAG_SET", match, t0)
 
 
-def _tag_deleted(server: MlflowServer, client: Any, base: int) -> Expected:
+def tag_deleted(server: MlflowServer, client: Any, name: str) -> Expected:
+    """The first version tag of this model, or of the next one by name that has any."""
     rows = read_db(
         server.db,
         "SELECT name, version, key FROM model_version_tags WHERE name >= ? ORDER BY name LIMIT 1",
-        (model_name(base + 4),),
+        (name,),
     )
     name, version, key = rows[0][0], str(rows[0][1]), rows[0][2]
     t0 = _now()
@@ -499,8 +497,7 @@ def _tag_deleted(server: MlflowServer, client: Any, base: int) -> Expected:
     return Expected("version tag deleted", "MODEL_VERSION_TAG_DELETED", match, t0)
 
 
-def _alias_set(server: MlflowServer, client: Any, base: int) -> Expected:
-    name = model_name(base + 5)
+def alias_set(server: MlflowServer, client: Any, name: str) -> Expected:
     version = _unaliased_version(server, name)
     t0 = _now()
     client.set_registered_model_alias(name, "bench-canary", version)
@@ -508,8 +505,8 @@ def _alias_set(server: MlflowServer, client: Any, base: int) -> Expected:
     return Expected("alias set", "MODEL_VERSION_ALIAS_CREATED", match, t0)
 
 
-def _alias_moved(server: MlflowServer, client: Any, base: int) -> Expected:
-    name = model_name(base + 6)
+def alias_moved(server: MlflowServer, client: Any, name: str) -> Expected:
+    """The champion alias (the model must have one) to a version no alias points at."""
     old = str(
         read_db(
             server.db,
@@ -529,25 +526,35 @@ def _alias_moved(server: MlflowServer, client: Any, base: int) -> Expected:
     return Expected("alias moved", "MODEL_VERSION_ALIAS_CREATED", match, t0)
 
 
-def _alias_deleted(server: MlflowServer, client: Any, base: int) -> Expected:
-    name = model_name(base + 7)
+def alias_deleted(server: MlflowServer, client: Any, name: str) -> Expected:
+    """The champion alias (the model must have one)."""
     t0 = _now()
     client.delete_registered_model_alias(name, "champion")
     match = {"model_name": name, "alias": "champion"}
     return Expected("alias deleted", "MODEL_VERSION_ALIAS_DELETED", match, t0)
 
 
+Change = Callable[[MlflowServer, Any, str], Expected]
+"""A change of one kind on the model named: (c) makes one of each, (k) ten on models drawn
+across the registry."""
 KINDS_FROM = 900
 """The models the changes of other kinds touch: 10 from here for each backend."""
+
+
+def _on(change: Change, offset: int) -> Callable[[MlflowServer, Any, int], Expected]:
+    """``change`` on the model ``offset`` after a backend's first (KINDS_FROM + 10 * slot)."""
+    return lambda server, client, base: change(server, client, model_name(base + offset))
+
+
 EVERY_KIND: list[Callable[[MlflowServer, Any, int], Expected]] = [
-    _model_created,
-    _version_created,
-    _version_deleted,
-    _model_deleted,
-    _tag_set,
-    _tag_deleted,
-    _alias_set,
-    _alias_moved,
-    _alias_deleted,
+    _on(model_created, 0),
+    _on(version_created, 0),
+    _on(version_deleted, 1),
+    _on(model_deleted, 2),
+    _on(tag_set, 3),
+    _on(tag_deleted, 4),
+    _on(alias_set, 5),
+    _on(alias_moved, 6),
+    _on(alias_deleted, 7),
 ]
 """One change of every kind a stage transition does not make, one after each transition."""

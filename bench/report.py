@@ -62,7 +62,29 @@ def backend_verdicts(r: dict[str, Any]) -> dict[str, bool]:
         found.update(resume_verdicts(r["replicas"]))
     if "console" in r:
         found["console_page_ms"] = r["console"]["worst_p95_ms"] < TARGETS["console_page_ms"]
+    if "hints" in r:
+        found.update(hints_verdicts(r["hints"]))
     return found
+
+
+def hints_verdicts(k: dict[str, Any]) -> dict[str, bool]:
+    """(k): each hinted kind's p99 within its target, the stage transitions' within theirs
+    (no hint: the poll's), and the read duty; a kind with a change undelivered fails."""
+    found: dict[str, bool] = {}
+    for label, stats in k["kinds"].items():
+        target = hints_target(label)
+        delivered = label not in k["undelivered"] and stats["p99_s"] is not None
+        found[f"hints_{label.replace(' ', '_')}"] = delivered and stats["p99_s"] <= target
+    found["hints_read_duty"] = (k["read_duty"] or 0.0) <= TARGETS["read_duty"]
+    return found
+
+
+def percent(share: float | None) -> str:
+    return "-" if share is None else f"{share * 100:.1f}%"
+
+
+def hints_target(label: str) -> float:
+    return TARGETS["latency_p99_s" if label == "stage transition" else "hinted_p99_s"]
 
 
 def resume_verdicts(i: dict[str, Any]) -> dict[str, bool]:
@@ -171,6 +193,48 @@ def backend_rows(r: dict[str, Any]) -> list[Row]:
         rows += event_rows(r["daemon"], r["verdicts"])
     if "console" in r:
         rows += console_rows(r["console"], r["verdicts"])
+    if "hints" in r:
+        rows += hints_rows(r["hints"], r["verdicts"])
+    return rows
+
+
+def hints_rows(k: dict[str, Any], v: dict[str, bool]) -> list[Row]:
+    """(k): per kind of change, p99 / worst (n delivered), and the read duty."""
+    rows: list[Row] = []
+    for label, stats in k["kinds"].items():
+        value = "-" if stats["p99_s"] is None else f"{stats['p99_s']} / {stats['worst_s']} s"
+        rows.append(
+            judged(
+                f"hints on: {label} -> webhook, p99 / worst (n)",
+                f"{value} ({stats['n']})",
+                f"p99 <= {hints_target(label):g} s",
+                v[f"hints_{label.replace(' ', '_')}"],
+            )
+        )
+    cadences = k["cadences"]
+    rows += [
+        judged(
+            "hints on: read duty (reading MLflow / wall time)",
+            f"{percent(k['read_duty'])}",
+            f"<= {TARGETS['read_duty'] * 100:.0f}%",
+            v["hints_read_duty"],
+        ),
+        info(
+            "  of which scans / polls reading hinted models / other polls",
+            f"{percent(k['duty_scans'])} / {percent(k['duty_hinted_polls'])}"
+            f" / {percent(k['duty_other_polls'])}",
+        ),
+        info(
+            "  hints accepted / refused; polls (reading hinted models, their median reading)",
+            f"{k['hints_accepted']} / {k['hints_refused']}; {k['polls']} ({k['hinted_polls']},"
+            f" {k.get('hinted_poll_reading_ms_median') or '-'} ms) in {k['wall_s']:.0f} s",
+        ),
+        info(
+            "  cadences: models / versions scan",
+            f"{cadences.get('models_scan_every_s', '-')} / "
+            f"{cadences.get('versions_scan_every_s', '-')} s",
+        ),
+    ]
     return rows
 
 

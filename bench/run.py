@@ -19,7 +19,10 @@ quick check), one real `mlflow server` (sqlite, 1 worker) is seeded and then mea
       of two replicas) and a handover (SIGTERM), each timed to the delivery of a transition made
       meanwhile, the new process's or new leader's first poll checked to be incremental;
   (j) the delivery console on a log of N deliveries (`mlflow-watcher console`): each page's
-      median, p95 and worst answer time over HTTP, the deliveries page filtered every way.
+      median, p95 and worst answer time over HTTP, the deliveries page filtered every way;
+  (k) latency per kind of change with hints on (MLflow's native webhooks, registered with
+      `hints register`, hot set off): ten of each kind on models across the registry, p99 and
+      worst, and the read duty.
 
 Every part that keeps a state runs on each backend `BENCH_STATES` names ("sqlite postgresql",
 the default; PostgreSQL in a private cluster this run starts), (b) and (g) once. Prints a
@@ -61,6 +64,7 @@ from bench.common import (
 )
 from bench.console import console_pages
 from bench.daemon import daemon_run
+from bench.hints import hints_run
 from bench.inprocess import in_process, naive_poller
 from bench.once import whole_command
 from bench.replicas import FAILOVER_BOUNDS, RESTART_INTERVAL, replicas
@@ -130,7 +134,7 @@ class Bench:
 
 def one_backend(bench: Bench, states: States, rng: random.Random, slot: int) -> dict[str, Any]:
     """Every part that runs on a state, on one backend: (a), (d), (f) in process, then the
-    daemon's (h), (c)+(e) and (i)."""
+    daemon's (h), (c)+(e) and (i), the console's (j), and the daemon with hints, (k)."""
     server, parts = bench.server, bench.parts
     result: dict[str, Any] = {}
     in_process(result, server, states, bench.hook, bench.profile_dir, bench.size, parts)
@@ -146,6 +150,9 @@ def one_backend(bench: Bench, states: States, rng: random.Random, slot: int) -> 
     if "j" in parts:
         say(f"(j) the delivery console on {bench.size:,} deliveries, {states.name}")
         result["console"] = console_pages(states, bench.size)
+    if "k" in parts:
+        say(f"(k) latency per change kind with hints on, {states.name}")
+        result["hints"] = hints_run(server, states, rng, slot)
     return result
 
 

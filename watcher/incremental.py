@@ -334,6 +334,8 @@ class IncrementalReader:
             self._targeted.models_since(draft, hot, self._model_mark - WATERMARK_OVERLAP_MS)
         if versions_due:
             self._scan_versions(draft)
+            # The scan brings the versions, not a hinted model's record (aliases, tags).
+            self._targeted.read_hinted(draft, plan.hinted)
         else:
             since = self._version_mark - WATERMARK_OVERLAP_MS
             draft.versions_updated(reader.versions_updated_since(since, self.watches))

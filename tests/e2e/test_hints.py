@@ -59,21 +59,59 @@ def status_of(config: Path, env: dict[str, str]) -> dict[str, Any]:
 
 
 def hinted_config(
-    tmp_path: Path, server: MlflowServer, receiver: Receiver, model: str, **options: Any
+    tmp_path: Path,
+    server: MlflowServer,
+    receiver: Receiver,
+    model: str,
+    interval: str = "30s",
+    **options: Any,
 ) -> tuple[str, Path]:
     """A config with hints on (the secret in E2E_HINTS) on a free port, polling every 30 s
-    (the polls here come from hints, not from the interval): the base URL and the file."""
+    by default (the polls here come from hints, not from the interval): the base URL and the
+    file."""
     port = free_port()
     config = config_in(
         tmp_path,
         server,
         receiver,
         model,
-        interval="30s",
+        interval=interval,
         extra=f'[server]\nlisten = "127.0.0.1:{port}"\n[hints]\nsecret_env = "E2E_HINTS"\n',
         **options,
     )
     return f"http://127.0.0.1:{port}", config
+
+
+def registered_without_hot_set(
+    tmp_path: Path,
+    server: MlflowServer,
+    receiver: Receiver,
+    models: str,
+    events: list[str],
+    interval: str = "30s",
+    models_scan: str = "1h",
+) -> tuple[Path, dict[str, str]]:
+    """hinted_config with no hot set, the versions scanned hourly and the models every
+    ``models_scan``, and MLflow's native webhook registered by `hints register`: the config
+    file and the daemon's environment."""
+    base, config = hinted_config(
+        tmp_path,
+        server,
+        receiver,
+        models,
+        interval=interval,
+        events=events,
+        watch_extra=(
+            f'models_scan_interval = "{models_scan}"\nversions_scan_interval = "1h"\n'
+            'hot_window = "off"\n'
+        ),
+    )
+    env = watcher_env({"E2E_HINTS": HINT_SECRET})
+    registered = run_watcher(
+        "hints", "register", "-c", str(config), "--url", f"{base}/mlflow-hints", env=env
+    )
+    assert registered.returncode == 0, registered.stderr
+    return config, env
 
 
 def test_mlflow_sends_hints_the_daemon_accepts_and_a_forged_one_is_refused(
@@ -178,21 +216,13 @@ def test_a_hint_brings_an_alias_and_a_tag_of_a_quiet_model_without_a_scan(
     client = hinting_server.client()
     client.create_registered_model(model_name)
     client.create_model_version(model_name, f"s3://bucket/{model_name}/1")
-    base, config = hinted_config(
+    config, env = registered_without_hot_set(
         tmp_path,
         hinting_server,
         receiver,
         model_name,
         events=["MODEL_VERSION_ALIAS_CREATED", "MODEL_VERSION_TAG_SET"],
-        watch_extra=(
-            'models_scan_interval = "1h"\nversions_scan_interval = "1h"\nhot_window = "off"\n'
-        ),
     )
-    env = watcher_env({"E2E_HINTS": HINT_SECRET})
-    registered = run_watcher(
-        "hints", "register", "-c", str(config), "--url", f"{base}/mlflow-hints", env=env
-    )
-    assert registered.returncode == 0, registered.stderr
     with Daemon(config, env) as daemon:
         daemon.wait_started()
         daemon.wait_polls(1)
@@ -206,3 +236,60 @@ def test_a_hint_brings_an_alias_and_a_tag_of_a_quiet_model_without_a_scan(
         reads = [str(line.get("read")) for line in daemon.logged("poll.finished")]
         assert any("hinted" in read for read in reads)
         assert not any("models" in read or "versions" in read for read in reads[1:]), reads
+
+
+def test_a_lost_hint_loses_nothing_the_poll_finds_the_change(
+    tmp_path: Path, hinting_server: MlflowServer, receiver: Receiver, model_name: str
+) -> None:
+    """Hints turned off mid-run, two ways: MLflow's webhook signs with a secret the watcher
+    does not have (each hint refused as forged), then the webhook is deleted (MLflow sends
+    none). An alias set on a quiet model after each still arrives, once: the models scan
+    finds it (a short cadence here, so that the test need not wait minutes)."""
+    client = hinting_server.client()
+    before, refused, deleted = (f"{model_name}-{part}" for part in ("on", "refused", "deleted"))
+    for name in (before, refused, deleted):
+        client.create_registered_model(name)
+        client.create_model_version(name, f"s3://bucket/{name}/1")
+    config, env = registered_without_hot_set(
+        tmp_path,
+        hinting_server,
+        receiver,
+        f"{model_name}-*",
+        events=["MODEL_VERSION_ALIAS_CREATED"],
+        interval="1s",
+        models_scan="3s",
+    )
+    (hook,) = [w for w in client.list_webhooks() if w.name == HOOK_NAME]
+
+    def alias_events(name: str) -> list[Any]:
+        return [d for d in receiver.deliveries() if d.json.get("model_name") == name]
+
+    def hinted_models(daemon: Daemon) -> set[str]:
+        return {str(line["model"]) for line in daemon.logged("hint.accepted")}
+
+    with Daemon(config, env) as daemon:
+        daemon.wait_started()
+        daemon.wait_polls(1)
+        # Hints on: MLflow's hint names the model, and its alias arrives.
+        client.set_registered_model_alias(before, "champion", "1")
+        wait_for(lambda: before in hinted_models(daemon), 30, "the hint of the first alias")
+        wait_for(lambda: alias_events(before), 60, "the first alias's event")
+
+        # Off, one way: MLflow still sends, but signs with a secret the watcher refuses.
+        client.update_webhook(hook.webhook_id, secret="rotated-on-mlflow-only")
+        client.set_registered_model_alias(refused, "champion", "1")
+        daemon.wait_logged("hint.refused", timeout=30)
+        assert daemon.logged("hint.refused")[0]["result"] == "forged"
+        wait_for(lambda: alias_events(refused), 120, "the alias whose hint was refused")
+
+        # Off, the other way: MLflow sends nothing.
+        client.delete_webhook(hook.webhook_id)
+        client.set_registered_model_alias(deleted, "champion", "1")
+        wait_for(lambda: alias_events(deleted), 120, "the alias after the webhook was deleted")
+
+        assert not {refused, deleted} & hinted_models(daemon)
+        for name in (before, refused, deleted):
+            (event,) = alias_events(name)
+            assert event.json["event"] == "MODEL_VERSION_ALIAS_CREATED"
+            assert (event.json["alias"], event.json["model_version"]) == ("champion", "1")
+        assert daemon.terminate() == 0

@@ -429,6 +429,24 @@ def test_a_hinted_model_is_read_at_once_even_when_it_is_not_hot(hot: Harness) ->
     hot.assert_exact()
 
 
+def test_a_hint_taken_by_a_poll_that_scans_the_versions_still_reads_the_models_record(
+    hot: Harness,
+) -> None:
+    """The poll that takes a hint may be one whose versions scan is due: the scan brings the
+    versions, not the model's record, so the hinted model's aliases are read all the same
+    (before, they waited for the models scan)."""
+    box = HintBox("hint-secret", 300)
+    hot.pipeline.hinted = box
+    body = mlflow_body(name="churn")
+    now = hot.fake.now / 1000
+    hot.fake.set_alias("churn", "champion", "1")
+    assert box.offer(signed(body, "d-1", now, "hint-secret"), body, now).result == "accepted"
+    report = hot.cycle(scan_versions=True)
+    assert report.kind == "incremental+hot+versions+hinted"
+    assert types(report.events) == [(ALIAS_CREATED, "churn", "1")]
+    hot.assert_exact()
+
+
 def test_the_hint_counts_ride_in_the_poll_s_commit(hot: Harness) -> None:
     """The counts `status` shows are written with the poll that read the hinted model, in the
     same transaction: the service is left nothing to write after it. A refused hint starts no
