@@ -203,6 +203,8 @@ def _report(daemon: Daemon, changes: list[Expected], baseline_s: float) -> dict[
         "kinds": kinds,
         "undelivered": sorted({c.label for c in changes if c.arrived is None}),
         "read_duty": duty.share(duty.read_s),
+        # What max_duty governs, as (c)'s duty_budgeted: the scans and the polls hints started.
+        "duty_budgeted": duty.share(duty.scans_s + woken_s),
         "duty_scans": duty.share(duty.scans_s),
         "duty_hinted_polls": duty.share(woken_s),
         "duty_other_polls": duty.share(duty.read_s - duty.scans_s - woken_s),

@@ -222,6 +222,33 @@ class HotSet:
             return 0.0
         return math.ceil(self.size / max(1, self.per_poll)) * self.poll_interval
 
-    def scan_duty(self) -> float:
-        """What is left of max_duty for the scans' auto cadences."""
-        return self.max_duty - min(self.duty, self.max_duty * HOT_SHARE)
+    def scan_duty(self, hinted: float = 0.0) -> float:
+        """What is left of max_duty for the scans' auto cadences, after the hot set's reads
+        and the polls hints started (``hinted``, a share of wall time: :class:`HintedSpend`),
+        which together take at most ``HOT_SHARE`` of it."""
+        return self.max_duty - min(self.duty + hinted, self.max_duty * HOT_SHARE)
+
+
+HINTED_WINDOW_S = 600.0
+"""How far back the polls hints started are counted: ten minutes of hints set the scans'
+share, so a burst of promotions slows the scans for a while, not for good."""
+
+
+@dataclass
+class HintedSpend:
+    """What the polls hints started spent reading (their own searches and the hinted models'
+    reads; scans and the hot set are counted apart), as a share of wall time over the last
+    ``HINTED_WINDOW_S``. Hints go where changes happen: the budget follows, and the scans,
+    the safety net for what no hint named, take what is left of max_duty."""
+
+    window_s: float = HINTED_WINDOW_S
+    _spent: deque[tuple[float, float]] = field(default_factory=deque)
+
+    def add(self, at: float, seconds: float) -> None:
+        """A poll that took hints, ending at ``at`` (monotonic seconds), read for ``seconds``."""
+        self._spent.append((at, max(0.0, seconds)))
+
+    def duty(self, now: float) -> float:
+        while self._spent and self._spent[0][0] < now - self.window_s:
+            self._spent.popleft()
+        return sum(seconds for _, seconds in self._spent) / self.window_s

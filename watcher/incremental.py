@@ -33,7 +33,7 @@ from typing import Any
 from watcher import state_meta as sm
 from watcher.errors import RegistryError
 from watcher.hotread import TargetedReads
-from watcher.hotset import HotSet
+from watcher.hotset import HintedSpend, HotSet
 from watcher.merge import Draft, Plan, Sightings, TrackedVersions
 from watcher.model import ModelState, Observation, SnapshotDelta, VersionState
 from watcher.scan import Key, Reader, ReadStats, Watches, is_refused, now_ms
@@ -149,6 +149,10 @@ class IncrementalReader:
         self.log = log
         self.hot = HotSet(round(hot_window * 1000), max_duty, poll_interval)
         self._targeted = TargetedReads(self.hot, watches, log, clock)
+        self.hinted = HintedSpend()
+        """What the polls hints started read: it comes out of the scans' share of max_duty."""
+        self._scans_s = 0.0
+        """What this poll's own scans took (counted by their cadences, not as hinted)."""
         self.supported = True
         """False once the server refused an incremental read: every read is full since."""
         self._clock = clock
@@ -225,10 +229,10 @@ class IncrementalReader:
         """Seconds between scans of each kind, as chosen now (fixed, or auto from their cost)."""
         return {
             "models_scan_every_s": round(
-                self.models_scan.interval(self.poll_interval, self.hot.scan_duty()), 3
+                self.models_scan.interval(self.poll_interval, self._scan_duty()), 3
             ),
             "versions_scan_every_s": round(
-                self.versions_scan.interval(self.poll_interval, self.hot.scan_duty()), 3
+                self.versions_scan.interval(self.poll_interval, self._scan_duty()), 3
             ),
         }
 
@@ -237,7 +241,7 @@ class IncrementalReader:
         scans = {"models": self.models_scan, "versions": self.versions_scan}
         return sm.meta(
             *(
-                sm.SCAN_EVERY[kind].entry(scan.interval(self.poll_interval, self.hot.scan_duty()))
+                sm.SCAN_EVERY[kind].entry(scan.interval(self.poll_interval, self._scan_duty()))
                 for kind, scan in scans.items()
             ),
             *(sm.SCAN_TOOK[kind].entry(scan.last_seconds) for kind, scan in scans.items()),
@@ -316,6 +320,29 @@ class IncrementalReader:
         models_due, versions_due, later = self._due()
         if models_due and versions_due:
             return self.read_everything(reader, previous, plan)
+        started, self._scans_s = self._clock(), 0.0
+        observation = self._read_incrementally(reader, previous, plan, models_due, versions_due)
+        if plan.hinted:  # a poll hints started (or took along): its reading is theirs
+            finished = self._clock()
+            own = finished - started - self._scans_s - plan.hot_ms / 1000
+            self.hinted.add(finished, own)
+        if later:
+            self._start(later, previous)
+        return observation
+
+    def _scan_duty(self) -> float:
+        """What the hot set and the polls hints started leave of max_duty for the scans."""
+        return self.hot.scan_duty(self.hinted.duty(self._clock()))
+
+    def _read_incrementally(
+        self,
+        reader: Reader,
+        previous: Observation,
+        plan: Plan,
+        models_due: bool,
+        versions_due: bool,
+    ) -> Observation:
+        """The watermark searches and the targeted reads, with the scans that are due now."""
         plan.kinds.append("incremental")
         draft = Draft(
             reader,
@@ -343,8 +370,6 @@ class IncrementalReader:
             draft.reread_moved()
             self._targeted.read_hot(draft, hot)
             self._targeted.read_hinted(draft, plan.hinted)
-        if later:
-            self._start(later, previous)
         return draft.observation(self._wall_ms())
 
     def _due(self) -> tuple[bool, bool, tuple[str, ...]]:
@@ -352,7 +377,7 @@ class IncrementalReader:
         now = self._clock()
         # While a background scan is out, no other scan starts: its result is merged first.
         due = {
-            kind: self._job is None and cadence.due(now, self.poll_interval, self.hot.scan_duty())
+            kind: self._job is None and cadence.due(now, self.poll_interval, self._scan_duty())
             for kind, cadence in (("models", self.models_scan), ("versions", self.versions_scan))
         }
         later = tuple(
@@ -372,6 +397,7 @@ class IncrementalReader:
         scanned = draft.reader.scan_models(self.watches, draft.previous.models)
         finished = self._clock()
         self.models_scan.done(finished, finished - started)
+        self._scans_s += finished - started
         draft.models_scanned(scanned)
 
     def _scan_versions(self, draft: Draft) -> None:
@@ -380,6 +406,7 @@ class IncrementalReader:
         scanned = draft.reader.scan_versions(self.watches, draft.models, draft.previous.versions)
         finished = self._clock()
         self.versions_scan.done(finished, finished - started)
+        self._scans_s += finished - started
         draft.versions_scanned(scanned)
 
     # ----------------------------------------------------------------- background scans

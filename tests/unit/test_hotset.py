@@ -44,7 +44,7 @@ from tests.unit.test_incremental import (
 from watcher import state_meta as sm
 from watcher.errors import RegistryError
 from watcher.hints import HintBox
-from watcher.hotset import HOT_SHARE, HotSet
+from watcher.hotset import HINTED_WINDOW_S, HOT_SHARE, HintedSpend, HotSet
 from watcher.incremental import WATERMARK_OVERLAP_MS
 from watcher.model import EventType, Observation, SnapshotDelta
 from watcher.scan import RECENT_FIRST_PAGE
@@ -135,6 +135,21 @@ def test_the_scans_get_what_the_hot_set_leaves_of_max_duty() -> None:
     for _ in range(20):
         hot.spent(5, 10.0)  # far over its share: the scans keep the rest
     assert hot.scan_duty() == pytest.approx(0.1 * (1 - HOT_SHARE))
+
+
+def test_the_polls_hints_start_come_out_of_the_scans_share_for_ten_minutes() -> None:
+    """Hints go where changes happen: what the polls they start read is taken from the scans'
+    share of max_duty (with the hot set's, at most HOT_SHARE of it), over the last window."""
+    spend = HintedSpend()
+    assert spend.duty(1000.0) == 0.0
+    spend.add(1000.0, 6.0)
+    spend.add(1100.0, 12.0)
+    assert spend.duty(1100.0) == pytest.approx(18.0 / HINTED_WINDOW_S)
+    assert spend.duty(1000.0 + HINTED_WINDOW_S + 1) == pytest.approx(12.0 / HINTED_WINDOW_S)
+    assert spend.duty(1100.0 + HINTED_WINDOW_S + 1) == 0.0, "a burst slows the scans a while"
+    hot = HotSet(DAY_MS, 0.1, 2.0)
+    assert hot.scan_duty(0.03) == pytest.approx(0.07)
+    assert hot.scan_duty(1.0) == pytest.approx(0.1 * (1 - HOT_SHARE)), "the scans keep 40%"
 
 
 # --------------------------------------------------------------------------- reading
@@ -445,6 +460,23 @@ def test_a_hint_taken_by_a_poll_that_scans_the_versions_still_reads_the_models_r
     assert report.kind == "incremental+hot+versions+hinted"
     assert types(report.events) == [(ALIAS_CREATED, "churn", "1")]
     hot.assert_exact()
+
+
+def test_only_the_polls_that_take_hints_count_as_hinted_reading(hot: Harness) -> None:
+    """A poll that took a hint is counted (what it read beyond scans and the hot set); a
+    plain poll is not. The seconds are the clock's: only how many polls count is checked."""
+    spent = hot.pipeline.incremental.hinted._spent
+    box = HintBox("hint-secret", 300)
+    hot.pipeline.hinted = box
+    hot.cycle()
+    assert len(spent) == 0
+    body = mlflow_body(name="churn")
+    now = hot.fake.now / 1000
+    assert box.offer(signed(body, "d-1", now, "hint-secret"), body, now).result == "accepted"
+    assert "hinted" in hot.cycle().kind
+    assert len(spent) == 1
+    hot.cycle()
+    assert len(spent) == 1
 
 
 def test_the_hint_counts_ride_in_the_poll_s_commit(hot: Harness) -> None:
