@@ -233,14 +233,20 @@ HINTED_WINDOW_S = 600.0
 """How far back the polls hints started are counted: ten minutes of hints set the scans'
 share, so a burst of promotions slows the scans for a while, not for good."""
 
+HINTED_MIN_S = 60.0
+"""The shortest span the hints' reading is spread over, right after a start."""
+
 
 @dataclass
 class HintedSpend:
     """What the polls hints started spent reading (their own searches and the hinted models'
     reads; scans and the hot set are counted apart), as a share of wall time over the last
-    ``HINTED_WINDOW_S``. Hints go where changes happen: the budget follows, and the scans,
-    the safety net for what no hint named, take what is left of max_duty."""
+    ``HINTED_WINDOW_S`` (or since ``started``, when that is shorter, from a minute on).
+    Hints go where changes happen: the budget follows, and the scans, the safety net for what
+    no hint named, take what is left of max_duty."""
 
+    started: float
+    """When counting began (monotonic seconds)."""
     window_s: float = HINTED_WINDOW_S
     _spent: deque[tuple[float, float]] = field(default_factory=deque)
 
@@ -251,4 +257,5 @@ class HintedSpend:
     def duty(self, now: float) -> float:
         while self._spent and self._spent[0][0] < now - self.window_s:
             self._spent.popleft()
-        return sum(seconds for _, seconds in self._spent) / self.window_s
+        span = max(HINTED_MIN_S, min(self.window_s, now - self.started))
+        return sum(seconds for _, seconds in self._spent) / span

@@ -149,7 +149,7 @@ class IncrementalReader:
         self.log = log
         self.hot = HotSet(round(hot_window * 1000), max_duty, poll_interval)
         self._targeted = TargetedReads(self.hot, watches, log, clock)
-        self.hinted = HintedSpend()
+        self.hinted = HintedSpend(started=clock())
         """What the polls hints started read: it comes out of the scans' share of max_duty."""
         self._scans_s = 0.0
         """What this poll's own scans took (counted by their cadences, not as hinted)."""

@@ -44,7 +44,7 @@ from tests.unit.test_incremental import (
 from watcher import state_meta as sm
 from watcher.errors import RegistryError
 from watcher.hints import HintBox
-from watcher.hotset import HINTED_WINDOW_S, HOT_SHARE, HintedSpend, HotSet
+from watcher.hotset import HINTED_MIN_S, HINTED_WINDOW_S, HOT_SHARE, HintedSpend, HotSet
 from watcher.incremental import WATERMARK_OVERLAP_MS
 from watcher.model import EventType, Observation, SnapshotDelta
 from watcher.scan import RECENT_FIRST_PAGE
@@ -139,14 +139,20 @@ def test_the_scans_get_what_the_hot_set_leaves_of_max_duty() -> None:
 
 def test_the_polls_hints_start_come_out_of_the_scans_share_for_ten_minutes() -> None:
     """Hints go where changes happen: what the polls they start read is taken from the scans'
-    share of max_duty (with the hot set's, at most HOT_SHARE of it), over the last window."""
-    spend = HintedSpend()
+    share of max_duty (with the hot set's, at most HOT_SHARE of it), over the last window, or
+    since the start when that is shorter (from a minute on)."""
+    spend = HintedSpend(started=0.0)
     assert spend.duty(1000.0) == 0.0
     spend.add(1000.0, 6.0)
     spend.add(1100.0, 12.0)
     assert spend.duty(1100.0) == pytest.approx(18.0 / HINTED_WINDOW_S)
     assert spend.duty(1000.0 + HINTED_WINDOW_S + 1) == pytest.approx(12.0 / HINTED_WINDOW_S)
     assert spend.duty(1100.0 + HINTED_WINDOW_S + 1) == 0.0, "a burst slows the scans a while"
+    young = HintedSpend(started=1000.0)
+    young.add(1010.0, 3.0)
+    assert young.duty(1010.0) == pytest.approx(3.0 / HINTED_MIN_S)
+    young.add(1200.0, 3.0)
+    assert young.duty(1200.0) == pytest.approx(6.0 / 200.0), "spread over the time since start"
     hot = HotSet(DAY_MS, 0.1, 2.0)
     assert hot.scan_duty(0.03) == pytest.approx(0.07)
     assert hot.scan_duty(1.0) == pytest.approx(0.1 * (1 - HOT_SHARE)), "the scans keep 40%"
