@@ -201,6 +201,8 @@ class StateCollector(Collector):
         for key, help_text in (
             (sm.MODELS, "Registered models watched, as of the last good poll."),
             (sm.VERSIONS, "Model versions watched, as of the last good poll."),
+            (sm.PROMPTS, "MLflow 3 prompts watched (not among the models), last good poll."),
+            (sm.PROMPT_VERSIONS, "Their versions (not among the versions), last good poll."),
         ):
             gauge = GaugeMetricFamily(f"{PREFIX}_{key.name}_watched", help_text)
             gauge.add_metric([], float(key.get(meta) or 0))

@@ -20,6 +20,7 @@ from watcher.experiments import Experiments
 from watcher.hints import HintBox
 from watcher.incremental import IncrementalReader, Plan, Runner
 from watcher.model import Event, Observation, make_delivery_id
+from watcher.prompts import is_prompt
 from watcher.registry import (
     Progress,
     Reader,
@@ -38,6 +39,8 @@ class CycleReport:
     baseline: bool = False
     models: int = 0
     versions: int = 0
+    prompts: int = 0
+    prompt_versions: int = 0
     events: list[Event] = field(default_factory=list)
     queued: int = 0
     error: str | None = None
@@ -236,12 +239,15 @@ class Pipeline:
         events = detect(previous, current, policy, plan.changed_versions)
         if previous is not None:  # the baseline asks for no runs (watcher.experiments)
             events = self.experiments.add_to(events, self.reader)
+        prompts, prompt_versions = _prompt_counts(current)
         report = CycleReport(
             ok=True,
             duration_ms=0.0,
             baseline=previous is None,
-            models=len(current.models),
-            versions=len(current.versions),
+            models=len(current.models) - prompts,
+            versions=len(current.versions) - prompt_versions,
+            prompts=prompts,
+            prompt_versions=prompt_versions,
             events=events,
             kind="+".join(plan.kinds),
             hot_ms=plan.hot_ms,
@@ -332,6 +338,8 @@ class Pipeline:
             sm.LAST_POLL_ERROR.entry(""),
             sm.MODELS.entry(report.models),
             sm.VERSIONS.entry(report.versions),
+            sm.PROMPTS.entry(report.prompts),
+            sm.PROMPT_VERSIONS.entry(report.prompt_versions),
             sm.LAST_POLL_DURATION_MS.entry(round(report.duration_ms)),
         )
         if not cycle.full:  # a daemon's cadences; a full read on request has none
@@ -425,3 +433,13 @@ def _changed_much(old: dict[str, float], new: dict[str, float]) -> bool:
 
 def _ms(started: float) -> float:
     return (time.monotonic() - started) * 1000
+
+
+def _prompt_counts(observation: Observation) -> tuple[int, int]:
+    """How many of the observation's models are MLflow 3 prompts, and how many versions they
+    have (counted apart from the models and versions: a prompt is a registered model to MLflow,
+    not to whoever reads `status`)."""
+    prompts = {name for name, model in observation.models.items() if is_prompt(model)}
+    if not prompts:
+        return 0, 0
+    return len(prompts), sum(1 for name, _ in observation.versions if name in prompts)

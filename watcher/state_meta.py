@@ -111,6 +111,11 @@ MODELS = _count("models")
 """Registered models watched, as of the last good poll."""
 VERSIONS = _count("versions")
 """Model versions watched, as of the last good poll."""
+PROMPTS = _count("prompts")
+"""MLflow 3 prompts watched (a webhook subscribes to prompt events), as of the last good poll;
+not among MODELS."""
+PROMPT_VERSIONS = _count("prompt_versions")
+"""Their versions, as of the last good poll; not among VERSIONS."""
 
 # The last poll.
 LAST_POLL_AT = _time("last_poll_at")

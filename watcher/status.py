@@ -41,6 +41,8 @@ def status_report(config: Config, store: Store, now: float) -> dict[str, Any]:
         "registry": sm.REGISTRY.get(meta),
         "last_poll": _last_poll(meta, now),
         "models": sm.MODELS.get(meta),
+        "prompts": sm.PROMPTS.get(meta),
+        "prompt_versions": sm.PROMPT_VERSIONS.get(meta),
         "versions": sm.VERSIONS.get(meta),
         "scans": {
             scan: {"every_s": sm.SCAN_EVERY[scan].get(meta), "took_s": sm.SCAN_TOOK[scan].get(meta)}

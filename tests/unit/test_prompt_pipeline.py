@@ -185,3 +185,24 @@ def test_a_server_that_refuses_the_prompts_filter_has_no_prompts() -> None:
     assert set(server.versions_of("fraud")) == {("fraud", "1")}
     assert server.versions_of("no-such-model") == {}
     assert server.refused == 1  # asked once, never again
+
+
+def test_prompts_are_counted_apart_from_the_models_in_status_and_metrics(
+    tmp_path: Path, fake: FakeRegistry
+) -> None:
+    """A prompt is a registered model to MLflow, not to whoever reads `status`: the models and
+    versions watched leave prompts out, and the prompts have counts of their own."""
+    with harness(tmp_path, fake, prompts=False) as h:
+        h.cycle()
+        meta = h.store.all_meta()
+        models, versions = sm.MODELS.get(meta), sm.VERSIONS.get(meta)
+        assert sm.PROMPTS.get(meta) == 0
+    fake.create_prompt("support")
+    prompt_version(fake, "support", "How can I help?")
+    prompt_version(fake, "support", "How may I help?")
+    with harness(tmp_path, fake, prompts=True) as h:
+        h.cycle()
+        meta = h.store.all_meta()
+        assert (sm.MODELS.get(meta), sm.VERSIONS.get(meta)) == (models, versions)
+        # The sample registry's greeting (one version) and support (two).
+        assert (sm.PROMPTS.get(meta), sm.PROMPT_VERSIONS.get(meta)) == (2, 3)

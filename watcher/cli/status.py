@@ -35,8 +35,13 @@ def _status_lines(status: dict[str, Any]) -> list[str]:
             lines.append(f"  last success: {poll['last_ok_at'] or 'never'}")
     if status["models"] is not None:
         lines.append(
-            f"tracking:       {status['models']} models, {status['versions']} versions "
-            f"(baseline {status['baseline_at'] or '-'})"
+            f"tracking:       {status['models']} models, {status['versions']} versions"
+            + (
+                f", {status['prompts']} prompts ({status['prompt_versions']} versions)"
+                if status.get("prompts")
+                else ""
+            )
+            + f" (baseline {status['baseline_at'] or '-'})"
         )
     scans = [
         f"{scan} every {age(round(s['every_s']))}"
